@@ -1,0 +1,270 @@
+"""Cost model: MACs and params per node as a function of per-group keep counts, without surgery.
+
+Convention (batch 1, symbolic dims count as 1): Conv = out_spatial * C_out * C_in/group * kH*kW;
+ConvTranspose = in_spatial * C_in * C_out/group * kH*kW; Gemm/MatMul = M*K*N; element-wise ops,
+pools and norms are not MACs. Params = elements of every float initializer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
+if TYPE_CHECKING:
+    from agmc_onnx.groups import Analysis
+    from agmc_onnx.plan import Plan
+
+MAC_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
+
+
+def _static(d: Any) -> int:
+    """A dim as a number: symbolic or unknown dims (the batch) count as 1."""
+    return int(d) if isinstance(d, (int, np.integer)) and d > 0 else 1
+
+
+def _prod(dims: Any) -> int:
+    """Product of dims with symbolic ones as 1."""
+    out = 1
+    for d in dims:
+        out *= _static(d)
+    return out
+
+
+def node_macs_static(node: onnx.NodeProto, inits: Mapping[str, np.ndarray], shapes: Mapping[str, Any]) -> int:
+    """MACs of one node from its tensors' own shapes (no groups involved)."""
+    op = node.op_type
+    if op not in MAC_OPS:
+        return 0
+    a_shape = shapes.get(node.input[0])
+    w = inits.get(node.input[1]) if len(node.input) > 1 else None
+    w_shape = list(w.shape) if w is not None else shapes.get(node.input[1])
+    out_shape = shapes.get(node.output[0])
+    if w_shape is None:
+        return 0
+    if op == "Conv":
+        return _prod(out_shape[2:]) * _prod(w_shape) if out_shape is not None else 0
+    if op == "ConvTranspose":
+        return _prod(a_shape[2:]) * _prod(w_shape) if a_shape is not None else 0
+    if op == "Gemm":
+        if a_shape is None:
+            return 0
+        trans_a = any(x.name == "transA" and x.i for x in node.attribute)
+        m = a_shape[1] if trans_a else a_shape[0]
+        return _static(m) * _prod(w_shape)
+    # MatMul: prod(out) * K
+    if out_shape is None or a_shape is None:
+        return 0
+    return _prod(out_shape) * _static(a_shape[-1])
+
+
+def count_macs(proto: onnx.ModelProto) -> int:
+    """MACs of a model counted from its own (re-inferred) shapes: the independent oracle."""
+    inferred = onnx.shape_inference.infer_shapes(proto, data_prop=True)
+    g = inferred.graph
+    inits = {t.name: numpy_helper.to_array(t) for t in g.initializer}
+    shapes: dict[str, Any] = {}
+    for vi in list(g.input) + list(g.value_info) + list(g.output):
+        if vi.type.HasField("tensor_type") and vi.type.tensor_type.HasField("shape"):
+            shapes[vi.name] = [
+                d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in vi.type.tensor_type.shape.dim
+            ]
+    return int(sum(node_macs_static(n, inits, shapes) for n in g.node))
+
+
+def count_params(proto: onnx.ModelProto) -> int:
+    """Float parameters of a model: elements of its float initializers."""
+    total = 0
+    for t in proto.graph.initializer:
+        if t.data_type in (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE,
+                           onnx.TensorProto.BFLOAT16):
+            total += int(np.prod(t.dims)) if len(t.dims) else 1
+    return total
+
+
+@dataclass
+class Length:
+    """The kept length of one axis: a constant plus, per prunable group, the channels it holds."""
+
+    const: int
+    terms: list[tuple[int, float, np.ndarray]] = field(default_factory=list)  # (group, count/size, channels)
+
+    def full(self) -> int:
+        """Length with everything kept."""
+        return self.const + sum(len(ch) for _, _, ch in self.terms)
+
+    def of_counts(self, keep: Mapping[int, int]) -> float:
+        """Length for keep counts (exact when every channel of a group appears equally often)."""
+        v = float(self.const)
+        for gid, coef, ch in self.terms:
+            k = keep.get(gid)
+            v += len(ch) if k is None else coef * k
+        return v
+
+    def of_masks(self, masks: Mapping[int, np.ndarray]) -> int:
+        """Exact length for per-group boolean keep masks."""
+        v = self.const
+        for gid, _, ch in self.terms:
+            m = masks.get(gid)
+            v += len(ch) if m is None else int(m[ch].sum())
+        return v
+
+
+@dataclass
+class _Term:
+    node: str
+    coef: int
+    lengths: list[Length]
+
+
+class CostModel:
+    """MACs/params of a model as a function of per-group keep counts (cheap: a few ops per node)."""
+
+    def __init__(self, terms: list[_Term], params: list[tuple[str, list[Length]]], sizes: dict[int, int]) -> None:
+        """Build from per-node MAC terms and per-initializer axis lengths."""
+        self.terms = terms
+        self.param_terms = params
+        self.sizes = sizes
+        self.total_macs = self.macs({})
+        self.total_params = self.params({})
+
+    def node_macs(self, keep: Mapping[int, int] | None = None) -> dict[str, int]:
+        """MACs per node for keep counts (missing groups: full size)."""
+        keep = keep or {}
+        out = {}
+        for t in self.terms:
+            v = float(t.coef)
+            for length in t.lengths:
+                v *= length.of_counts(keep)
+            out[t.node] = int(round(v))
+        return out
+
+    def macs(self, keep: Mapping[int, int]) -> int:
+        """Total MACs for keep counts per group id."""
+        total = 0.0
+        for t in self.terms:
+            v = float(t.coef)
+            for length in t.lengths:
+                v *= length.of_counts(keep)
+            total += v
+        return int(round(total))
+
+    def params(self, keep: Mapping[int, int]) -> int:
+        """Total float params for keep counts per group id."""
+        total = 0.0
+        for _, lengths in self.param_terms:
+            v = 1.0
+            for length in lengths:
+                v *= length.of_counts(keep)
+            total += v
+        return int(round(total))
+
+    def _masks(self, plan: Plan) -> dict[int, np.ndarray]:
+        """Per-group keep masks of a plan."""
+        masks = {}
+        for gid, kept in plan.kept.items():
+            if gid in self.sizes:
+                m = np.zeros(self.sizes[gid], dtype=bool)
+                m[list(kept)] = True
+                masks[gid] = m
+        return masks
+
+    def plan_macs(self, plan: Plan) -> int:
+        """Exact total MACs of the model a plan prunes to (accounts for which channels are kept)."""
+        masks = self._masks(plan)
+        total = 0
+        for t in self.terms:
+            v = t.coef
+            for length in t.lengths:
+                v *= length.of_masks(masks)
+            total += v
+        return int(total)
+
+    def plan_params(self, plan: Plan) -> int:
+        """Exact float params of the model a plan prunes to."""
+        masks = self._masks(plan)
+        total = 0
+        for _, lengths in self.param_terms:
+            v = 1
+            for length in lengths:
+                v *= length.of_masks(masks)
+            total += v
+        return int(total)
+
+
+def _length(channels: list[tuple[int, int] | None], prunable: Mapping[int, int]) -> Length:
+    """A Length from the (group, channel) of each position."""
+    const = 0
+    per: dict[int, list[int]] = {}
+    for c in channels:
+        if c is None or c[0] not in prunable:
+            const += 1
+        else:
+            per.setdefault(c[0], []).append(c[1])
+    return Length(const, [(g, len(ch) / prunable[g], np.array(ch, dtype=np.int64)) for g, ch in per.items()])
+
+
+def build_cost_model(analysis: Analysis) -> CostModel:
+    """Precompute per node and per initializer axis the group terms of their lengths."""
+    m = analysis.model
+    prunable = {g.id: g.size for g in analysis.groups if g.prunable}
+
+    def init_len(name: str, axis: int) -> Length:
+        chans = analysis.axis_map.get((name, axis))
+        if chans is None:
+            return Length(int(m.inits[name].shape[axis]))
+        return _length(chans, prunable)
+
+    def tensor_len(name: str, static: Any) -> Length:
+        if name in analysis.tensor_ids:
+            return _length(analysis.tensor_channels(name), prunable)
+        return Length(_static(static))
+
+    terms: list[_Term] = []
+    for node in m.nodes:
+        op = node.op_type
+        if op not in MAC_OPS:
+            continue
+        w_name = node.input[1] if len(node.input) > 1 else ""
+        w = m.inits.get(w_name)
+        a_shape = m.shape(node.input[0])
+        out_shape = m.shape(node.output[0])
+        if op in ("Conv", "ConvTranspose"):
+            if w is None:
+                terms.append(_Term(node.name, node_macs_static(node, m.inits, m.shapes), []))
+                continue
+            spatial = (out_shape if op == "Conv" else a_shape) or []
+            coef = _prod(spatial[2:]) * _prod(w.shape[2:])
+            terms.append(_Term(node.name, coef, [init_len(w_name, 0), init_len(w_name, 1)]))
+        elif op == "Gemm" and w is not None and a_shape is not None:
+            trans_a = any(x.name == "transA" and x.i for x in node.attribute)
+            rows = a_shape[1] if trans_a else a_shape[0]
+            terms.append(_Term(node.name, _static(rows), [init_len(w_name, 0), init_len(w_name, 1)]))
+        elif op == "MatMul" and w is not None and w.ndim == 2 and out_shape is not None and a_shape is not None:
+            if len(out_shape) == 2:
+                terms.append(_Term(node.name, _static(out_shape[0]), [init_len(w_name, 0), init_len(w_name, 1)]))
+            else:
+                coef = _prod(out_shape[:1] + out_shape[2:-1])
+                terms.append(_Term(node.name, coef, [tensor_len(node.output[0], out_shape[1]),
+                                                     init_len(w_name, 0), init_len(w_name, 1)]))
+        else:
+            macs = node_macs_static(node, m.inits, m.shapes)
+            if out_shape is not None and len(out_shape) >= 2 and node.output[0] in analysis.tensor_ids and macs:
+                width = _static(out_shape[1])
+                terms.append(_Term(node.name, macs // width, [tensor_len(node.output[0], width)]))
+            else:
+                terms.append(_Term(node.name, macs, []))
+    params: list[tuple[str, list[Length]]] = []
+    for t in m.graph.initializer:
+        arr = m.inits[t.name]
+        if arr.dtype.kind != "f":
+            continue
+        if arr.ndim == 0:
+            params.append((t.name, [Length(1)]))
+            continue
+        params.append((t.name, [init_len(t.name, ax) for ax in range(arr.ndim)]))
+    return CostModel(terms, params, {g.id: g.size for g in analysis.groups})

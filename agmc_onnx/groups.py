@@ -1,0 +1,380 @@
+"""Channel-dependency groups: which channels of an ONNX graph must be removed together.
+
+Every activation tensor's channel axis (axis 1) is a list of channel ids. Op rules (agmc_onnx/ops)
+create, copy, cut, concatenate and unite ids (union-find). Each equivalence class of ids is one
+channel; classes that share a producing layer form one ChannelGroup with one keep ratio.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import onnx
+
+from agmc_onnx.model import ModelGraph
+from agmc_onnx.ops import RULES, Unsupported
+
+if TYPE_CHECKING:
+    from agmc_onnx.cost import CostModel
+    from agmc_onnx.plan import Plan
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Member:
+    """One parameter tensor (initializer) that holds some of a group's channels along `axis`."""
+
+    tensor: str
+    node: str
+    axis: int
+    positions: tuple[int, ...]
+    channels: tuple[int, ...]
+    role: str  # "producer" | "consumer" | "norm"
+
+
+@dataclass
+class ChannelGroup:
+    """A connected set of channel classes sharing producers; pruned with one keep ratio."""
+
+    id: int
+    size: int
+    members: list[Member]
+    producers: list[str]
+    frozen_reason: str | None = None
+
+    @property
+    def prunable(self) -> bool:
+        """True when channels of this group may be removed."""
+        return self.frozen_reason is None and self.size > 1
+
+
+class _UnionFind:
+    """Union-find over integer ids with path halving."""
+
+    def __init__(self) -> None:
+        self.parent: list[int] = []
+
+    def add(self) -> int:
+        """A new singleton id."""
+        self.parent.append(len(self.parent))
+        return len(self.parent) - 1
+
+    def find(self, a: int) -> int:
+        """Root of a."""
+        parent = self.parent
+        while parent[a] != a:
+            parent[a] = parent[parent[a]]
+            a = parent[a]
+        return a
+
+    def union(self, a: int, b: int) -> None:
+        """Merge the classes of a and b (smaller root wins, so roots follow creation order)."""
+        ra, rb = self.find(a), self.find(b)
+        if ra != rb:
+            if ra < rb:
+                self.parent[rb] = ra
+            else:
+                self.parent[ra] = rb
+
+
+@dataclass
+class _RawMember:
+    tensor: str
+    node: str
+    axis: int
+    role: str
+    ids: list[int]
+
+
+class Propagator:
+    """State of the channel-id propagation; the API op rules use."""
+
+    def __init__(self, model: ModelGraph) -> None:
+        self.model = model
+        self.opset = model.opset
+        self.uf = _UnionFind()
+        self.origin: list[str | None] = []
+        self.frozen: dict[int, str] = {}
+        self.tensor_ids: dict[str, list[int]] = {}
+        self.raw_members: list[_RawMember] = []
+        self.created: dict[str, list[int]] = {}  # producer node -> ids it created, in output order
+        self.hooks: list[tuple[str, str, dict[str, Any]]] = []  # (node name, kind, info)
+        self.frozen_log: list[tuple[str, str]] = []
+        self._current_hooks: list[tuple[str, str, dict[str, Any]]] = []
+        self._current_members: list[_RawMember] = []
+
+    # -- API for rules
+    def ids(self, tensor: str) -> list[int] | None:
+        """Channel ids of a tensor, None when it has no tracked channel axis."""
+        return self.tensor_ids.get(tensor)
+
+    def set(self, tensor: str, ids: list[int]) -> None:
+        """Set the channel ids of an output tensor."""
+        self.tensor_ids[tensor] = list(ids)
+
+    def new(self, n: int, node: onnx.NodeProto | None, frozen: str | None = None) -> list[int]:
+        """n fresh ids created by `node` (None: no producing layer, e.g. graph inputs)."""
+        out = []
+        for _ in range(n):
+            i = self.uf.add()
+            self.origin.append(node.name if node is not None else None)
+            if frozen is not None:
+                self.frozen[i] = frozen
+            out.append(i)
+        if node is not None:
+            self.created.setdefault(node.name, []).extend(out)
+        return out
+
+    def unite(self, a: list[int], b: list[int]) -> None:
+        """Unite ids position-wise."""
+        if len(a) != len(b):
+            raise Unsupported("cannot unite channel lists of different lengths")
+        for x, y in zip(a, b, strict=True):
+            self.uf.union(x, y)
+
+    def const(self, name: str) -> np.ndarray | None:
+        """The constant value of a tensor, if any."""
+        return self.model.const(name) if name else None
+
+    def shape(self, name: str) -> list[Any] | None:
+        """Inferred dims of a tensor."""
+        return self.model.shape(name)
+
+    def has_consumers(self, name: str) -> bool:
+        """True when some node reads `name` or it is a graph output."""
+        return bool(self.model.consumers.get(name)) or name in self.model.output_names
+
+    def member(self, tensor: str, node: onnx.NodeProto, axis: int, role: str, ids: list[int]) -> None:
+        """Record that initializer `tensor` holds channels `ids` along `axis`."""
+        arr = self.model.const(tensor)
+        if arr is None or arr.shape[axis] != len(ids):
+            raise Unsupported(f"parameter {tensor!r} does not match its channels")
+        self._current_members.append(_RawMember(tensor, node.name, axis, role, list(ids)))
+
+    def hook(self, node: onnx.NodeProto, kind: str, **info: Any) -> None:
+        """Register a surgery hook for this node."""
+        self._current_hooks.append((node.name, kind, info))
+
+    def opaque(self, tensor: str, reason: str) -> None:
+        """Give a tensor fresh frozen ids (channels of unknown origin), or no ids when its width is unknown."""
+        shape = self.shape(tensor)
+        if shape is not None and len(shape) >= 2 and isinstance(shape[1], int):
+            self.tensor_ids[tensor] = self.new(shape[1], None, frozen=reason)
+        else:
+            self.tensor_ids.pop(tensor, None)
+
+    def freeze(self, ids: list[int], reason: str) -> None:
+        """Freeze the classes of `ids`."""
+        for i in ids:
+            self.frozen.setdefault(i, reason)
+
+    # -- driver
+    def run_node(self, node: onnx.NodeProto) -> None:
+        """Apply the node's rule; on Unsupported freeze everything it touches."""
+        inputs = [i for i in node.input if i]
+        tracked = [i for i in inputs if i in self.tensor_ids]
+        sub_inputs = _subgraph_inputs(node)
+        if not tracked and not any(s in self.tensor_ids for s in sub_inputs):
+            return  # shape computations and constants: no channels flow
+        self._current_hooks, self._current_members = [], []
+        fn = RULES.get(node.op_type) if node.domain in ("", "ai.onnx") and not sub_inputs else None
+        reason = None
+        if fn is None:
+            reason = f"unsupported op {node.op_type}"
+        else:
+            n_before = len(self.created.get(node.name, []))
+            try:
+                fn(self, node)
+            except Unsupported as exc:
+                reason = str(exc)
+            except Exception as exc:  # a rule bug must never crash the analysis: freeze instead
+                log.debug("rule %s failed on %s", node.op_type, node.name, exc_info=True)
+                reason = f"rule error ({type(exc).__name__}: {exc})"
+            if reason is not None and node.name in self.created:
+                # ids created by a failed rule are discarded: mark them frozen
+                for i in self.created[node.name][n_before:]:
+                    self.frozen.setdefault(i, reason)
+        if reason is not None:
+            full = f"{node.op_type} {node.name}: {reason}"
+            self.frozen_log.append((node.name, full))
+            for t in tracked + [s for s in sub_inputs if s in self.tensor_ids]:
+                self.freeze(self.tensor_ids[t], full)
+            for o in node.output:
+                if o:
+                    self.opaque(o, full)
+            return
+        self.raw_members.extend(self._current_members)
+        self.hooks.extend(self._current_hooks)
+        for o in node.output:
+            ids = self.tensor_ids.get(o)
+            shape = self.shape(o)
+            if ids is not None and shape is not None and len(shape) >= 2 and isinstance(shape[1], int):
+                if shape[1] != len(ids):  # a rule and shape inference disagree: trust neither
+                    full = f"{node.op_type} {node.name}: channel count mismatch ({len(ids)} vs {shape[1]})"
+                    self.frozen_log.append((node.name, full))
+                    self.freeze(ids, full)
+                    for t in tracked:
+                        self.freeze(self.tensor_ids[t], full)
+
+
+def _subgraph_inputs(node: onnx.NodeProto) -> list[str]:
+    """Outer-scope names read by a node's subgraphs (If/Loop/Scan bodies)."""
+    names: list[str] = []
+    for a in node.attribute:
+        graphs = [a.g] if a.type == onnx.AttributeProto.GRAPH else list(a.graphs)
+        for g in graphs:
+            produced = {i.name for i in g.input} | {t.name for t in g.initializer}
+            for n in g.node:
+                produced.update(n.output)
+            for n in g.node:
+                names.extend(i for i in n.input if i and i not in produced)
+                names.extend(_subgraph_inputs(n))
+    return names
+
+
+@dataclass
+class Analysis:
+    """Groups, cost model and frozen channels of one model."""
+
+    model: ModelGraph
+    groups: list[ChannelGroup]
+    cost: CostModel
+    frozen: list[tuple[str, str]]
+    tensor_ids: dict[str, list[int]] = field(default_factory=dict)
+    # id -> (group id, channel index) for ids in a group, None for channels outside every group
+    id_channel: dict[int, tuple[int, int] | None] = field(default_factory=dict)
+    axis_map: dict[tuple[str, int], list[tuple[int, int] | None]] = field(default_factory=dict)
+    hooks: list[tuple[str, str, dict[str, Any]]] = field(default_factory=list)
+
+    def prunable_groups(self) -> list[ChannelGroup]:
+        """Groups whose channels may be removed, in topological order."""
+        return [g for g in self.groups if g.prunable]
+
+    def group(self, gid: int) -> ChannelGroup:
+        """Group by id."""
+        return self.groups[gid]
+
+    def tensor_channels(self, tensor: str) -> list[tuple[int, int] | None]:
+        """(group id, channel) of every position on a tensor's channel axis."""
+        return [self.id_channel.get(i) for i in self.tensor_ids[tensor]]
+
+    def keep_mask(self, channels: list[tuple[int, int] | None], plan: Plan) -> np.ndarray:
+        """Boolean mask of kept positions for a list of (group, channel) entries under `plan`."""
+        kept = _kept_sets(self, plan)
+        return np.array([c is None or c[0] not in kept or c[1] in kept[c[0]] for c in channels], dtype=bool)
+
+
+def _kept_sets(analysis: Analysis, plan: Plan) -> dict[int, set[int]]:
+    """Kept channel sets of the prunable groups a plan touches (frozen groups keep everything)."""
+    out = {}
+    for gid, kept in plan.kept.items():
+        g = analysis.groups[gid]
+        if g.prunable:
+            out[gid] = set(kept)
+    return out
+
+
+def analyze(model: ModelGraph) -> Analysis:
+    """Find the channel groups of a model and build its cost model."""
+    from agmc_onnx.cost import build_cost_model
+
+    p = Propagator(model)
+    for name in model.input_names:
+        shape = model.shape(name)
+        if shape is not None and len(shape) >= 2 and isinstance(shape[1], int):
+            p.set(name, p.new(shape[1], None, frozen=f"graph input {name}"))
+    for node in model.nodes:
+        p.run_node(node)
+    for name in model.output_names:
+        if name in p.tensor_ids:
+            p.freeze(p.tensor_ids[name], f"graph output {name}")
+    return _build(model, p, build_cost_model)
+
+
+def _build(model: ModelGraph, p: Propagator, build_cost_model: Any) -> Analysis:
+    """Turn propagated ids into classes, groups and members."""
+    uf = p.uf
+    n = len(uf.parent)
+    root = [uf.find(i) for i in range(n)]
+    cls_producers: dict[int, set[str]] = defaultdict(set)
+    cls_frozen: dict[int, list[str]] = defaultdict(list)
+    for i in range(n):
+        if p.origin[i] is not None:
+            cls_producers[root[i]].add(p.origin[i])  # type: ignore[arg-type]
+        if i in p.frozen:
+            cls_frozen[root[i]].append(p.frozen[i])
+    # groups: connected components of producers via classes
+    prod_parent: dict[str, str] = {}
+
+    def pfind(a: str) -> str:
+        while prod_parent.setdefault(a, a) != a:
+            prod_parent[a] = prod_parent[prod_parent[a]]
+            a = prod_parent[a]
+        return a
+
+    for prods in cls_producers.values():
+        lst = sorted(prods)
+        for other in lst[1:]:
+            ra, rb = pfind(lst[0]), pfind(other)
+            if ra != rb:
+                prod_parent[rb] = ra
+    order = {node.name: k for k, node in enumerate(model.nodes)}
+    comp_prods: dict[str, list[str]] = defaultdict(list)
+    for prod in p.created:
+        comp_prods[pfind(prod)].append(prod)
+    comps = sorted(comp_prods.values(), key=lambda ps: min(order.get(x, 0) for x in ps))
+    class_channel: dict[int, tuple[int, int]] = {}
+    groups: list[ChannelGroup] = []
+    for gid, prods in enumerate(comps):
+        prods.sort(key=lambda x: order.get(x, 0))
+        count = 0
+        reasons: list[str] = []
+        for prod in prods:
+            for i in p.created[prod]:
+                c = root[i]
+                if c not in class_channel:
+                    class_channel[c] = (gid, count)
+                    count += 1
+                    for r in cls_frozen.get(c, []):
+                        if r not in reasons:
+                            reasons.append(r)
+        frozen = "; ".join(reasons[:3]) + (f" (+{len(reasons) - 3} more)" if len(reasons) > 3 else "") if reasons else None
+        groups.append(ChannelGroup(id=gid, size=count, members=[], producers=prods, frozen_reason=frozen))
+    id_channel = {i: class_channel.get(root[i]) for i in range(n)}
+    axis_map: dict[tuple[str, int], list[tuple[int, int] | None]] = {}
+    for rm in p.raw_members:
+        chans = [id_channel[i] for i in rm.ids]
+        key = (rm.tensor, rm.axis)
+        if key in axis_map:
+            prev = axis_map[key]
+            axis_map[key] = [a if a is not None else b for a, b in zip(prev, chans, strict=True)]
+        else:
+            axis_map[key] = chans
+        per_group: dict[int, tuple[list[int], list[int]]] = defaultdict(lambda: ([], []))
+        for pos, ch in enumerate(chans):
+            if ch is not None:
+                per_group[ch[0]][0].append(pos)
+                per_group[ch[0]][1].append(ch[1])
+        for gid, (pos, chs) in per_group.items():
+            groups[gid].members.append(Member(rm.tensor, rm.node, rm.axis, tuple(pos), tuple(chs), rm.role))
+    frozen_list = list(p.frozen_log)
+    for g in groups:
+        if g.frozen_reason and not any(g.frozen_reason.startswith(r) for _, r in frozen_list):
+            frozen_list.append((", ".join(g.producers[:2]), g.frozen_reason))
+    analysis = Analysis(
+        model=model,
+        groups=groups,
+        cost=None,  # type: ignore[arg-type]
+        frozen=frozen_list,
+        tensor_ids=dict(p.tensor_ids),
+        id_channel=id_channel,
+        axis_map=axis_map,
+        hooks=list(p.hooks),
+    )
+    analysis.cost = build_cost_model(analysis)
+    return analysis

@@ -1,0 +1,400 @@
+"""Load an ONNX file into a ModelGraph: checked, normalised (onnxslim, BN kept), shapes inferred."""
+
+from __future__ import annotations
+
+import copy
+import logging
+import os
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import networkx as nx
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
+from agmc_onnx.errors import InputError
+
+log = logging.getLogger(__name__)
+
+MIN_OPSET = 7
+MAX_OPSET = 23
+# onnxslim passes we skip: fusion folds BN into Conv (we keep BN for re-calibration) and rewrites
+# Gemm/Conv patterns; weight tying makes two layers share one initializer (surgery slices per layer).
+_SLIM_SKIP = ["graph_fusion", "weight_tying"]
+
+Dim = int | str | None
+
+
+def _dims(type_proto: onnx.TypeProto) -> list[Dim] | None:
+    """Dims of a tensor type: int, symbol name, or None; None when the rank is unknown."""
+    if not type_proto.HasField("tensor_type") or not type_proto.tensor_type.HasField("shape"):
+        return None
+    out: list[Dim] = []
+    for d in type_proto.tensor_type.shape.dim:
+        if d.HasField("dim_value"):
+            out.append(int(d.dim_value))
+        elif d.HasField("dim_param"):
+            out.append(d.dim_param)
+        else:
+            out.append(None)
+    return out
+
+
+def _read(path: Path) -> onnx.ModelProto:
+    """Read and check a model file; every failure is an InputError naming the file."""
+    if not path.exists():
+        raise InputError("no such file", path)
+    if path.is_dir():
+        raise InputError("is a directory, not an ONNX file", path)
+    try:
+        proto = onnx.load(str(path), load_external_data=False)
+    except Exception as exc:  # protobuf raises DecodeError and friends
+        raise InputError(f"not a readable ONNX file ({type(exc).__name__}: {str(exc)[:80]})", path) from exc
+    if not proto.graph.node and not proto.graph.output:
+        raise InputError("not an ONNX model (empty or not a ModelProto)", path)
+    try:
+        onnx.load_external_data_for_model(proto, str(path.parent))
+    except FileNotFoundError as exc:
+        raise InputError(f"missing external data file {Path(exc.filename or '?').name}", path) from exc
+    except Exception as exc:
+        raise InputError(f"cannot load external data ({exc})", path) from exc
+    opset = _opset(proto)
+    if opset is None or opset < MIN_OPSET or opset > MAX_OPSET:
+        raise InputError(f"unsupported opset {opset} (supported: {MIN_OPSET}..{MAX_OPSET})", path)
+    try:
+        onnx.checker.check_model(proto)
+    except Exception as exc:
+        msg = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
+        raise InputError(f"invalid ONNX model ({msg})", path) from exc
+    return proto
+
+
+def _opset(proto: onnx.ModelProto) -> int | None:
+    """The default-domain opset version."""
+    for imp in proto.opset_import:
+        if imp.domain in ("", "ai.onnx"):
+            return int(imp.version)
+    return None
+
+
+def _constants_to_initializers(graph: onnx.GraphProto) -> None:
+    """Turn tensor-valued Constant nodes into initializers so weights are plain constants."""
+    keep = []
+    for node in graph.node:
+        if node.op_type == "Constant" and len(node.output) == 1:
+            attr = {a.name: a for a in node.attribute}
+            tensor = None
+            if "value" in attr:
+                tensor = onnx.TensorProto()
+                tensor.CopyFrom(attr["value"].t)
+            elif "value_float" in attr:
+                tensor = numpy_helper.from_array(np.array(attr["value_float"].f, dtype=np.float32))
+            elif "value_floats" in attr:
+                tensor = numpy_helper.from_array(np.array(list(attr["value_floats"].floats), dtype=np.float32))
+            elif "value_int" in attr:
+                tensor = numpy_helper.from_array(np.array(attr["value_int"].i, dtype=np.int64))
+            elif "value_ints" in attr:
+                tensor = numpy_helper.from_array(np.array(list(attr["value_ints"].ints), dtype=np.int64))
+            if tensor is not None:
+                tensor.name = node.output[0]
+                graph.initializer.append(tensor)
+                continue
+        keep.append(node)
+    del graph.node[:]
+    graph.node.extend(keep)
+
+
+def _bypass_identity_on_initializers(graph: onnx.GraphProto) -> None:
+    """Identity(initializer) -> the node reads a copy of the initializer (the PyTorch exporter shares weights so)."""
+    inits = {t.name: t for t in graph.initializer}
+    outputs = {o.name for o in graph.output}
+    rename: dict[str, str] = {}
+    keep = []
+    for node in graph.node:
+        if node.op_type == "Identity" and node.input[0] in inits and node.output[0] not in outputs:
+            t = onnx.TensorProto()
+            t.CopyFrom(inits[node.input[0]])
+            t.name = node.output[0]
+            graph.initializer.append(t)
+            inits[t.name] = t
+            continue
+        keep.append(node)
+    del graph.node[:]
+    graph.node.extend(keep)
+    for node in graph.node:
+        for i, name in enumerate(node.input):
+            if name in rename:
+                node.input[i] = rename[name]
+
+
+def _unshare_initializers(graph: onnx.GraphProto) -> None:
+    """Give every (node, input) its own copy of a shared float initializer, so surgery can slice per layer."""
+    inits = {t.name: t for t in graph.initializer}
+    seen: set[str] = set()
+    graph_outputs = {o.name for o in graph.output}
+    for node in graph.node:
+        for i, name in enumerate(node.input):
+            if name not in inits or name in graph_outputs:
+                continue
+            if name in seen:
+                t = onnx.TensorProto()
+                t.CopyFrom(inits[name])
+                base = f"{name}__{node.name or node.op_type}_{i}"
+                new = base
+                k = 0
+                while new in inits:
+                    k += 1
+                    new = f"{base}_{k}"
+                t.name = new
+                graph.initializer.append(t)
+                inits[new] = t
+                node.input[i] = new
+            else:
+                seen.add(name)
+
+
+def _name_nodes(graph: onnx.GraphProto) -> None:
+    """Give every node a unique, non-empty name (reasons and reports refer to nodes by name)."""
+    used: set[str] = set()
+    for i, node in enumerate(graph.node):
+        name = node.name or f"{node.op_type}_{i}"
+        while name in used:
+            name = f"{name}_{i}"
+        node.name = name
+        used.add(name)
+
+
+def _toposort(graph: onnx.GraphProto) -> None:
+    """Sort nodes topologically (exporters usually do; hand-written files may not)."""
+    available = {i.name for i in graph.input} | {t.name for t in graph.initializer} | {""}
+    pending = list(graph.node)
+    ordered: list[onnx.NodeProto] = []
+    while pending:
+        rest = []
+        for node in pending:
+            if all(n in available for n in node.input):
+                ordered.append(node)
+                available.update(node.output)
+            else:
+                rest.append(node)
+        if len(rest) == len(pending):  # outer-scope names of subgraphs or a cycle: keep file order
+            ordered.extend(rest)
+            break
+        pending = rest
+    del graph.node[:]
+    graph.node.extend(ordered)
+
+
+def _slim(proto: onnx.ModelProto) -> onnx.ModelProto:
+    """onnxslim with fusion and weight tying off; the original when it fails or changes the interface."""
+    try:
+        import onnxslim
+
+        slimmed = onnxslim.slim(copy.deepcopy(proto), skip_optimizations=list(_SLIM_SKIP))
+    except Exception as exc:  # onnxslim is best effort; the engine copes with unfolded graphs too
+        log.warning("onnxslim failed (%s); analysing the graph as written", exc)
+        return proto
+    if slimmed is None:
+        return proto
+    before = [(o.name, _dims(o.type)) for o in proto.graph.output]
+    after = [(o.name, _dims(o.type)) for o in slimmed.graph.output]
+    ins_b = [(i.name, _dims(i.type)) for i in proto.graph.input if i.name not in {t.name for t in proto.graph.initializer}]
+    ins_a = [(i.name, _dims(i.type)) for i in slimmed.graph.input]
+    if [n for n, _ in before] != [n for n, _ in after] or ins_b != ins_a:
+        log.warning("onnxslim changed graph inputs/outputs; analysing the graph as written")
+        return proto
+    bn_b = sum(n.op_type == "BatchNormalization" for n in proto.graph.node)
+    bn_a = sum(n.op_type == "BatchNormalization" for n in slimmed.graph.node)
+    if bn_a != bn_b:
+        log.warning("onnxslim removed BatchNormalization nodes; analysing the graph as written")
+        return proto
+    return slimmed
+
+
+def _restore_header(dst: onnx.ModelProto, src: onnx.ModelProto) -> None:
+    """Keep the original's IR version, opsets, producer and metadata after normalising."""
+    dst.ir_version = src.ir_version
+    del dst.opset_import[:]
+    dst.opset_import.extend(src.opset_import)
+    dst.producer_name = src.producer_name
+    dst.producer_version = src.producer_version
+    dst.domain = src.domain
+    dst.model_version = src.model_version
+    dst.doc_string = src.doc_string
+    del dst.metadata_props[:]
+    dst.metadata_props.extend(src.metadata_props)
+    # graph outputs keep the original declared types (onnxslim may add or drop shape details)
+    outs = {o.name: o for o in src.graph.output}
+    for o in dst.graph.output:
+        if o.name in outs:
+            o.CopyFrom(outs[o.name])
+
+
+def infer_shapes(proto: onnx.ModelProto) -> onnx.ModelProto:
+    """ONNX shape inference with data propagation; the input model if inference fails."""
+    try:
+        return onnx.shape_inference.infer_shapes(proto, data_prop=True)
+    except Exception as exc:
+        log.warning("shape inference failed: %s", exc)
+        return proto
+
+
+def normalise(proto: onnx.ModelProto) -> onnx.ModelProto:
+    """Fold exporter clutter (onnxslim), weights into initializers, unshared; named, sorted, shapes inferred."""
+    original = proto
+    proto = copy.deepcopy(proto)
+    # drop initializers listed as graph inputs (old IR): they are weights, not inputs
+    init_names = {t.name for t in proto.graph.initializer}
+    ins = [i for i in proto.graph.input if i.name not in init_names]
+    del proto.graph.input[:]
+    proto.graph.input.extend(ins)
+    _constants_to_initializers(proto.graph)
+    proto = _slim(proto)
+    _constants_to_initializers(proto.graph)
+    _bypass_identity_on_initializers(proto.graph)
+    _unshare_initializers(proto.graph)
+    _name_nodes(proto.graph)
+    _toposort(proto.graph)
+    _restore_header(proto, original)
+    if proto.ir_version < 4:
+        proto.ir_version = 4
+    del proto.graph.value_info[:]
+    return infer_shapes(proto)
+
+
+@dataclass
+class ModelGraph:
+    """A loaded, normalised model: the proto plus fast maps from names to nodes, constants and shapes."""
+
+    proto: onnx.ModelProto
+    path: str | None = None
+    source: onnx.ModelProto | None = None  # the file as read (before normalising)
+    inits: dict[str, np.ndarray] = field(default_factory=dict)
+    shapes: dict[str, list[Dim] | None] = field(default_factory=dict)
+    elem_types: dict[str, int] = field(default_factory=dict)
+    producer: dict[str, onnx.NodeProto] = field(default_factory=dict)
+    consumers: dict[str, list[onnx.NodeProto]] = field(default_factory=lambda: defaultdict(list))
+
+    def __post_init__(self) -> None:
+        """Index the graph."""
+        self.reindex()
+
+    def reindex(self) -> None:
+        """Rebuild the name maps from `proto`."""
+        g = self.proto.graph
+        self.inits = {t.name: numpy_helper.to_array(t) for t in g.initializer}
+        self.shapes = {}
+        self.elem_types = {}
+        for vi in list(g.input) + list(g.value_info) + list(g.output):
+            self.shapes[vi.name] = _dims(vi.type)
+            if vi.type.HasField("tensor_type"):
+                self.elem_types[vi.name] = vi.type.tensor_type.elem_type
+        for name, arr in self.inits.items():
+            self.shapes[name] = list(arr.shape)
+        self.producer = {}
+        self.consumers = defaultdict(list)
+        for node in g.node:
+            for o in node.output:
+                if o:
+                    self.producer[o] = node
+            for i in node.input:
+                if i:
+                    self.consumers[i].append(node)
+
+    @property
+    def graph(self) -> onnx.GraphProto:
+        """The ONNX graph."""
+        return self.proto.graph
+
+    @property
+    def nodes(self) -> list[onnx.NodeProto]:
+        """Nodes in topological order."""
+        return list(self.proto.graph.node)
+
+    @property
+    def opset(self) -> int:
+        """Default-domain opset."""
+        return _opset(self.proto) or 0
+
+    @property
+    def input_names(self) -> list[str]:
+        """Graph input names (initializers excluded)."""
+        return [i.name for i in self.proto.graph.input if i.name not in self.inits]
+
+    @property
+    def output_names(self) -> list[str]:
+        """Graph output names."""
+        return [o.name for o in self.proto.graph.output]
+
+    def const(self, name: str) -> np.ndarray | None:
+        """The constant value of a tensor, or None when it is computed at run time."""
+        return self.inits.get(name)
+
+    def shape(self, name: str) -> list[Dim] | None:
+        """Inferred dims of a tensor (None: unknown rank)."""
+        return self.shapes.get(name)
+
+    def gs_graph(self) -> Any:
+        """The model as an onnx-graphsurgeon Graph (for tools that prefer that IR)."""
+        import onnx_graphsurgeon as gs
+
+        return gs.import_onnx(self.proto)
+
+    def node_info(self, node: onnx.NodeProto) -> dict[str, Any]:
+        """Per-node attributes for the NetworkX view: op, channels, kernel, stride, groups, out_hw, MACs, params."""
+        from agmc_onnx.cost import node_macs_static
+
+        attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+        in_shape = self.shape(node.input[0]) if node.input and node.input[0] else None
+        out_shape = self.shape(node.output[0]) if node.output else None
+        c_in = in_shape[1] if in_shape and len(in_shape) > 1 and isinstance(in_shape[1], int) else 0
+        c_out = out_shape[1] if out_shape and len(out_shape) > 1 and isinstance(out_shape[1], int) else 0
+        kernel: list[int] = list(attrs.get("kernel_shape", []))
+        w = self.const(node.input[1]) if node.op_type in ("Conv", "ConvTranspose") and len(node.input) > 1 else None
+        if w is not None and not kernel:
+            kernel = list(w.shape[2:])
+        out_hw = [d if isinstance(d, int) else 0 for d in (out_shape[2:] if out_shape and len(out_shape) > 2 else [])]
+        params = int(sum(self.inits[i].size for i in node.input if i in self.inits and self.inits[i].dtype.kind == "f"))
+        return {
+            "op": node.op_type,
+            "c_in": int(c_in),
+            "c_out": int(c_out),
+            "kernel": kernel,
+            "stride": list(attrs.get("strides", [])),
+            "groups": int(attrs.get("group", 1)),
+            "out_hw": out_hw,
+            "macs": int(node_macs_static(node, self.inits, self.shapes)),
+            "params": params,
+        }
+
+    def to_networkx(self) -> nx.DiGraph:
+        """Nodes = ops (named as in ONNX) with per-node attributes; edges = tensors, labelled `tensor`."""
+        g = nx.DiGraph()
+        for node in self.proto.graph.node:
+            g.add_node(node.name, **self.node_info(node))
+        for node in self.proto.graph.node:
+            for t in node.input:
+                src = self.producer.get(t)
+                if src is not None:
+                    g.add_edge(src.name, node.name, tensor=t)
+        return g
+
+
+def load(path: str | os.PathLike[str], normalise_graph: bool = True) -> ModelGraph:
+    """Read, check and normalise an ONNX file; InputError (exit 2) on anything unusable."""
+    p = Path(path)
+    proto = _read(p)
+    norm = normalise(proto) if normalise_graph else infer_shapes(copy.deepcopy(proto))
+    return ModelGraph(proto=norm, path=str(p), source=proto)
+
+
+def from_proto(proto: onnx.ModelProto, normalise_graph: bool = True) -> ModelGraph:
+    """A ModelGraph from an in-memory proto (tests, converters)."""
+    opset = _opset(proto)
+    if opset is None or opset < MIN_OPSET or opset > MAX_OPSET:
+        raise InputError(f"unsupported opset {opset} (supported: {MIN_OPSET}..{MAX_OPSET})")
+    norm = normalise(proto) if normalise_graph else infer_shapes(copy.deepcopy(proto))
+    return ModelGraph(proto=norm, source=proto)

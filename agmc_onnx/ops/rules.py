@@ -1,0 +1,647 @@
+"""Channel propagation rules, one function per op type (see agmc_onnx/ops/__init__.py for the protocol)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import onnx
+
+if TYPE_CHECKING:
+    from agmc_onnx.groups import Propagator
+
+Rule = Callable[["Propagator", onnx.NodeProto], None]
+RULES: dict[str, Rule] = {}
+INT_BIG = 2**62
+
+
+class Unsupported(Exception):
+    """Raised by a rule for a case it cannot map; the node's channels get frozen with this reason."""
+
+
+def rule(*ops: str) -> Callable[[Rule], Rule]:
+    """Register `fn` as the rule of each op type in `ops`."""
+
+    def deco(fn: Rule) -> Rule:
+        for op in ops:
+            RULES[op] = fn
+        return fn
+
+    return deco
+
+
+def attrs(node: onnx.NodeProto) -> dict[str, Any]:
+    """The node's attributes as Python values."""
+    return {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+
+
+def _inp(node: onnx.NodeProto, i: int) -> str:
+    """Name of input i, '' when absent."""
+    return node.input[i] if len(node.input) > i else ""
+
+
+def _tracked(p: Propagator, name: str) -> list[int]:
+    """Ids of a tensor that must be tracked (an activation with a channel axis)."""
+    ids = p.ids(name)
+    if ids is None:
+        raise Unsupported(f"input {name!r} has no known channel axis")
+    return ids
+
+
+def _const_or_attr(p: Propagator, node: onnx.NodeProto, idx: int, attr: str) -> list[int] | None:
+    """An int list given as attribute `attr` (old opsets) or as constant input `idx` (new ones)."""
+    a = attrs(node)
+    if attr in a:
+        return [int(v) for v in a[attr]]
+    name = _inp(node, idx)
+    if not name:
+        return None
+    val = p.const(name)
+    if val is None:
+        raise Unsupported(f"{attr} of {node.op_type} computed at run time")
+    return [int(v) for v in np.asarray(val).reshape(-1)]
+
+
+def _rank(p: Propagator, name: str) -> int | None:
+    """Rank of a tensor, None when unknown."""
+    s = p.shape(name)
+    return None if s is None else len(s)
+
+
+# ---------------------------------------------------------------- passthrough
+
+
+@rule(
+    "Relu", "LeakyRelu", "Sigmoid", "HardSigmoid", "HardSwish", "Tanh", "Elu", "Selu", "Celu", "Gelu",
+    "Softplus", "Softsign", "Mish", "Exp", "Log", "Sqrt", "Reciprocal", "Abs", "Neg", "Erf", "Sin", "Cos",
+    "Floor", "Ceil", "Round", "Sign", "ThresholdedRelu", "Identity", "Cast", "Clip", "Dropout",
+    "AveragePool", "GlobalAveragePool", "GlobalMaxPool", "LpPool", "GlobalLpPool", "Shrink", "IsNaN",
+    "IsInf", "Not", "CastLike", "Swish",
+)
+def passthrough(p: Propagator, node: onnx.NodeProto) -> None:
+    """Element-wise on one activation: every output carries the input's channel ids."""
+    ids = _tracked(p, node.input[0])
+    for i in node.input[1:]:
+        if i and p.ids(i) is not None:
+            raise Unsupported(f"second activation input {i!r}")
+    for o in node.output:
+        if o:
+            p.set(o, ids)
+
+
+@rule("MaxPool")
+def maxpool(p: Propagator, node: onnx.NodeProto) -> None:
+    """MaxPool passes channels through; a used Indices output encodes channel positions, so freeze."""
+    if len(node.output) > 1 and node.output[1] and p.has_consumers(node.output[1]):
+        raise Unsupported("MaxPool indices output is used")
+    p.set(node.output[0], _tracked(p, node.input[0]))
+
+
+@rule("Shape", "Size")
+def shape_of(p: Propagator, node: onnx.NodeProto) -> None:
+    """Shape/Size read only the shape, which is computed at run time: no channels flow."""
+
+
+@rule("BatchNormalization", "InstanceNormalization")
+def norm(p: Propagator, node: onnx.NodeProto) -> None:
+    """Per-channel norm: parameters are 'norm' members on axis 0, output copies the ids."""
+    ids = _tracked(p, node.input[0])
+    params = [i for i in node.input[1:] if i]
+    for name in params:
+        val = p.const(name)
+        if val is None or val.ndim != 1 or val.shape[0] != len(ids):
+            raise Unsupported(f"{node.op_type} parameter {name!r} is not a per-channel constant")
+    for name in params:
+        p.member(name, node, 0, "norm", ids)
+    p.set(node.output[0], ids)
+    for o in node.output[1:]:
+        if o and p.has_consumers(o):
+            raise Unsupported("training-mode BatchNormalization outputs are used")
+
+
+@rule("LayerNormalization")
+def layernorm(p: Propagator, node: onnx.NodeProto) -> None:
+    """LayerNorm over trailing axes that exclude the channel axis passes channels through."""
+    ids = _tracked(p, node.input[0])
+    r = _rank(p, node.input[0])
+    axis = int(attrs(node).get("axis", -1))
+    if r is None or (axis % r) <= 1:
+        raise Unsupported("LayerNormalization normalises over the channel axis")
+    p.set(node.output[0], ids)
+
+
+@rule("LpNormalization")
+def lpnorm(p: Propagator, node: onnx.NodeProto) -> None:
+    """Lp normalisation over a non-channel axis passes channels through."""
+    ids = _tracked(p, node.input[0])
+    r = _rank(p, node.input[0])
+    axis = int(attrs(node).get("axis", -1))
+    if r is None or axis % r <= 1:
+        raise Unsupported("LpNormalization over the channel axis")
+    p.set(node.output[0], ids)
+
+
+@rule("Softmax", "LogSoftmax", "Hardmax")
+def softmax(p: Propagator, node: onnx.NodeProto) -> None:
+    """Softmax over a spatial axis passes channels through; over channels (or flattened) it freezes."""
+    ids = _tracked(p, node.input[0])
+    r = _rank(p, node.input[0])
+    if r is None:
+        raise Unsupported("unknown rank")
+    default = -1 if p.opset >= 13 else 1
+    axis = int(attrs(node).get("axis", default)) % r
+    if axis <= 1:
+        raise Unsupported(f"{node.op_type} over the channel axis")
+    p.set(node.output[0], ids)
+
+
+@rule("ReduceMean", "ReduceSum", "ReduceMax", "ReduceMin", "ReduceProd", "ReduceL1", "ReduceL2",
+      "ReduceLogSum", "ReduceLogSumExp", "ReduceSumSquare")
+def reduce(p: Propagator, node: onnx.NodeProto) -> None:
+    """Reductions over spatial axes pass channels through; over batch or channels they freeze."""
+    ids = _tracked(p, node.input[0])
+    r = _rank(p, node.input[0])
+    axes = _const_or_attr(p, node, 1, "axes")
+    if r is None or not axes:
+        raise Unsupported(f"{node.op_type} over all axes")
+    axes = [a % r for a in axes]
+    if 0 in axes or 1 in axes:
+        raise Unsupported(f"{node.op_type} over the channel axis")
+    p.set(node.output[0], ids)
+
+
+@rule("Pad")
+def pad(p: Propagator, node: onnx.NodeProto) -> None:
+    """Pad without padding the batch or channel axes passes channels through."""
+    ids = _tracked(p, node.input[0])
+    r = _rank(p, node.input[0])
+    pads = _const_or_attr(p, node, 1, "pads")
+    if r is None or pads is None:
+        raise Unsupported("Pad with unknown pads")
+    axes = _const_or_attr(p, node, 3, "axes") if len(node.input) > 3 and node.input[3] else list(range(r))
+    n = len(axes or [])
+    for k, a in enumerate(axes or []):
+        if a % r in (0, 1) and (pads[k] != 0 or pads[k + n] != 0):
+            raise Unsupported("Pad on the channel axis")
+    p.set(node.output[0], ids)
+
+
+@rule("Resize", "Upsample")
+def resize(p: Propagator, node: onnx.NodeProto) -> None:
+    """Resize of spatial axes passes channels through; a constant `sizes` gets its channel entry rewritten."""
+    ids = _tracked(p, node.input[0])
+    if node.op_type == "Upsample" and "scales" in attrs(node):
+        scales = [float(s) for s in attrs(node)["scales"]]
+    else:
+        sidx = 1 if node.op_type == "Upsample" or p.opset < 11 else 2
+        scales_name = _inp(node, sidx)
+        sizes_name = _inp(node, 3) if node.op_type == "Resize" and p.opset >= 11 else ""
+        if scales_name and p.const(scales_name) is not None and p.const(scales_name).size > 0:
+            scales = [float(s) for s in p.const(scales_name).reshape(-1)]
+        elif sizes_name:
+            sizes = p.const(sizes_name)
+            if sizes is None:
+                raise Unsupported("Resize sizes computed at run time")
+            if "axes" in attrs(node):
+                raise Unsupported("Resize with axes")
+            if int(sizes.reshape(-1)[1]) != len(ids):
+                raise Unsupported("Resize changes the channel count")
+            p.hook(node, "resize_sizes", tensor=node.input[0], sizes=sizes_name)
+            p.set(node.output[0], ids)
+            return
+        else:
+            raise Unsupported("Resize scales computed at run time")
+    if "axes" in attrs(node):
+        raise Unsupported("Resize with axes")
+    if len(scales) < 2 or scales[0] != 1.0 or scales[1] != 1.0:
+        raise Unsupported("Resize scales the batch or channel axis")
+    p.set(node.output[0], ids)
+
+
+@rule("Transpose")
+def transpose(p: Propagator, node: onnx.NodeProto) -> None:
+    """A transpose that keeps axes 0 and 1 in place passes channels through; any other freezes."""
+    ids = _tracked(p, node.input[0])
+    perm = attrs(node).get("perm")
+    if perm is None or list(perm[:2]) != [0, 1]:
+        raise Unsupported("Transpose moves the channel axis")
+    p.set(node.output[0], ids)
+
+
+@rule("Squeeze", "Unsqueeze")
+def squeeze(p: Propagator, node: onnx.NodeProto) -> None:
+    """(Un)squeezing axes after the channel axis passes channels through."""
+    ids = _tracked(p, node.input[0])
+    axes = _const_or_attr(p, node, 1, "axes")
+    rin, rout = _rank(p, node.input[0]), _rank(p, node.output[0])
+    if axes is None:
+        shape = p.shape(node.input[0])
+        if node.op_type == "Unsqueeze" or shape is None or any(d == 1 or not isinstance(d, int) for d in shape[1:2]):
+            raise Unsupported(f"{node.op_type} without axes")
+        if not isinstance(shape[0], str) and shape[0] == 1:
+            raise Unsupported("Squeeze of a batch of 1 moves the channel axis")
+    else:
+        r = rout if node.op_type == "Unsqueeze" else rin
+        if r is None or any(a % r <= 1 for a in axes):
+            raise Unsupported(f"{node.op_type} moves the channel axis")
+    p.set(node.output[0], ids)
+
+
+@rule("Tile")
+def tile(p: Propagator, node: onnx.NodeProto) -> None:
+    """Tiling spatial axes passes channels through."""
+    ids = _tracked(p, node.input[0])
+    reps = p.const(node.input[1])
+    if reps is None or len(reps) < 2 or int(reps[1]) != 1 or int(reps[0]) != 1:
+        raise Unsupported("Tile repeats the batch or channel axis")
+    p.set(node.output[0], ids)
+
+
+@rule("Expand")
+def expand(p: Propagator, node: onnx.NodeProto) -> None:
+    """Expanding spatial axes passes channels through; the channel entry of the shape is rewritten."""
+    ids = _tracked(p, node.input[0])
+    shape = p.const(node.input[1])
+    rin, rout = _rank(p, node.input[0]), _rank(p, node.output[0])
+    if shape is None or rin is None or rout is None or rin != rout:
+        raise Unsupported("Expand with a run-time shape or rank change")
+    if int(shape[1]) not in (1, len(ids)):
+        raise Unsupported("Expand broadcasts the channel axis")
+    if int(shape[1]) == len(ids) and len(ids) != 1:
+        p.hook(node, "shape_channel", tensor=node.output[0], shape=node.input[1], index=1)
+    p.set(node.output[0], ids)
+
+
+# ---------------------------------------------------------------- layers that create channels
+
+
+@rule("Conv")
+def conv(p: Propagator, node: onnx.NodeProto) -> None:
+    """Conv: new output ids; depthwise copies the input ids; grouped unites ids per in-group index."""
+    x = _tracked(p, node.input[0])
+    w = p.const(_inp(node, 1))
+    if w is None:
+        raise Unsupported("Conv weight computed at run time")
+    g = int(attrs(node).get("group", 1))
+    co, ci = int(w.shape[0]), int(w.shape[1])
+    if ci * g != len(x) or co % g:
+        raise Unsupported("Conv weight does not match its input channels")
+    b = _inp(node, 2)
+    if b and (p.const(b) is None or p.const(b).shape != (co,)):
+        raise Unsupported("Conv bias is not a constant")
+    if g == 1:
+        out = p.new(co, node)
+        p.member(node.input[1], node, 0, "producer", out)
+        p.member(node.input[1], node, 1, "consumer", x)
+        if b:
+            p.member(b, node, 0, "producer", out)
+    elif ci == 1:  # depthwise (channel multiplier co/g)
+        m = co // g
+        out = [x[c] for c in range(g) for _ in range(m)]
+        p.member(node.input[1], node, 0, "norm", out)
+        if b:
+            p.member(b, node, 0, "norm", out)
+        p.hook(node, "group_from_input", tensor=node.input[0], per_group=1)
+    else:  # grouped: each conv group must keep the same channels, so unite in-group positions
+        cog = co // g
+        for k in range(ci):
+            for gi in range(1, g):
+                p.unite([x[k]], [x[gi * ci + k]])
+        fresh = p.new(cog, node)
+        out = [fresh[j] for _ in range(g) for j in range(cog)]
+        p.member(node.input[1], node, 0, "producer", out)
+        p.member(node.input[1], node, 1, "consumer", x[:ci])
+        if b:
+            p.member(b, node, 0, "producer", out)
+    p.set(node.output[0], out)
+
+
+@rule("ConvTranspose")
+def conv_transpose(p: Propagator, node: onnx.NodeProto) -> None:
+    """ConvTranspose (weight [C_in, C_out/g, k...]): like Conv with the weight axes swapped."""
+    x = _tracked(p, node.input[0])
+    w = p.const(_inp(node, 1))
+    if w is None:
+        raise Unsupported("ConvTranspose weight computed at run time")
+    g = int(attrs(node).get("group", 1))
+    if int(w.shape[0]) != len(x) or len(x) % g:
+        raise Unsupported("ConvTranspose weight does not match its input channels")
+    cog = int(w.shape[1])
+    b = _inp(node, 2)
+    if b and p.const(b) is None:
+        raise Unsupported("ConvTranspose bias is not a constant")
+    if g == 1:
+        out = p.new(cog, node)
+        p.member(node.input[1], node, 0, "consumer", x)
+        p.member(node.input[1], node, 1, "producer", out)
+    elif len(x) == g:  # depthwise
+        out = [x[c] for c in range(g) for _ in range(cog)]
+        p.member(node.input[1], node, 0, "norm", x)
+        p.hook(node, "group_from_input", tensor=node.input[0], per_group=1)
+    else:
+        cig = len(x) // g
+        for k in range(cig):
+            for gi in range(1, g):
+                p.unite([x[k]], [x[gi * cig + k]])
+        fresh = p.new(cog, node)
+        out = [fresh[j] for _ in range(g) for j in range(cog)]
+        p.member(node.input[1], node, 0, "consumer", x)
+        p.member(node.input[1], node, 1, "producer", fresh)
+    if b:
+        p.member(b, node, 0, "producer" if g == 1 or len(x) != g else "norm", out)
+    p.set(node.output[0], out)
+
+
+def _bias_member(p: Propagator, node: onnx.NodeProto, name: str, out: list[int]) -> None:
+    """Gemm's C: per-output-feature when its last axis has N entries; a scalar otherwise."""
+    c = p.const(name)
+    if c is None:
+        raise Unsupported("Gemm C computed at run time")
+    if c.ndim >= 1 and c.shape[-1] == len(out) and len(out) > 1:
+        p.member(name, node, c.ndim - 1, "producer", out)
+    elif c.size != 1 and (c.ndim == 0 or c.shape[-1] != 1):
+        raise Unsupported("Gemm C shape")
+
+
+@rule("Gemm")
+def gemm(p: Propagator, node: onnx.NodeProto) -> None:
+    """Gemm with a constant B: new output features; B's input axis consumes A's features."""
+    a = attrs(node)
+    if int(a.get("transA", 0)):
+        raise Unsupported("Gemm with transA")
+    x = _tracked(p, node.input[0])
+    w = p.const(node.input[1])
+    if w is None or w.ndim != 2:
+        raise Unsupported("Gemm B computed at run time")
+    kax, nax = (1, 0) if int(a.get("transB", 0)) else (0, 1)
+    if w.shape[kax] != len(x):
+        raise Unsupported("Gemm B does not match A's features")
+    out = p.new(int(w.shape[nax]), node)
+    p.member(node.input[1], node, kax, "consumer", x)
+    p.member(node.input[1], node, nax, "producer", out)
+    if _inp(node, 2):
+        _bias_member(p, node, node.input[2], out)
+    p.set(node.output[0], out)
+
+
+@rule("MatMul")
+def matmul(p: Propagator, node: onnx.NodeProto) -> None:
+    """MatMul by a constant 2-D B: like Gemm for 2-D A; for higher ranks axis 1 is a batch axis."""
+    x = _tracked(p, node.input[0])
+    if p.ids(node.input[1]) is not None:
+        raise Unsupported("MatMul of two activations (attention)")
+    w = p.const(node.input[1])
+    r = _rank(p, node.input[0])
+    if w is None or w.ndim != 2 or r is None:
+        raise Unsupported("MatMul B is not a constant matrix")
+    if r == 2:
+        if w.shape[0] != len(x):
+            raise Unsupported("MatMul B does not match A's features")
+        out = p.new(int(w.shape[1]), node)
+        p.member(node.input[1], node, 0, "consumer", x)
+        p.member(node.input[1], node, 1, "producer", out)
+        p.set(node.output[0], out)
+    else:
+        p.set(node.output[0], x)
+
+
+# ---------------------------------------------------------------- element-wise over several tensors
+
+
+@rule("Add", "Sub", "Mul", "Div", "Pow", "Max", "Min", "Sum", "Mean", "PRelu", "Where", "Equal", "Less",
+      "Greater", "LessOrEqual", "GreaterOrEqual", "And", "Or", "Xor", "Mod", "BitShift")
+def elementwise(p: Propagator, node: onnx.NodeProto) -> None:
+    """Broadcasting element-wise op: unite full-width activations; per-channel constants are norm members."""
+    out_name = node.output[0]
+    inputs = [i for i in node.input if i]
+    ranks = [_rank(p, i) for i in inputs]
+    r_out = _rank(p, out_name)
+    if r_out is None:
+        if any(r is None for r in ranks):
+            raise Unsupported("unknown ranks")
+        r_out = max(ranks)  # type: ignore[type-var]
+    if r_out < 2:
+        raise Unsupported("rank below 2")
+    full: list[list[int]] = []
+    consts: list[tuple[str, int]] = []
+    width = None
+    for name in inputs:
+        ids = p.ids(name)
+        if ids is not None and len(ids) > 1:
+            width = len(ids) if width is None else width
+    for name in inputs:
+        shape = p.shape(name)
+        ids = p.ids(name)
+        if shape is None:
+            raise Unsupported(f"unknown shape of {name!r}")
+        ax = 1 - (r_out - len(shape))
+        if ax < 0 or shape[ax] == 1:
+            if ids is not None and len(ids) > 1 and len(shape) != r_out:
+                raise Unsupported(f"{name!r} broadcast along the channel axis")
+            continue
+        if ids is not None:
+            if len(shape) != r_out or (width is not None and len(ids) != width):
+                raise Unsupported(f"{name!r} does not line up with the channel axis")
+            full.append(ids)
+        elif p.const(name) is not None:
+            consts.append((name, ax))
+        else:
+            raise Unsupported(f"per-channel operand {name!r} computed at run time")
+    if not full:
+        if consts:
+            p.opaque(out_name, f"channels created by broadcasting in {node.op_type} {node.name}")
+            return
+        raise Unsupported("no operand carries the channel axis")
+    out = full[0]
+    for other in full[1:]:
+        p.unite(out, other)
+    for name, ax in consts:
+        if p.const(name).shape[ax] != len(out):
+            raise Unsupported(f"constant {name!r} does not match the channels")
+        p.member(name, node, ax, "norm", out)
+    p.set(out_name, out)
+
+
+# ---------------------------------------------------------------- channel-axis layout
+
+
+@rule("Concat")
+def concat(p: Propagator, node: onnx.NodeProto) -> None:
+    """Concat on the channel axis joins the id lists; on another axis it unites them."""
+    r = _rank(p, node.output[0])
+    axis = int(attrs(node).get("axis", 1))
+    if r is None or r < 2:
+        raise Unsupported("Concat of unknown rank")
+    axis %= r
+    inputs = [i for i in node.input if i]
+    if axis == 1:
+        out: list[int] = []
+        for name in inputs:
+            ids = p.ids(name)
+            if ids is None:
+                raise Unsupported(f"Concat of a non-activation {name!r} on the channel axis")
+            out += ids
+        p.set(node.output[0], out)
+        return
+    tracked = [p.ids(n) for n in inputs if p.ids(n) is not None]
+    if not tracked:
+        return
+    base = tracked[0]
+    for other in tracked[1:]:
+        if len(other) != len(base):
+            raise Unsupported("Concat inputs differ in channels")
+        p.unite(base, other)
+    for name in inputs:
+        if p.ids(name) is None:
+            c = p.const(name)
+            if c is None or c.ndim != r:
+                raise Unsupported(f"Concat operand {name!r} computed at run time")
+            if c.shape[1] != len(base):
+                raise Unsupported(f"Concat operand {name!r} does not match the channels")
+            p.member(name, node, 1, "norm", base)
+    p.set(node.output[0], base)
+
+
+@rule("Split")
+def split(p: Propagator, node: onnx.NodeProto) -> None:
+    """Split on the channel axis cuts the id list (sizes rewritten at surgery); otherwise copies it."""
+    ids = _tracked(p, node.input[0])
+    r = _rank(p, node.input[0])
+    axis = int(attrs(node).get("axis", 0)) % (r or 1)
+    outs = [o for o in node.output]
+    if axis != 1:
+        for o in outs:
+            if o:
+                p.set(o, ids)
+        return
+    sizes = _const_or_attr(p, node, 1, "split")
+    if sizes is None:
+        n = len(outs)
+        if len(ids) % n:
+            raise Unsupported("uneven Split without sizes")
+        sizes = [len(ids) // n] * n
+    if sum(sizes) != len(ids) or len(sizes) != len(outs):
+        raise Unsupported("Split sizes do not match the channels")
+    off = 0
+    for o, s in zip(outs, sizes, strict=True):
+        if o:
+            p.set(o, ids[off : off + s])
+        off += s
+    p.hook(node, "split_sizes", tensor=node.input[0], sizes=sizes)
+
+
+@rule("Slice")
+def slice_(p: Propagator, node: onnx.NodeProto) -> None:
+    """Slice on the channel axis with step 1 cuts the id list (starts/ends rewritten at surgery)."""
+    ids = _tracked(p, node.input[0])
+    r = _rank(p, node.input[0])
+    if r is None:
+        raise Unsupported("Slice of unknown rank")
+    starts = _const_or_attr(p, node, 1, "starts")
+    ends = _const_or_attr(p, node, 2, "ends")
+    axes = _const_or_attr(p, node, 3, "axes") if (_inp(node, 3) or "axes" in attrs(node)) else None
+    steps = _const_or_attr(p, node, 4, "steps") if _inp(node, 4) else None
+    if starts is None or ends is None:
+        raise Unsupported("Slice without starts/ends")
+    axes = list(range(len(starts))) if axes is None else axes
+    axes = [a % r for a in axes]
+    if 0 in axes:
+        raise Unsupported("Slice on the batch axis")
+    if 1 not in axes:
+        p.set(node.output[0], ids)
+        return
+    k = axes.index(1)
+    if steps is not None and steps[k] != 1:
+        raise Unsupported("strided Slice on the channel axis")
+    n = len(ids)
+    s, e = starts[k], ends[k]
+    s = max(0, min(n, s + n if s < 0 else s))
+    e = max(0, min(n, e + n if e < 0 else e))
+    p.set(node.output[0], ids[s:e] if e > s else [])
+    if e <= s:
+        raise Unsupported("empty Slice")
+    p.hook(node, "slice_channel", tensor=node.input[0], start=s, end=e, index=k)
+
+
+@rule("Flatten")
+def flatten(p: Propagator, node: onnx.NodeProto) -> None:
+    """Flatten(axis=1): feature c*HW+s belongs to channel c, so each id repeats HW times."""
+    ids = _tracked(p, node.input[0])
+    shape = p.shape(node.input[0])
+    axis = int(attrs(node).get("axis", 1))
+    if shape is None or axis % max(len(shape), 1) != 1 and not (axis == 1):
+        raise Unsupported("Flatten not at axis 1")
+    hw = 1
+    for d in shape[2:]:
+        if not isinstance(d, int):
+            raise Unsupported("Flatten of a non-static spatial size")
+        hw *= d
+    p.set(node.output[0], [c for c in ids for _ in range(hw)])
+
+
+def _same_dim(a: Any, b: Any) -> bool:
+    """Two dims that are the same value (equal ints or the same symbol)."""
+    return a == b and a is not None
+
+
+@rule("Reshape")
+def reshape(p: Propagator, node: onnx.NodeProto) -> None:
+    """Reshape that flattens [N,C,...] into [N,C*S] or keeps [N,C] leading; anything else freezes."""
+    ids = _tracked(p, node.input[0])
+    sin, sout = p.shape(node.input[0]), p.shape(node.output[0])
+    target = p.const(node.input[1])
+    if sin is None or len(sin) < 2:
+        raise Unsupported("Reshape of unknown shape")
+    if target is not None:
+        target = [int(v) for v in target.reshape(-1)]
+        if sout is None or any(not isinstance(d, int) for d in (sout or [])[1:]):
+            sout = _resolve(sin, target, int(attrs(node).get("allowzero", 0)))
+    if sout is None or len(sout) < 2 or not isinstance(sout[1], int):
+        raise Unsupported("Reshape to an unknown shape")
+    batch_ok = _same_dim(sin[0], sout[0]) or (target is not None and target[0] == 0)
+    if not batch_ok:
+        raise Unsupported("Reshape mixes the batch axis")
+    rest_in = sin[2:]
+    if any(not isinstance(d, int) for d in rest_in):
+        raise Unsupported("Reshape of a non-static spatial size")
+    hw = int(np.prod(rest_in)) if rest_in else 1
+    rest_out = sout[2:]
+    if sout[1] == len(ids) and all(isinstance(d, int) for d in rest_out) and int(np.prod(rest_out or [1])) == hw:
+        out = ids
+    elif len(sout) == 2 and sout[1] == len(ids) * hw:
+        out = [c for c in ids for _ in range(hw)]
+    else:
+        raise Unsupported("Reshape regroups the channel axis (e.g. channel shuffle)")
+    if target is None:
+        raise Unsupported("Reshape target shape computed at run time")
+    if target[1] > 0 and len(out) != 1:
+        p.hook(node, "shape_channel", tensor=node.output[0], shape=node.input[1], index=1)
+    p.set(node.output[0], out)
+
+
+def _resolve(sin: list[Any], target: list[int], allowzero: int) -> list[Any] | None:
+    """The output shape of Reshape(sin, target), dims that stay symbolic kept as given."""
+    out: list[Any] = []
+    for i, t in enumerate(target):
+        if t == 0 and not allowzero:
+            out.append(sin[i] if i < len(sin) else None)
+        else:
+            out.append(t)
+    if -1 in out:
+        known = [d for d in sin if isinstance(d, int)]
+        if len(known) != len(sin) - (0 if all(isinstance(d, int) for d in sin) else 1):
+            return None
+        sym = [d for d in sin if not isinstance(d, int)]
+        other = [d for d in out if d != -1]
+        if sym and sym[0] in other:
+            total = int(np.prod(known))
+            rest = int(np.prod([d for d in other if isinstance(d, int)]))
+            out[out.index(-1)] = total // rest if rest else None
+        elif not sym:
+            total = int(np.prod(known))
+            rest = int(np.prod([d for d in other if isinstance(d, int)]))
+            out[out.index(-1)] = total // rest if rest else None
+        else:
+            return None
+    return out

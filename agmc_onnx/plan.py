@@ -1,0 +1,162 @@
+"""Plans: which channels of each group are kept; built from keep ratios with rounding and importance."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from agmc_onnx.errors import InputError
+
+if TYPE_CHECKING:
+    from agmc_onnx.groups import Analysis
+
+
+@dataclass
+class Plan:
+    """Kept channel indices per group id (groups not listed keep everything)."""
+
+    kept: dict[int, list[int]]
+    ratios: dict[int, float] | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON-ready dict: {"kept": {gid: [...]}, "ratios": {gid: r} | None}."""
+        return {
+            "kept": {str(k): [int(i) for i in v] for k, v in sorted(self.kept.items())},
+            "ratios": None if self.ratios is None else {str(k): float(v) for k, v in sorted(self.ratios.items())},
+        }
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> Plan:
+        """Inverse of to_json."""
+        kept = {int(k): sorted(int(i) for i in v) for k, v in d["kept"].items()}
+        ratios = d.get("ratios")
+        return cls(kept, None if ratios is None else {int(k): float(v) for k, v in ratios.items()})
+
+    def keep_counts(self) -> dict[int, int]:
+        """Number of kept channels per listed group."""
+        return {g: len(v) for g, v in self.kept.items()}
+
+
+def round_count(count: float, size: int, round_to: int) -> int:
+    """Kept count: a multiple of `round_to` (or the full size), at least one multiple, never zero."""
+    n = max(1, int(round_to))
+    if size <= n:
+        return size
+    k = int(round(count / n)) * n
+    k = max(n, k)
+    return size if k >= size else k
+
+
+def auto_round_to() -> int:
+    """16 on a CPU with AVX-512 (ORT CPU blocks channels by 16 there), 8 otherwise."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            flags = f.read()
+    except OSError:
+        return 8
+    return 16 if "avx512f" in flags else 8
+
+
+def parse_round_to(value: str | int) -> int:
+    """'auto' or a positive integer."""
+    if isinstance(value, int):
+        n = value
+    elif str(value).strip().lower() == "auto":
+        return auto_round_to()
+    else:
+        try:
+            n = int(value)
+        except ValueError as exc:
+            raise InputError(f"--round-to must be 'auto' or a positive integer, not {value!r}") from exc
+    if n < 1:
+        raise InputError(f"--round-to must be a positive integer, not {n}")
+    return n
+
+
+class ImportanceCache:
+    """Importance order of each group's channels, computed once (most important first)."""
+
+    def __init__(self, analysis: Analysis, importance: str = "l1") -> None:
+        """Rank lazily per group."""
+        self.analysis = analysis
+        self.importance = importance
+        self._order: dict[int, np.ndarray] = {}
+        self._scores: dict[int, np.ndarray] = {}
+
+    def scores(self, gid: int) -> np.ndarray:
+        """Importance scores of a group's channels."""
+        if gid not in self._scores:
+            from agmc_onnx.importance import scores
+
+            self._scores[gid] = scores(self.analysis, self.analysis.groups[gid], self.importance)
+        return self._scores[gid]
+
+    def order(self, gid: int) -> np.ndarray:
+        """Channel indices sorted by decreasing importance (stable: ties keep the lower index)."""
+        if gid not in self._order:
+            self._order[gid] = np.argsort(-self.scores(gid), kind="stable")
+        return self._order[gid]
+
+    def top(self, gid: int, k: int) -> list[int]:
+        """The k most important channels, sorted by index."""
+        return sorted(int(i) for i in self.order(gid)[:k])
+
+
+def plan_from_counts(analysis: Analysis, counts: Mapping[int, int], importance: str | ImportanceCache = "l1") -> Plan:
+    """Plan keeping the `counts[gid]` most important channels of each prunable group."""
+    cache = importance if isinstance(importance, ImportanceCache) else ImportanceCache(analysis, importance)
+    kept = {}
+    for g in analysis.prunable_groups():
+        k = int(counts.get(g.id, g.size))
+        if k <= 0 or k > g.size:
+            raise InputError(f"group {g.id}: cannot keep {k} of {g.size} channels")
+        kept[g.id] = list(range(g.size)) if k == g.size else cache.top(g.id, k)
+    return Plan(kept)
+
+
+def counts_from_ratios(analysis: Analysis, ratios: Mapping[int, float], round_to: int = 16) -> dict[int, int]:
+    """Rounded keep counts of the prunable groups for keep ratios (missing groups keep all)."""
+    out = {}
+    for g in analysis.prunable_groups():
+        r = float(ratios.get(g.id, 1.0))
+        if not (math.isfinite(r) and 0.0 < r <= 1.0):
+            raise InputError(f"group {g.id}: keep ratio {r} is outside (0, 1]")
+        out[g.id] = round_count(r * g.size, g.size, round_to)
+    return out
+
+
+def plan_from_ratios(
+    analysis: Analysis,
+    ratios: Mapping[int, float],
+    importance: str | ImportanceCache = "l1",
+    round_to: int = 16,
+) -> Plan:
+    """Keep counts = round(ratio*size) to a multiple of `round_to`; channels chosen by importance."""
+    plan = plan_from_counts(analysis, counts_from_ratios(analysis, ratios, round_to), importance)
+    plan.ratios = {g.id: float(ratios.get(g.id, 1.0)) for g in analysis.prunable_groups()}
+    return plan
+
+
+def full_plan(analysis: Analysis) -> Plan:
+    """A plan that keeps everything."""
+    return Plan({g.id: list(range(g.size)) for g in analysis.prunable_groups()}, {g.id: 1.0 for g in analysis.prunable_groups()})
+
+
+def validate(analysis: Analysis, plan: Plan) -> None:
+    """Reject plans naming unknown or frozen groups, empty groups or bad indices."""
+    for gid, kept in plan.kept.items():
+        if gid < 0 or gid >= len(analysis.groups):
+            raise InputError(f"plan names group {gid}, the model has groups 0..{len(analysis.groups) - 1}")
+        g = analysis.groups[gid]
+        if not g.prunable:
+            if sorted(kept) != list(range(g.size)):
+                raise InputError(f"plan prunes group {gid}, which is frozen: {g.frozen_reason}")
+            continue
+        if not kept:
+            raise InputError(f"plan keeps no channel of group {gid}")
+        if len(set(kept)) != len(kept) or min(kept) < 0 or max(kept) >= g.size:
+            raise InputError(f"plan has bad channel indices for group {gid} (size {g.size})")
