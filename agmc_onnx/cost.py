@@ -129,6 +129,9 @@ class CostModel:
         self.terms = terms
         self.param_terms = params
         self.sizes = sizes
+        self.counts_exact = all(
+            _uniform(ch, sizes[g]) for t in terms for length in t.lengths for g, _, ch in length.terms
+        ) and all(_uniform(ch, sizes[g]) for _, lengths in params for length in lengths for g, _, ch in length.terms)
         self.total_macs = self.macs({})
         self.total_params = self.params({})
 
@@ -194,6 +197,12 @@ class CostModel:
                 v *= length.of_masks(masks)
             total += v
         return int(total)
+
+
+def _uniform(ch: np.ndarray, size: int) -> bool:
+    """True when every channel of a group appears equally often in `ch` (counts then give exact lengths)."""
+    counts = np.bincount(ch, minlength=size)
+    return bool((counts == counts[0]).all())
 
 
 def _length(channels: list[tuple[int, int] | None], prunable: Mapping[int, int]) -> Length:

@@ -18,6 +18,7 @@ from onnx import numpy_helper
 from agmc_onnx.errors import InputError
 
 log = logging.getLogger(__name__)
+logging.getLogger("agmc_onnx").addHandler(logging.NullHandler())  # no stray stderr lines from warnings
 
 MIN_OPSET = 7
 MAX_OPSET = 23

@@ -1,0 +1,185 @@
+"""Python API on ONNX files: load, analyze, summarize, prune_model (strategy + surgery + report)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import onnx
+
+from agmc_onnx.cost import count_macs, count_params
+from agmc_onnx.errors import InputError
+from agmc_onnx.groups import Analysis
+from agmc_onnx.groups import analyze as _analyze
+from agmc_onnx.io import check_output_path, write_json, write_model
+from agmc_onnx.model import ModelGraph
+from agmc_onnx.model import load as _load
+from agmc_onnx.plan import Plan, parse_round_to
+from agmc_onnx.strategies import REGISTRY, Budget, StrategyContext, check_target
+from agmc_onnx.surgery import prune as _prune
+
+PathLike = str | os.PathLike[str]
+
+
+def load(path: PathLike) -> ModelGraph:
+    """Read, check and normalise an ONNX file."""
+    return _load(path)
+
+
+def analyze(model: ModelGraph | PathLike) -> Analysis:
+    """Channel groups and cost model of a model (a ModelGraph or a path)."""
+    return _analyze(model if isinstance(model, ModelGraph) else _load(model))
+
+
+def group_macs_share(analysis: Analysis) -> dict[int, float]:
+    """Fraction of the model's MACs that scale with each group's width."""
+    total = analysis.cost.total_macs or 1
+    return {g.id: (total - analysis.cost.macs({g.id: 0})) / total for g in analysis.groups}
+
+
+def summarize(analysis: Analysis) -> dict[str, Any]:
+    """Totals and per-group facts (what `inspect --json` prints)."""
+    share = group_macs_share(analysis)
+    return {
+        "model": analysis.model.path,
+        "opset": analysis.model.opset,
+        "nodes": len(analysis.model.nodes),
+        "macs": analysis.cost.total_macs,
+        "params": analysis.cost.total_params,
+        "groups": len(analysis.groups),
+        "prunable_groups": len(analysis.prunable_groups()),
+        "prunable_channels": sum(g.size for g in analysis.prunable_groups()),
+        "frozen_channels": sum(g.size for g in analysis.groups if not g.prunable),
+        "group_table": [
+            {
+                "id": g.id,
+                "size": g.size,
+                "macs_share": round(share[g.id], 6),
+                "prunable": g.prunable,
+                "frozen_reason": g.frozen_reason if g.frozen_reason else (None if g.prunable else "single channel"),
+                "producers": g.producers,
+                "members": len(g.members),
+            }
+            for g in analysis.groups
+        ],
+        "frozen": [{"node": n, "reason": r} for n, r in analysis.frozen],
+    }
+
+
+@dataclass
+class PruneResult:
+    """The pruned model, the plan that made it and the audit report."""
+
+    proto: onnx.ModelProto
+    plan: Plan
+    report: dict[str, Any]
+    analysis: Analysis
+    output: Path | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+def build_report(analysis: Analysis, plan: Plan, proto: onnx.ModelProto, **facts: Any) -> dict[str, Any]:
+    """Report: before/after costs (predicted and counted), the plan, per group its members and kept indices."""
+    cost = analysis.cost
+    after_counted = count_macs(proto)
+    groups = []
+    for g in analysis.groups:
+        kept = plan.kept.get(g.id, list(range(g.size))) if g.prunable else list(range(g.size))
+        groups.append(
+            {
+                "id": g.id,
+                "size": g.size,
+                "kept_count": len(kept),
+                "kept": [int(i) for i in kept],
+                "prunable": g.prunable,
+                "frozen_reason": g.frozen_reason,
+                "producers": g.producers,
+                "members": [
+                    {"tensor": m.tensor, "node": m.node, "axis": m.axis, "role": m.role,
+                     "positions": list(m.positions), "channels": list(m.channels)}
+                    for m in g.members
+                ],
+            }
+        )
+    before = cost.total_macs
+    return {
+        **facts,
+        "before": {"macs": before, "params": cost.total_params},
+        "after": {
+            "macs": after_counted,
+            "params": count_params(proto),
+            "macs_predicted": cost.plan_macs(plan),
+            "params_predicted": cost.plan_params(plan),
+        },
+        "macs_ratio": after_counted / before if before else 1.0,
+        "plan": plan.to_json(),
+        "groups": groups,
+        "frozen": [{"node": n, "reason": r} for n, r in analysis.frozen],
+    }
+
+
+def default_output(path: PathLike) -> Path:
+    """MODEL.pruned.onnx beside the input."""
+    p = Path(path)
+    return p.with_name(p.name[: -len(".onnx")] + ".pruned.onnx" if p.name.endswith(".onnx") else p.name + ".pruned.onnx")
+
+
+def prune_model(
+    path: PathLike,
+    target_flops: float | None = None,
+    strategy: str = "uniform",
+    *,
+    plan: PathLike | dict[str, Any] | Plan | None = None,
+    round_to: int | str = "auto",
+    importance: str = "l1",
+    output: PathLike | None = None,
+    report: PathLike | None = None,
+    seed: int = 0,
+    evaluator: Any = None,
+    options: dict[str, Any] | None = None,
+    analysis: Analysis | None = None,
+) -> PruneResult:
+    """Load, analyse, plan with `strategy`, cut; write `output`/`report` (atomically) when given."""
+    if plan is not None and strategy == "uniform" and target_flops is None:
+        strategy = "plan"
+    if strategy not in REGISTRY:
+        raise InputError(f"unknown strategy {strategy!r} (choose from {', '.join(sorted(REGISTRY))})")
+    if strategy != "plan":
+        target_flops = check_target(target_flops)
+    n_round = parse_round_to(round_to)
+    if analysis is None:
+        analysis = analyze(path)
+    if output is not None:
+        check_output_path(output, path)
+    if report is not None:
+        check_output_path(report, path)
+    if not analysis.prunable_groups():
+        raise InputError("nothing prunable: every channel group is frozen (see `agmc-onnx inspect`)", path)
+    opts = dict(options or {})
+    if plan is not None:
+        opts["plan"] = plan if isinstance(plan, (dict, Plan)) else str(plan)
+    ctx = StrategyContext(
+        analysis=analysis, budget=Budget(flops=target_flops), round_to=n_round, importance=importance,
+        evaluator=evaluator, seed=seed, options=opts, path=str(path),
+    )
+    strat = REGISTRY[strategy]()
+    chosen = strat.propose(ctx)
+    notes = list(getattr(strat, "notes", []))
+    proto = _prune(analysis, chosen)
+    rep = build_report(
+        analysis, chosen, proto, input=str(path), output=str(output) if output else None, strategy=strategy,
+        target_flops=target_flops, round_to=n_round, importance=importance, warnings=notes,
+    )
+    out_path = None
+    if output is not None:
+        out_path = write_model(proto, output, path)
+    if report is not None:
+        write_json(rep, report, path)
+    return PruneResult(proto=proto, plan=chosen, report=rep, analysis=analysis, output=out_path, notes=notes)
+
+
+prune = prune_model
+
+__all__ = ["PruneResult", "analyze", "build_report", "load", "prune", "prune_model", "summarize"]

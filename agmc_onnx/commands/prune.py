@@ -1,0 +1,57 @@
+"""`agmc-onnx prune`: plan with a strategy, cut the channels, write the smaller ONNX and a report."""
+
+from __future__ import annotations
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from agmc_onnx.api import default_output, prune_model
+from agmc_onnx.strategies import REGISTRY
+
+
+@click.command("prune")
+@click.argument("model", type=click.Path(dir_okay=False))
+@click.option("--target-flops", type=str, default=None, help="Kept MACs as a fraction of the original, in (0, 1].")
+@click.option("--strategy", type=str, default="uniform", show_default=True,
+              help=f"Channel selection: {', '.join(sorted(REGISTRY))}.")
+@click.option("--plan", "plan_path", type=click.Path(dir_okay=False), default=None,
+              help="JSON plan {group id: keep ratio or [kept indices]} (implies --strategy plan).")
+@click.option("-o", "--output", type=click.Path(dir_okay=False), default=None,
+              help="Output file (default MODEL.pruned.onnx; never the input).")
+@click.option("--report", type=click.Path(dir_okay=False), default=None, help="Write a JSON report here.")
+@click.option("--round-to", default="auto", show_default=True,
+              help="Kept widths are multiples of N (auto: 16 with AVX-512, else 8).")
+@click.option("--importance", type=click.Choice(["l1", "l2", "bn"]), default="l1", show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+def prune_cmd(model: str, target_flops: str | None, strategy: str, plan_path: str | None, output: str | None,
+              report: str | None, round_to: str, importance: str, seed: int) -> None:
+    """Prune MODEL's channels to --target-flops (or as --plan says) and write the smaller ONNX."""
+    if plan_path is not None and strategy == "uniform":
+        strategy = "plan"
+    target = None
+    if target_flops is not None:
+        try:
+            target = float(target_flops)
+        except ValueError:
+            from agmc_onnx.errors import InputError
+
+            raise InputError(f"--target-flops must be a number in (0, 1], got {target_flops!r}") from None
+    out = output or str(default_output(model))
+    result = prune_model(
+        model, target, strategy, plan=plan_path, round_to=round_to, importance=importance, output=out,
+        report=report, seed=seed,
+    )
+    rep = result.report
+    console = Console(width=120)
+    table = Table(title=f"{model} -> {out} ({strategy})")
+    for col in ("", "before", "after", "ratio"):
+        table.add_column(col)
+    b, a = rep["before"], rep["after"]
+    table.add_row("MACs", f"{b['macs']:,}", f"{a['macs']:,}", f"{a['macs'] / max(b['macs'], 1):.4f}")
+    table.add_row("params", f"{b['params']:,}", f"{a['params']:,}", f"{a['params'] / max(b['params'], 1):.4f}")
+    console.print(table)
+    pruned = sum(1 for g in rep["groups"] if g["kept_count"] < g["size"])
+    console.print(f"{pruned} of {len(rep['groups'])} groups pruned; round-to {rep['round_to']}")
+    for note in result.notes:
+        click.echo(f"agmc-onnx: warning: {note}", err=True)

@@ -1,0 +1,154 @@
+"""The strategy interface: a budget, a context, and `propose(ctx) -> Plan`; plus a shared MACs solver."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
+
+from agmc_onnx.errors import InputError
+from agmc_onnx.plan import ImportanceCache, Plan, plan_from_counts, round_count
+
+if TYPE_CHECKING:
+    from agmc_onnx.groups import Analysis
+
+TOLERANCE = 0.01  # solvers land within 1% of the MACs target
+
+
+@dataclass
+class Budget:
+    """What the pruned model may cost, as fractions of the original (None: no constraint)."""
+
+    flops: float | None = None
+    latency_ms: float | None = None
+    speedup: float | None = None
+
+
+@dataclass
+class StrategyContext:
+    """Everything a strategy may use to propose a plan."""
+
+    analysis: Analysis
+    budget: Budget
+    round_to: int
+    importance: str = "l1"
+    evaluator: Any = None  # agmc_onnx.evaluate.Evaluator for search strategies
+    seed: int = 0
+    options: dict[str, Any] = field(default_factory=dict)
+    path: str | None = None  # the model file, for messages
+
+
+class Strategy(Protocol):
+    """A channel-selection strategy."""
+
+    name: str
+
+    def propose(self, ctx: StrategyContext) -> Plan:
+        """A plan for ctx.analysis within ctx.budget."""
+        ...
+
+
+def check_target(flops: float | None, what: str = "--target-flops") -> float:
+    """A MACs target must be a number in (0, 1]."""
+    if flops is None:
+        raise InputError(f"{what} is required for this strategy")
+    try:
+        value = float(flops)
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"{what} must be a number in (0, 1], got {flops!r}") from exc
+    if not math.isfinite(value) or not 0.0 < value <= 1.0:
+        raise InputError(f"{what} must be in (0, 1], got {flops}")
+    return value
+
+
+class MacsSolver:
+    """Meets a MACs target from a monotone family of keep counts, then fine-tunes per group."""
+
+    def __init__(self, ctx: StrategyContext) -> None:
+        """Cache importance and sizes of the prunable groups."""
+        self.ctx = ctx
+        self.analysis = ctx.analysis
+        self.cache = ImportanceCache(ctx.analysis, ctx.importance)
+        self.groups = ctx.analysis.prunable_groups()
+        if not self.groups:
+            raise InputError("nothing prunable: every channel group is frozen", ctx.path)
+        self.target_frac = check_target(ctx.budget.flops)
+        self.total = ctx.analysis.cost.total_macs
+        self.target = self.target_frac * self.total
+        self.notes: list[str] = []
+
+    def plan(self, counts: dict[int, int]) -> Plan:
+        """Plan for keep counts (most important channels kept)."""
+        return plan_from_counts(self.analysis, counts, self.cache)
+
+    def macs(self, counts: dict[int, int]) -> int:
+        """Exact MACs for keep counts (from counts alone when the cost model is exact for counts)."""
+        cost = self.analysis.cost
+        return cost.macs(counts) if cost.counts_exact else cost.plan_macs(self.plan(counts))
+
+    def minimum(self) -> dict[int, int]:
+        """Smallest allowed counts: one rounding unit per group."""
+        return {g.id: round_count(0, g.size, self.ctx.round_to) for g in self.groups}
+
+    def solve(self, family: Callable[[float], dict[int, int]]) -> Plan:
+        """Bisect t in [0, 1] (family(0) smallest, family(1) full) to the target; adjust groups; check 1%."""
+        lo_counts = self.minimum()
+        lo_macs = self.macs(lo_counts)
+        if lo_macs > self.target * (1 + TOLERANCE):
+            raise InputError(
+                f"target {self.target_frac:g} of MACs is unreachable: the minimum with --round-to "
+                f"{self.ctx.round_to} is {lo_macs / self.total:.4f} of the original ({lo_macs} MACs)",
+                self.ctx.path,
+            )
+        lo, hi = 0.0, 1.0
+        best = family(0.0)
+        for _ in range(40):
+            mid = (lo + hi) / 2
+            c = family(mid)
+            if self.macs(c) <= self.target:
+                lo, best = mid, c
+            else:
+                hi = mid
+            if hi - lo < 1e-6:
+                break
+        if self.macs(best) > self.target:
+            best = lo_counts
+        over = family(hi)
+        cands = [best, over]
+        best = min(cands, key=lambda c: abs(self.macs(c) - self.target))
+        best = self.adjust(best)
+        got = self.macs(best)
+        err = abs(got - self.target) / self.total
+        if err > TOLERANCE:
+            self.notes.append(
+                f"could not land within 1% of the target: got {got / self.total:.4f} of MACs for a "
+                f"target of {self.target_frac:g} (rounding to {self.ctx.round_to} channels is too coarse)"
+            )
+        plan = self.plan(best)
+        plan.ratios = {g.id: best[g.id] / g.size for g in self.groups}
+        return plan
+
+    def adjust(self, counts: dict[int, int]) -> dict[int, int]:
+        """Greedy per-group steps (one rounding unit) toward the target until within 1% or stuck."""
+        counts = dict(counts)
+        n = max(1, self.ctx.round_to)
+        sizes = {g.id: g.size for g in self.groups}
+        for _ in range(4 * len(self.groups) + 8):
+            cur = self.macs(counts)
+            if abs(cur - self.target) <= TOLERANCE * self.total * 0.5:
+                break
+            best_c, best_err = None, abs(cur - self.target)
+            for gid, k in counts.items():
+                step = round_count(k + n, sizes[gid], n) if cur < self.target else round_count(k - n, sizes[gid], n)
+                if step == k:
+                    continue
+                trial = dict(counts)
+                trial[gid] = step
+                err = abs(self.macs(trial) - self.target)
+                if err < best_err:
+                    best_c, best_err = trial, err
+            if best_c is None:
+                break
+            counts = best_c
+        return counts
