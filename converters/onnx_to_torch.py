@@ -152,7 +152,11 @@ def to_torch(model: str | Path | onnx.ModelProto, trainable: bool = True) -> fx.
     missing = unsupported_nodes(proto)
     if missing:
         name, domain, op, version = missing[0]
-        more = f" (and {len(missing) - 1} more node(s): {sorted({m[2] for m in missing[1:]})})" if len(missing) > 1 else ""
+        more = (
+            f" (and {len(missing) - 1} more node(s): {sorted({m[2] for m in missing[1:]})})"
+            if len(missing) > 1
+            else ""
+        )
         where = f"{domain}::" if domain else ""
         raise ConversionError(
             f"onnx2torch has no converter for op {where}{op} at opset {version} "

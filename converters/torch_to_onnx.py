@@ -22,7 +22,9 @@ def export_opset(opset: int | None) -> int:
     return max(MIN_OPSET, min(MAX_OPSET, int(opset)))
 
 
-def _sample_inputs(shapes: Sequence[Sequence[int | str]], batch: int, device: torch.device) -> tuple[torch.Tensor, ...]:
+def _sample_inputs(
+    shapes: Sequence[Sequence[int | str]], batch: int, device: torch.device
+) -> tuple[torch.Tensor, ...]:
     """Random float inputs of the given shapes, the batch axis set to `batch`."""
     tensors = []
     for shape in shapes:
