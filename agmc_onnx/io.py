@@ -16,17 +16,23 @@ from agmc_onnx.errors import InputError
 def check_output_path(output: str | os.PathLike[str], source: str | os.PathLike[str] | None = None) -> Path:
     """Refuse an output equal to the input or in a directory we cannot write; return it as a Path."""
     out = Path(output)
-    if source is not None:
-        src = Path(source)
-        if out.resolve() == src.resolve() or (out.exists() and src.exists() and os.path.samefile(out, src)):
-            raise InputError("output path is the input file; refusing to overwrite it", out)
     parent = out.parent if str(out.parent) else Path(".")
-    if out.is_dir():
-        raise InputError("output path is a directory", out)
-    if not parent.exists():
-        raise InputError(f"output directory {parent} does not exist", out)
-    if not os.access(parent, os.W_OK):
-        raise InputError(f"output directory {parent} is not writable", out)
+    try:
+        if parent.exists() and not parent.is_dir():
+            raise InputError(f"output directory {parent} is not a directory", out)
+        if not parent.exists():
+            raise InputError(f"output directory {parent} does not exist", out)
+        if source is not None:
+            src = Path(source)
+            same = out.resolve() == src.resolve() or (out.exists() and src.exists() and os.path.samefile(out, src))
+            if same:
+                raise InputError("output path is the same file as the input; refusing to overwrite the input", out)
+        if out.is_dir():
+            raise InputError("output path is a directory", out)
+        if not os.access(parent, os.W_OK):
+            raise InputError(f"output directory {parent} is not writable (permission denied)", out)
+    except OSError as exc:
+        raise InputError(f"cannot write output ({exc.strerror or exc})", out) from exc
     return out
 
 

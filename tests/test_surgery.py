@@ -1,0 +1,124 @@
+"""Surgery oracles: keep-all is the original, prune equals mask, the output is valid and keeps its header."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+
+from agmc_onnx.errors import InputError
+from agmc_onnx.plan import Plan, full_plan, plan_from_ratios
+from agmc_onnx.surgery import mask, prune
+from tests.conftest import NETS, check_plan, feeds, max_diff, random_plan, run
+
+ALL = [n for n in NETS] + [f"{n}.folded" for n in NETS]
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_keep_all_is_the_original(analyses: dict, nets: dict, name: str) -> None:
+    """Oracle 1: a full plan reproduces the original file's outputs."""
+    a = analyses[name]
+    original = onnx.load(str(nets[name]))
+    x = feeds(original)
+    assert max_diff(run(prune(a, full_plan(a)), x), run(original, x)) <= 1e-5
+
+
+@pytest.mark.parametrize("name", ALL)
+@pytest.mark.parametrize("seed", [0, 1])
+def test_prune_equals_mask(analyses: dict, name: str, seed: int) -> None:
+    """Oracle 2 and 3 on random subsets of every prunable group."""
+    a = analyses[name]
+    if not a.prunable_groups():
+        pytest.fail(f"{name} has no prunable group")
+    check_plan(a, random_plan(a, seed))
+
+
+@pytest.mark.parametrize("name", ["residual", "dwse", "dense", "flatten"])
+def test_mask_changes_outputs(analyses: dict, name: str) -> None:
+    """The mask oracle has teeth: removing channels changes the outputs."""
+    a = analyses[name]
+    plan = plan_from_ratios(a, {g.id: 0.5 for g in a.prunable_groups()}, round_to=1)
+    x = feeds(a.model.proto)
+    assert max_diff(run(mask(a, plan), x), run(a.model.proto, x)) > 1e-3
+
+
+def test_wrong_surgery_would_be_caught(analyses: dict) -> None:
+    """Pruning one channel but masking another gives different outputs (the oracle detects mistakes)."""
+    a = analyses["residual"]
+    g = a.prunable_groups()[0]
+    keep = list(range(g.size))
+    plan_a = Plan({g.id: keep[1:]})
+    plan_b = Plan({g.id: keep[:-1]})
+    x = feeds(a.model.proto)
+    assert max_diff(run(prune(a, plan_a), x), run(mask(a, plan_b), x)) > 1e-4
+
+
+def test_header_and_interface_kept(analyses: dict, nets: dict) -> None:
+    """Input/output names, dynamic batch, opset, IR version and metadata survive surgery."""
+    a = analyses["residual"]
+    src = onnx.load(str(nets["residual"]))
+    a.model.proto.metadata_props.add(key="owner", value="test")
+    try:
+        out = prune(a, plan_from_ratios(a, {g.id: 0.5 for g in a.prunable_groups()}, round_to=2))
+    finally:
+        del a.model.proto.metadata_props[:]
+    assert [i.name for i in out.graph.input] == [i.name for i in src.graph.input]
+    assert [o.name for o in out.graph.output] == [o.name for o in src.graph.output]
+    assert out.graph.input[0].type.tensor_type.shape.dim[0].dim_param == "batch"
+    assert out.opset_import == src.opset_import and out.ir_version == src.ir_version
+    assert {p.key: p.value for p in out.metadata_props} == {"owner": "test"}
+    x = feeds(out, batch=5)
+    assert run(out, x)[0].shape == (5, 5)
+
+
+def test_depthwise_group_attribute_rewritten(analyses: dict) -> None:
+    """Depthwise convs get `group` = kept channels; the multiplier-2 depthwise keeps 2 outputs per input."""
+    a = analyses["dwse"]
+    plan = plan_from_ratios(a, {g.id: 0.5 for g in a.prunable_groups()}, round_to=1)
+    out = prune(a, plan)
+    groups = {n.name: onnx.helper.get_attribute_value(next(x for x in n.attribute if x.name == "group"))
+              for n in out.graph.node if n.op_type == "Conv" and any(x.name == "group" for x in n.attribute)}
+    assert sorted(groups.values())[-2:] == [6, 6]
+    w = {t.name: t for t in out.graph.initializer}
+    dw2 = next(n for n in out.graph.node if n.op_type == "Conv" and n.input[1].startswith("dw2"))
+    assert list(w[dw2.input[1]].dims[:2]) == [12, 1]
+
+
+def test_grouped_conv_keeps_equal_groups(analyses: dict) -> None:
+    """Grouped conv: group attribute unchanged, every conv group keeps the same number of channels."""
+    a = analyses["grouped"]
+    check_plan(a, plan_from_ratios(a, {g.id: 0.5 for g in a.prunable_groups()}, round_to=1))
+    out = prune(a, plan_from_ratios(a, {g.id: 0.5 for g in a.prunable_groups()}, round_to=1))
+    conv = next(n for n in out.graph.node if n.op_type == "Conv" and any(x.name == "group" and x.i == 4 for x in n.attribute))
+    w = next(t for t in out.graph.initializer if t.name == conv.input[1])
+    assert w.dims[0] % 4 == 0
+
+
+def test_invalid_plans_rejected(analyses: dict) -> None:
+    """Empty groups, bad indices, frozen groups and unknown ids are refused before any surgery."""
+    a = analyses["residual"]
+    g = a.prunable_groups()[0]
+    frozen = next(x for x in a.groups if not x.prunable)
+    for plan in (Plan({g.id: []}), Plan({g.id: [0, g.size]}), Plan({frozen.id: [0]}), Plan({999: [0]})):
+        with pytest.raises(InputError):
+            prune(a, plan)
+
+
+def test_masked_channels_really_unused(analyses: dict) -> None:
+    """In the masked model, perturbing a removed producer's weights does not change the outputs."""
+    a = analyses["residual"]
+    plan = plan_from_ratios(a, {g.id: 0.5 for g in a.prunable_groups()}, round_to=1)
+    m = mask(a, plan)
+    g = a.prunable_groups()[1]
+    removed = sorted(set(range(g.size)) - set(plan.kept[g.id]))
+    producer = next(mb for mb in g.members if mb.role == "producer" and mb.axis == 0)
+    inits = {t.name: t for t in m.graph.initializer}
+    arr = onnx.numpy_helper.to_array(inits[producer.tensor]).copy()
+    for pos, ch in zip(producer.positions, producer.channels, strict=True):
+        if ch in removed:
+            arr[pos] += 3.0
+    x = feeds(m)
+    before = run(m, x)
+    inits[producer.tensor].CopyFrom(onnx.numpy_helper.from_array(arr, producer.tensor))
+    assert max_diff(run(m, x), before) <= 1e-5
+    assert np.isfinite(before[0]).all()
