@@ -1,0 +1,300 @@
+"""DDPG (AMC / AGMC): actor, critic, target networks, replay buffer, truncated-normal exploration.
+
+Each episode prunes every prunable group once, in topological order; the final reward (accuracy
+of the candidate) is given to every step of the episode, minus a moving-average baseline (AMC's
+reward normalisation). With the final reward copied to every step, bootstrapping with AMC's
+discount 1 would count it once per remaining step, so the critic's target defaults to the
+Monte-Carlo return itself (`gamma=0`); any `gamma` > 0 bootstraps from the target networks.
+
+The state source (GNN encoder for agmc, hand-made features for amc) trains with the ACTOR: its
+parameters sit in the actor's optimiser and the actor loss -Q(s.detach(), mu(s)) reaches it
+through mu only. The critic always reads the detached state: the critic's gradient with respect
+to its state input says how Q changes if the *description* of the model changed, which is not a
+signal a representation should follow (it would let the encoder move states to where the critic
+happens to be optimistic), and regressing the encoder on the critic's noisy early targets with a
+second optimiser made the shared embedding chase two objectives at two learning rates.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import math
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from agmc_onnx.rl.env import DYN_FEATURES
+
+
+@dataclass
+class DDPGConfig:
+    """Hyper-parameters; defaults follow AMC / AGMC."""
+
+    hidden: int = 300
+    lr_actor: float = 1e-4
+    lr_critic: float = 1e-3
+    tau: float = 0.01
+    batch: int = 64
+    gamma: float = 0.0
+    init_noise: float = 0.5
+    noise_decay: float = 0.95
+    moving_alpha: float = 0.5
+    buffer_episodes: int = 100
+    a_min: float = 0.05
+    updates_per_step: int = 1
+
+
+class Actor(nn.Module):
+    """mu(s) -> keep ratio in [a_min, 1] (sigmoid, rescaled)."""
+
+    def __init__(self, dim: int, hidden: int, a_min: float) -> None:
+        super().__init__()
+        self.a_min = a_min
+        self.net = nn.Sequential(nn.Linear(dim, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(), nn.Linear(hidden, 1))
+
+    def forward(self, s: Tensor) -> Tensor:
+        """[B, dim] -> [B]."""
+        return self.a_min + (1 - self.a_min) * torch.sigmoid(self.net(s).squeeze(-1))
+
+
+class Critic(nn.Module):
+    """Q(s, a) -> [B]."""
+
+    def __init__(self, dim: int, hidden: int) -> None:
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(dim + 1, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(), nn.Linear(hidden, 1))
+
+    def forward(self, s: Tensor, a: Tensor) -> Tensor:
+        """Value of action a in state s."""
+        return self.net(torch.cat([s, a.unsqueeze(-1)], dim=-1)).squeeze(-1)
+
+
+class ReplayBuffer:
+    """A ring buffer of transitions (step index, dynamic features, action, reward, next, done)."""
+
+    def __init__(self, capacity: int, dyn: int = DYN_FEATURES) -> None:
+        self.capacity = capacity
+        self.step = np.zeros(capacity, np.int64)
+        self.dyn = np.zeros((capacity, dyn), np.float32)
+        self.action = np.zeros(capacity, np.float32)
+        self.reward = np.zeros(capacity, np.float32)
+        self.next_step = np.zeros(capacity, np.int64)
+        self.next_dyn = np.zeros((capacity, dyn), np.float32)
+        self.done = np.zeros(capacity, np.float32)
+        self.size = 0
+        self.pos = 0
+
+    def add(self, step: int, dyn: np.ndarray, action: float, reward: float, next_step: int, next_dyn: np.ndarray, done: bool) -> None:
+        """Append one transition, overwriting the oldest when full."""
+        i = self.pos
+        self.step[i], self.dyn[i], self.action[i], self.reward[i] = step, dyn, action, reward
+        self.next_step[i], self.next_dyn[i], self.done[i] = next_step, next_dyn, float(done)
+        self.pos = (self.pos + 1) % self.capacity
+        self.size = min(self.size + 1, self.capacity)
+
+    def sample(self, n: int, rng: np.random.Generator) -> dict[str, Tensor]:
+        """n transitions drawn uniformly with replacement."""
+        idx = rng.integers(0, self.size, size=n)
+        names = ("step", "dyn", "action", "reward", "next_step", "next_dyn", "done")
+        return {k: torch.from_numpy(getattr(self, k)[idx]) for k in names}
+
+    def state_dict(self) -> dict[str, Any]:
+        """Arrays and cursor, for checkpoints."""
+        names = ("step", "dyn", "action", "reward", "next_step", "next_dyn", "done")
+        return {"arrays": {k: getattr(self, k)[: self.size].copy() for k in names}, "size": self.size, "pos": self.pos}
+
+    def load_state_dict(self, d: dict[str, Any]) -> None:
+        """Restore from `state_dict()`."""
+        for k, v in d["arrays"].items():
+            getattr(self, k)[: len(v)] = v
+        self.size, self.pos = d["size"], d["pos"]
+
+
+def truncated_normal(rng: np.random.Generator, mean: float, sigma: float, lo: float, hi: float) -> float:
+    """A draw of N(mean, sigma) truncated to [lo, hi] (inverse-CDF, exact)."""
+    if sigma <= 0 or hi <= lo:
+        return float(min(max(mean, lo), hi))
+    cdf = lambda x: 0.5 * (1 + math.erf((x - mean) / (sigma * math.sqrt(2))))  # noqa: E731
+    a, b = cdf(lo), cdf(hi)
+    if b - a < 1e-12:
+        return float(lo if mean < lo else hi)
+    u = a + (b - a) * rng.random()
+    x = mean + sigma * math.sqrt(2) * _erfinv(2 * u - 1)
+    return float(min(max(x, lo), hi))
+
+
+@contextlib.contextmanager
+def _one_thread() -> Iterator[None]:
+    """Small networks run faster on one thread than fighting the evaluator for cores."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _erfinv(y: float) -> float:
+    """Inverse error function (torch's, in double precision)."""
+    return float(torch.erfinv(torch.tensor(min(max(y, -1 + 1e-15), 1 - 1e-15), dtype=torch.float64)))
+
+
+class DDPG:
+    """The agent: acts per step from [static state row, dynamic features], learns from episodes."""
+
+    def __init__(self, source: nn.Module, steps: int, config: DDPGConfig | None = None, seed: int = 0) -> None:
+        self.cfg = config or DDPGConfig()
+        torch.manual_seed(seed)
+        self.rng = np.random.default_rng(seed)
+        self.source = source
+        self.steps = steps
+        dim = source.dim + DYN_FEATURES
+        self.actor = Actor(dim, self.cfg.hidden, self.cfg.a_min)
+        self.critic = Critic(dim, self.cfg.hidden)
+        self.source_target = copy.deepcopy(source)
+        self.actor_target = copy.deepcopy(self.actor)
+        self.critic_target = copy.deepcopy(self.critic)
+        for net in (self.source_target, self.actor_target, self.critic_target):
+            net.requires_grad_(False)
+        self.actor_opt = torch.optim.Adam(list(self.actor.parameters()) + list(source.parameters()), lr=self.cfg.lr_actor)
+        self.critic_opt = torch.optim.Adam(self.critic.parameters(), lr=self.cfg.lr_critic)
+        self.buffer = ReplayBuffer(max(self.cfg.batch, self.cfg.buffer_episodes * steps))
+        self.moving_average: float | None = None
+        self.noise = self.cfg.init_noise
+        self._table: Tensor | None = None
+
+    # acting -------------------------------------------------------------------------------
+    def begin_episode(self) -> None:
+        """Encode the model once for this episode's steps (no gradient)."""
+        with torch.no_grad():
+            self._table = self.source()
+
+    def act(self, step: int, dyn: np.ndarray, explore: bool, lo: float = 0.0, hi: float = 1.0) -> float:
+        """The actor's keep ratio for `step`, with truncated-normal noise when exploring."""
+        if self._table is None:
+            self.begin_episode()
+        assert self._table is not None
+        s = torch.cat([self._table[step], torch.from_numpy(dyn)]).unsqueeze(0)
+        with torch.no_grad():
+            mu = float(self.actor(s)[0])
+        if not explore:
+            return mu
+        return truncated_normal(self.rng, mu, self.noise, max(self.cfg.a_min, lo), min(1.0, hi))
+
+    def random_action(self, lo: float = 0.0, hi: float = 1.0) -> float:
+        """A uniform keep ratio in [max(a_min, lo), min(1, hi)] (warm-up)."""
+        lo, hi = max(self.cfg.a_min, lo), min(1.0, hi)
+        return float(lo + (hi - lo) * self.rng.random()) if hi > lo else float(hi)
+
+    # learning -----------------------------------------------------------------------------
+    def observe_episode(self, transitions: list[tuple[int, np.ndarray, float, int, np.ndarray, bool]], reward: float) -> None:
+        """Store an episode's steps, each with the episode's final reward."""
+        for step, dyn, action, nstep, ndyn, done in transitions:
+            self.buffer.add(step, dyn, action, reward, nstep, ndyn, done)
+
+    def decay_noise(self) -> None:
+        """Exploration noise *= noise_decay (called once per episode after warm-up)."""
+        self.noise *= self.cfg.noise_decay
+
+    def update(self) -> tuple[float, float]:
+        """One DDPG update on a minibatch: (critic loss, actor loss), on one CPU thread."""
+        with _one_thread():
+            return self._update()
+
+    def _update(self) -> tuple[float, float]:
+        """The update itself."""
+        cfg = self.cfg
+        if self.buffer.size < cfg.batch:
+            return 0.0, 0.0
+        b = self.buffer.sample(cfg.batch, self.rng)
+        table = self.source()
+        s_static = table[b["step"]]
+        s = torch.cat([s_static, b["dyn"]], dim=1)
+        s_detached = s.detach()
+        r = b["reward"]
+        mean_r = float(r.mean())
+        self.moving_average = mean_r if self.moving_average is None else self.moving_average + cfg.moving_alpha * (mean_r - self.moving_average)
+        target = r - self.moving_average
+        if cfg.gamma > 0:
+            with torch.no_grad():
+                t_table = self.source_target()
+                ns = torch.cat([t_table[b["next_step"].clamp(max=self.steps - 1)], b["next_dyn"]], dim=1)
+                target = target + cfg.gamma * (1 - b["done"]) * self.critic_target(ns, self.actor_target(ns))
+        q = self.critic(s_detached, b["action"])
+        critic_loss = nn.functional.mse_loss(q, target)
+        self.critic_opt.zero_grad()
+        critic_loss.backward()
+        self.critic_opt.step()
+        actor_loss = -self.critic(s_detached, self.actor(s)).mean()
+        self.actor_opt.zero_grad()
+        actor_loss.backward()
+        self.actor_opt.step()
+        self.soft_update()
+        self._table = None
+        return float(critic_loss.detach()), float(actor_loss.detach())
+
+    def soft_update(self) -> None:
+        """target <- (1 - tau) target + tau online, for actor, critic and state source."""
+        tau = self.cfg.tau
+        online = [*self.actor.parameters(), *self.critic.parameters(), *self.source.parameters()]
+        target = [*self.actor_target.parameters(), *self.critic_target.parameters(), *self.source_target.parameters()]
+        with torch.no_grad():
+            torch._foreach_mul_(target, 1 - tau)
+            torch._foreach_add_(target, online, alpha=tau)
+
+    # persistence --------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to continue exactly: networks, optimisers, buffer, RNG, baseline, noise."""
+        return {
+            "config": asdict(self.cfg),
+            "nets": {k: getattr(self, k).state_dict() for k in self._nets()},
+            "actor_opt": self.actor_opt.state_dict(),
+            "critic_opt": self.critic_opt.state_dict(),
+            "buffer": self.buffer.state_dict(),
+            "rng": self.rng.bit_generator.state,
+            "moving_average": self.moving_average,
+            "noise": self.noise,
+        }
+
+    def load_state_dict(self, d: dict[str, Any]) -> None:
+        """Restore from `state_dict()`."""
+        for k, v in d["nets"].items():
+            getattr(self, k).load_state_dict(v)
+        self.actor_opt.load_state_dict(d["actor_opt"])
+        self.critic_opt.load_state_dict(d["critic_opt"])
+        self.buffer.load_state_dict(d["buffer"])
+        self.rng.bit_generator.state = d["rng"]
+        self.moving_average = d["moving_average"]
+        self.noise = d["noise"]
+        self._table = None
+
+    @staticmethod
+    def _nets() -> tuple[str, ...]:
+        """Attribute names of the networks."""
+        return ("source", "actor", "critic", "source_target", "actor_target", "critic_target")
+
+    def policy_dict(self) -> dict[str, Any]:
+        """What --save-policy writes: the state source's trainable part, actor and critic."""
+        src = {k: v for k, v in self.source.state_dict().items() if k != "table"}
+        return {
+            "kind": getattr(self.source, "kind", "fixed"),
+            "config": asdict(self.cfg),
+            "source": src,
+            "actor": self.actor.state_dict(),
+            "critic": self.critic.state_dict(),
+        }
+
+    def load_policy(self, d: dict[str, Any]) -> None:
+        """Start from a saved policy (another model's is fine: sizes do not depend on the model)."""
+        self.source.load_state_dict(d["source"], strict=False)
+        self.actor.load_state_dict(d["actor"])
+        self.critic.load_state_dict(d["critic"])
+        self.source_target.load_state_dict(self.source.state_dict())
+        self.actor_target.load_state_dict(self.actor.state_dict())
+        self.critic_target.load_state_dict(self.critic.state_dict())
+        self._table = None

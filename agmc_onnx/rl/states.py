@@ -1,0 +1,84 @@
+"""Where the static part of each step's state comes from: the GNN (agmc) or AMC's hand-made features."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from agmc_onnx.encoder import GraphEncoder, graph_data
+from agmc_onnx.encoder.features import _attr, _macs, _shapes, model_proto
+from agmc_onnx.rl.env import _prunable
+
+
+class GraphStates(nn.Module):
+    """AGMC: the state of step t = [graph embedding, embedding of group t] from a trainable GNN."""
+
+    kind = "agmc"
+
+    def __init__(self, analysis: Any, encoder: GraphEncoder | None = None) -> None:
+        super().__init__()
+        self.encoder = encoder or GraphEncoder()
+        self.data, self.info = graph_data(analysis.model, _prunable(analysis))
+        self.dim = 2 * self.encoder.embed
+
+    def forward(self) -> Tensor:
+        """[steps, dim]: one static state row per prunable group."""
+        graph, groups = self.encoder(self.data, self.info)
+        return torch.cat([graph.expand(groups.size(0), -1), groups], dim=1)
+
+
+AMC_FEATURES = 9
+
+
+class HandStates(nn.Module):
+    """AMC: per step [index, op type, C_in, C_out, stride, kernel, log weight size, MACs share, size], fixed."""
+
+    kind = "amc"
+
+    def __init__(self, analysis: Any) -> None:
+        super().__init__()
+        groups = _prunable(analysis)
+        proto = model_proto(analysis.model)
+        shapes = _shapes(proto)
+        by_name = {n.name: n for n in proto.graph.node}
+        total = max(1, analysis.cost.total_macs)
+        rows = []
+        for i, g in enumerate(groups):
+            node = next((by_name[p] for p in g.producers if p in by_name), None)
+            macs, cin, cout, kernel, stride, weight, op = 0, 0, g.size, 1, 1, 0, 0.0
+            if node is not None:
+                macs, cin, cout, _ = _macs(node, shapes)
+                kshape = _attr(node, "kernel_shape", [1])
+                kernel = int(max(kshape)) if kshape else 1
+                stride = int(max(_attr(node, "strides", [1])))
+                weight = math.prod(shapes.get(node.input[1], [0])) if len(node.input) > 1 else 0
+                grp = int(_attr(node, "group", 1))
+                op = {"Conv": 0.0 if grp == 1 else 0.5, "Gemm": 1.0, "MatMul": 1.0}.get(node.op_type, 0.25)
+            rows.append([
+                i / max(1, len(groups) - 1), op, math.log2(cin + 1) / 12, math.log2(cout + 1) / 12,
+                stride / 4, kernel / 7, math.log1p(weight) / 20, macs / total, math.log2(g.size + 1) / 12,
+            ])  # fmt: skip
+        self.register_buffer("table", torch.tensor(rows, dtype=torch.float32).reshape(len(rows), AMC_FEATURES))
+        self.dim = AMC_FEATURES
+
+    def forward(self) -> Tensor:
+        """[steps, dim]: the fixed table."""
+        return self.table
+
+
+class FixedStates(nn.Module):
+    """A given fixed table of static states (tests, synthetic problems)."""
+
+    kind = "fixed"
+
+    def __init__(self, table: Tensor) -> None:
+        super().__init__()
+        self.register_buffer("table", table.float())
+        self.dim = table.size(1)
+
+    def forward(self) -> Tensor:
+        """The table."""
+        return self.table
