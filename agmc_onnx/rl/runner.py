@@ -1,0 +1,104 @@
+"""Search strategies' shared driver: context -> environment, state source, agent, Search -> Plan."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from agmc_onnx.errors import InputError
+from agmc_onnx.plan import ImportanceCache, Plan, plan_from_counts
+from agmc_onnx.rl.ddpg import DDPG, DDPGConfig
+from agmc_onnx.rl.env import PruningEnv
+from agmc_onnx.rl.search import Search, SearchResult
+from agmc_onnx.rl.states import GraphStates, HandStates
+
+DEFAULT_EPISODES = 300
+DEFAULT_A_MIN = 0.2  # AMC's lower bound on the kept fraction of a layer
+
+
+def build_agent(kind: str, analysis: Any, steps: int, seed: int, options: dict[str, Any]) -> DDPG:
+    """A DDPG agent over the GNN ('agmc') or AMC's hand-made features ('amc')."""
+    agent_name = options.get("agent", "ddpg")
+    if agent_name != "ddpg":
+        raise InputError(f"unknown agent {agent_name!r} (available: ddpg)")
+    torch.manual_seed(seed)
+    source = GraphStates(analysis) if kind == "agmc" else HandStates(analysis)
+    overrides = {k: options[k] for k in DDPGConfig.__dataclass_fields__ if k in options}
+    overrides.setdefault("a_min", options.get("a_min", DEFAULT_A_MIN))
+    return DDPG(source, steps, DDPGConfig(**overrides), seed=seed)
+
+
+def load_policy(path: str | Path, kind: str) -> dict[str, Any]:
+    """Read a --save-policy file and check that it was made by the same strategy."""
+    try:
+        policy = torch.load(path, weights_only=False)
+    except (OSError, RuntimeError) as exc:
+        raise InputError(f"cannot read the policy: {exc}", path) from exc
+    if not isinstance(policy, dict) or policy.get("kind") != kind:
+        got = policy.get("kind") if isinstance(policy, dict) else type(policy).__name__
+        raise InputError(f"this policy was saved by strategy {got!r}, not {kind!r}", path)
+    return policy
+
+
+def run_search(ctx: Any, kind: str) -> tuple[Plan, SearchResult]:
+    """Run the `kind` search ('agmc', 'amc' or 'random') described by a StrategyContext."""
+    from agmc_onnx.strategies.base import check_target
+
+    target = check_target(ctx.budget.flops)
+    opts = dict(ctx.options)
+    if ctx.evaluator is None:
+        raise InputError(f"strategy {kind!r} scores candidates on data: give --data DIR", ctx.path)
+    analysis = ctx.analysis
+    env = PruningEnv.from_analysis(analysis, target, ctx.round_to, float(opts.get("a_min", DEFAULT_A_MIN)))
+    if env.steps == 0:
+        raise InputError("nothing prunable: every channel group is frozen", ctx.path)
+    episodes = int(opts.get("episodes", DEFAULT_EPISODES))
+    if episodes < 0:
+        raise InputError(f"--episodes must be >= 0, not {episodes}")
+    agent = None if kind == "random" else build_agent(kind, analysis, env.steps, ctx.seed, opts)
+    warmup = opts.get("warmup")
+    if agent is not None and opts.get("policy"):
+        agent.load_policy(load_policy(opts["policy"], kind))
+        warmup = 0 if warmup is None else warmup  # a warm start needs no random warm-up
+    if kind == "random" and episodes == 0:
+        raise InputError("strategy 'random' needs --episodes >= 1")
+    cache = ImportanceCache(analysis, ctx.importance)
+
+    def score(counts: dict[int, int]) -> float:
+        return float(ctx.evaluator.score(plan_from_counts(analysis, counts, cache)))
+
+    fingerprint = {"strategy": kind, "episodes_warmup": warmup, "round_to": ctx.round_to,
+                   "importance": ctx.importance, "bn": getattr(ctx.evaluator, "bn_recalibrated", None)}
+    search = Search(env, score, agent, episodes, None if warmup is None else int(warmup), ctx.seed,
+                    opts.get("checkpoint"), fingerprint, opts.get("progress"))
+    result = search.run(resume=bool(opts.get("resume")))
+    if not result.best_counts:
+        raise InputError("the search was interrupted before its first episode ended", ctx.path)
+    if agent is not None and opts.get("save_policy"):
+        path = Path(opts["save_policy"])
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save(agent.policy_dict(), path)
+    plan = plan_from_counts(analysis, result.best_counts, cache)
+    plan.ratios = result.best_ratios()
+    if callable(opts.get("on_result")):
+        opts["on_result"](result)
+    return plan, result
+
+
+class SearchStrategy:
+    """Base of the three search strategies: propose() runs the search; `result` keeps its curve."""
+
+    name = "search"
+
+    def __init__(self) -> None:
+        self.result: SearchResult | None = None
+        self.notes: list[str] = []
+
+    def propose(self, ctx: Any) -> Plan:
+        """The best plan the search found (also on Ctrl-C: the best so far)."""
+        plan, self.result = run_search(ctx, self.name)
+        if self.result.interrupted:
+            self.notes.append(f"search interrupted after {len(self.result.curve)} episodes: best plan so far written")
+        return plan
