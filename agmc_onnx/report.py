@@ -306,3 +306,40 @@ def shortfall_warning(
         f"try --round-to 16)"
     )
     return msg + (f"; most costly layers: {top}" if top else "")
+
+
+def latency_warnings(
+    report: Mapping[str, Any],
+    final_model: str | Path | onnx.ModelProto,
+    provider: str = "cpu",
+    threads: int | None = None,
+) -> list[str]:
+    """Warnings for every batch whose measured speed-up falls well short of the MACs reduction.
+
+    The final model is profiled (once, at the first short batch) to name the layers that cost most.
+    """
+    ratio = report.get("macs_ratio")
+    latency = report.get("latency") or {}
+    if not ratio or latency.get("baseline") != "original":
+        return []
+    final = final_stage(report)
+    out: list[str] = []
+    costly: list[tuple[str, str, float]] | None = None
+    for row in latency.get("results", []):
+        if row.get("model") != final:
+            continue
+        if costly is None and _short(row["speedup"], ratio):
+            from agmc_onnx.bench import profile
+
+            costly = [(c.node, c.op, c.share) for c in profile(final_model, row["batch"], provider, threads)]
+        msg = shortfall_warning(row["speedup"], ratio, row["batch"], costly or [])
+        if msg:
+            out.append(msg)
+    return out
+
+
+def _short(speedup: float, macs_ratio: float) -> bool:
+    """bench.speedup_shortfall, imported lazily."""
+    from agmc_onnx.bench import speedup_shortfall
+
+    return speedup_shortfall(speedup, macs_ratio)
