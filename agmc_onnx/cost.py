@@ -24,7 +24,7 @@ MAC_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 
 def _static(d: Any) -> int:
     """A dim as a number: symbolic or unknown dims (the batch) count as 1."""
-    return int(d) if isinstance(d, (int, np.integer)) and d > 0 else 1
+    return int(d) if isinstance(d, (int, np.integer)) and d >= 0 else 1
 
 
 def _prod(dims: Any) -> int:
@@ -64,7 +64,13 @@ def node_macs_static(node: onnx.NodeProto, inits: Mapping[str, np.ndarray], shap
 
 def count_macs(proto: onnx.ModelProto) -> int:
     """MACs of a model counted from its own (re-inferred) shapes: the independent oracle."""
-    inferred = onnx.shape_inference.infer_shapes(proto, data_prop=True)
+    from agmc_onnx.model import _constants_to_initializers
+
+    work = onnx.ModelProto()
+    work.CopyFrom(proto)
+    _constants_to_initializers(work.graph)  # Slice/Reshape parameters in Constant nodes: shapes become known
+    _fold_small_constants(work.graph, list(work.opset_import))
+    inferred = onnx.shape_inference.infer_shapes(work, data_prop=True)
     g = inferred.graph
     inits = {t.name: numpy_helper.to_array(t) for t in g.initializer}
     shapes: dict[str, Any] = {}
@@ -74,6 +80,38 @@ def count_macs(proto: onnx.ModelProto) -> int:
                 d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in vi.type.tensor_type.shape.dim
             ]
     return int(sum(node_macs_static(n, inits, shapes) for n in g.node))
+
+
+_FOLDABLE = ("Unsqueeze", "Squeeze", "Concat", "Cast", "Reshape", "Gather", "Slice", "Add", "Sub", "Mul", "Div",
+             "Identity", "ConstantOfShape", "Range", "Neg", "Floor", "Ceil")
+
+
+def _fold_small_constants(graph: onnx.GraphProto, opsets: list[onnx.OperatorSetIdProto]) -> None:
+    """Evaluate small integer-parameter subgraphs (Unsqueeze of constants and such) so shapes infer."""
+    from onnx.reference import ReferenceEvaluator
+
+    consts = {t.name: t for t in graph.initializer}
+    keep = []
+    for node in graph.node:
+        ins = [i for i in node.input if i]
+        if (node.op_type in _FOLDABLE and ins and all(i in consts for i in ins)
+                and all(int(np.prod(consts[i].dims)) <= 4096 for i in ins) and len(node.output) == 1):
+            try:
+                sub = onnx.helper.make_graph(
+                    [node], "fold", [], [onnx.helper.make_tensor_value_info(node.output[0], onnx.TensorProto.UNDEFINED, None)],
+                    [consts[i] for i in dict.fromkeys(ins)],
+                )  # fmt: skip
+                value = ReferenceEvaluator(onnx.helper.make_model(sub, opset_imports=opsets)).run(None, {})[0]
+            except Exception:
+                keep.append(node)
+                continue
+            t = numpy_helper.from_array(np.asarray(value), node.output[0])
+            graph.initializer.append(t)
+            consts[t.name] = t
+            continue
+        keep.append(node)
+    del graph.node[:]
+    graph.node.extend(keep)
 
 
 def count_params(proto: onnx.ModelProto) -> int:

@@ -250,6 +250,25 @@ class Analysis:
     id_channel: dict[int, tuple[int, int] | None] = field(default_factory=dict)
     axis_map: dict[tuple[str, int], list[tuple[int, int] | None]] = field(default_factory=dict)
     hooks: list[tuple[str, str, dict[str, Any]]] = field(default_factory=list)
+    _partial: list[tuple[int, frozenset[int]]] | None = field(default=None, repr=False)
+
+    def partial_sets(self) -> list[tuple[int, frozenset[int]]]:
+        """(group, channels) of every tensor that holds only part of a group (after Split/Slice): each
+        such set must keep at least one channel, or a tensor would become zero-width."""
+        if self._partial is None:
+            full = {g.id: g.size for g in self.groups}
+            found: set[tuple[int, frozenset[int]]] = set()
+            for ids in self.tensor_ids.values():
+                per: dict[int, set[int]] = defaultdict(set)
+                for i in ids:
+                    c = self.id_channel.get(i)
+                    if c is not None:
+                        per[c[0]].add(c[1])
+                for gid, chans in per.items():
+                    if len(chans) < full[gid]:
+                        found.add((gid, frozenset(chans)))
+            self._partial = sorted(found, key=lambda t: (t[0], sorted(t[1])))
+        return self._partial
 
     def prunable_groups(self) -> list[ChannelGroup]:
         """Groups whose channels may be removed, in topological order."""

@@ -115,6 +115,11 @@ def plan_from_counts(analysis: Analysis, counts: Mapping[int, int], importance: 
         if k <= 0 or k > g.size:
             raise InputError(f"group {g.id}: cannot keep {k} of {g.size} channels")
         kept[g.id] = list(range(g.size)) if k == g.size else cache.top(g.id, k)
+    for gid, chans in analysis.partial_sets():
+        if gid in kept and not chans.intersection(kept[gid]):
+            order = cache.order(gid)
+            best = next(int(c) for c in order if int(c) in chans)
+            kept[gid] = sorted(kept[gid] + [best])
     return Plan(kept)
 
 
@@ -160,3 +165,7 @@ def validate(analysis: Analysis, plan: Plan) -> None:
             raise InputError(f"plan keeps no channel of group {gid}")
         if len(set(kept)) != len(kept) or min(kept) < 0 or max(kept) >= g.size:
             raise InputError(f"plan has bad channel indices for group {gid} (size {g.size})")
+    for gid, chans in analysis.partial_sets():
+        if gid in plan.kept and analysis.groups[gid].prunable and not chans.intersection(plan.kept[gid]):
+            raise InputError(f"plan keeps none of channels {sorted(chans)} of group {gid}, which one tensor "
+                             "holds alone (after a Split/Slice); it would become empty")

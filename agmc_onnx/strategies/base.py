@@ -129,26 +129,49 @@ class MacsSolver:
         plan.ratios = {g.id: best[g.id] / g.size for g in self.groups}
         return plan
 
-    def adjust(self, counts: dict[int, int]) -> dict[int, int]:
-        """Greedy per-group steps (one rounding unit) toward the target until within 1% or stuck."""
-        counts = dict(counts)
+    def _step(self, counts: dict[int, int], gid: int, up: bool) -> dict[int, int] | None:
+        """Counts with group `gid` one rounding unit wider (up) or narrower; None at the limit."""
         n = max(1, self.ctx.round_to)
-        sizes = {g.id: g.size for g in self.groups}
+        size = self.analysis.groups[gid].size
+        k = counts[gid]
+        new = round_count(k + n, size, n) if up else round_count(k - n, size, n)
+        if new == k:
+            return None
+        out = dict(counts)
+        out[gid] = new
+        return out
+
+    def adjust(self, counts: dict[int, int]) -> dict[int, int]:
+        """Greedy one-unit steps (single groups, then pairs of groups) toward the target until within 1%."""
+        counts = dict(counts)
         for _ in range(4 * len(self.groups) + 8):
             cur = self.macs(counts)
-            if abs(cur - self.target) <= TOLERANCE * self.total * 0.5:
+            err = abs(cur - self.target)
+            if err <= TOLERANCE * self.total * 0.5:
                 break
-            best_c, best_err = None, abs(cur - self.target)
-            for gid, k in counts.items():
-                step = round_count(k + n, sizes[gid], n) if cur < self.target else round_count(k - n, sizes[gid], n)
-                if step == k:
+            up = cur < self.target
+            singles = [c for c in (self._step(counts, gid, up) for gid in counts) if c is not None]
+            scored = sorted(((abs(self.macs(c) - self.target), i) for i, c in enumerate(singles)))
+            if scored and scored[0][0] < err:
+                counts = singles[scored[0][1]]
+                continue
+            # no single step helps: one group one way, another the other way (largest impact first)
+            best, best_err = None, err
+            gids = sorted(counts, key=lambda g: -abs(self.macs(counts) - self.macs(self._step(counts, g, up) or counts)))
+            for g1 in gids[:24]:
+                first = self._step(counts, g1, up)
+                if first is None:
                     continue
-                trial = dict(counts)
-                trial[gid] = step
-                err = abs(self.macs(trial) - self.target)
-                if err < best_err:
-                    best_c, best_err = trial, err
-            if best_c is None:
+                for g2 in gids[:24]:
+                    if g2 == g1:
+                        continue
+                    second = self._step(first, g2, not up)
+                    if second is None:
+                        continue
+                    e = abs(self.macs(second) - self.target)
+                    if e < best_err:
+                        best, best_err = second, e
+            if best is None:
                 break
-            counts = best_c
+            counts = best
         return counts
