@@ -438,3 +438,77 @@ def run_finetune(
     )
     jp, mp = report.write(rep, json_path)
     return FinetuneRun(result, rep, output, jp, mp)
+
+
+def after_prune(
+    source: str | Path,
+    output: str | Path,
+    prune_report: dict[str, Any],
+    *,
+    report_path: str | Path | None = None,
+    data_dir: str | Path | None = None,
+    finetune_epochs: int = 0,
+    distill: bool = False,
+    do_bench: bool = True,
+    bench_batches: tuple[int, ...] | list[int] = (1,),
+    bench_repeats: int = 30,
+    provider: str = "cpu",
+    threads: int | None = None,
+    gates: Any = None,
+    seed: int = 0,
+    progress: bool = True,
+    command: str | None = None,
+) -> dict[str, Any]:
+    """The rest of `prune`: optional fine-tune (written over `output`), accuracies, latency, report, gates.
+
+    The run report extends the engine's audit report and is written (JSON + markdown) at
+    `report_path`, default OUTPUT.report.json. Gates are evaluated but not enforced here.
+    """
+    from agmc_onnx import bench, report
+
+    output = Path(output)
+    if finetune_epochs and data_dir is None:
+        raise InputError("--finetune-epochs needs --data (training images)")
+    pruned_proto = onnx.load(str(output))
+    stages: dict[str, dict[str, Any]] = {}
+    extra: dict[str, Any] = {}
+    test = None
+    if data_dir is not None:
+        train, held, test = load_splits(data_dir, source, None, seed)
+        stages["original"] = report.model_facts(source, onnx_accuracy(source, test))
+        stages["pruned"] = report.model_facts(output, onnx_accuracy(pruned_proto, test))
+    else:
+        stages["original"] = report.model_facts(source)
+        stages["pruned"] = report.model_facts(output)
+    if finetune_epochs:
+        cfg = FinetuneConfig(epochs=finetune_epochs, seed=seed)
+        res = finetune(
+            pruned_proto, train, held, cfg, teacher=source if distill else None, test=test, progress=progress
+        )
+        from agmc_onnx.io import write_model
+
+        write_model(res.proto, output, source)
+        stages["pruned"]["path"] = None  # the pruned-only model was replaced by the fine-tuned one
+        stages["finetuned"] = report.model_facts(output, res.test_accuracy_onnx)
+        extra["finetune"] = {**res.summary(), "config": asdict(cfg)}
+    latency = None
+    if do_bench:
+        final = "finetuned" if finetune_epochs else "pruned"
+        latency = bench.bench(
+            [source, output], list(bench_batches), provider=provider, threads=threads, repeats=bench_repeats,
+            labels=["original", final],
+        ).to_json()  # fmt: skip
+    run = report.build("prune", stages, latency=latency, gates=gates, command=command, extra=extra)
+    merged = {**prune_report, **run}
+    merged["warnings"] = list(prune_report.get("warnings", [])) + report.latency_warnings(
+        run, output, provider, threads
+    )
+    merged["gates"] = run["gates"]
+    json_path = (
+        Path(report_path)
+        if report_path
+        else output.with_name(output.name.removesuffix(".onnx") + ".report.json")
+    )
+    report.write(merged, json_path)
+    merged["report_paths"] = [str(json_path), str(report.markdown_path(json_path))]
+    return merged

@@ -32,3 +32,49 @@ def gate_options(func: Callable[..., Any]) -> Callable[..., Any]:
 def gates_from(kwargs: dict[str, Any]) -> Gates:
     """Pop the gate options out of a command's kwargs into a Gates."""
     return Gates(**{name: kwargs.pop(name, None) for name in GATE_OPTIONS})
+
+
+def prune_run_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Add the fine-tune, latency and gate options of `prune`."""
+    options = [
+        click.option("--finetune-epochs", type=click.IntRange(min=0), default=0, show_default=True,
+                     help="Fine-tune the pruned model for N epochs on --data (written to the output)."),
+        click.option("--distill", is_flag=True, help="Distil from the original model while fine-tuning."),
+        click.option("--bench/--no-bench", "do_bench", default=True, show_default=True,
+                     help="Measure original vs pruned latency in ONNX Runtime (interleaved)."),
+        click.option("--bench-batch", default="1", show_default=True, help="Batch sizes for latency, e.g. 1,64."),
+        click.option("--bench-repeats", type=click.IntRange(min=1), default=30, show_default=True),
+        click.option("--provider", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True),
+        click.option("--threads", type=click.IntRange(min=1), default=None, help="ORT intra-op threads."),
+    ]  # fmt: skip
+    for option in reversed(options):
+        func = option(func)
+    return gate_options(func)
+
+
+def finish_prune(model: str, output: str, prune_report: dict[str, Any], report_path: str | None,
+                 kw: dict[str, Any]) -> None:  # fmt: skip
+    """After the cut: fine-tune, measure, write the run report, print, and enforce the gates."""
+    from agmc_onnx.commands.bench import parse_batches
+    from agmc_onnx.finetune import after_prune
+    from agmc_onnx.report import enforce
+
+    params = click.get_current_context().params
+    gates = gates_from(kw)
+    run = after_prune(
+        model, output, prune_report, report_path=report_path, data_dir=params.get("data"),
+        finetune_epochs=kw.get("finetune_epochs", 0), distill=kw.get("distill", False),
+        do_bench=kw.get("do_bench", True), bench_batches=parse_batches(kw.get("bench_batch", "1")),
+        bench_repeats=kw.get("bench_repeats", 30), provider=kw.get("provider", "cpu"),
+        threads=kw.get("threads"), gates=gates, seed=params.get("seed", 0) or 0,
+    )  # fmt: skip
+    for stage, facts in run["models"].items():
+        acc = facts.get("accuracy")
+        if acc is not None:
+            click.echo(f"{stage:10s} test accuracy {100 * acc:.2f}%")
+    for batch, speedup in (run.get("speedup") or {}).items():
+        click.echo(f"measured speed-up at batch {batch}: {speedup:.2f}x (MACs kept {100 * run['macs_ratio']:.1f}%)")
+    click.echo(f"report: {', '.join(run['report_paths'])}")
+    for warning in run["warnings"][len(prune_report.get("warnings", [])) :]:
+        click.echo(f"agmc-onnx: warning: {warning}", err=True)
+    enforce(run)

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 from rich.console import Console
 from rich.table import Table
 
 from agmc_onnx.api import default_output, prune_model
+from agmc_onnx.commands._options import finish_prune, prune_run_options
 from agmc_onnx.strategies import REGISTRY
 
 
@@ -24,8 +27,9 @@ from agmc_onnx.strategies import REGISTRY
               help="Kept widths are multiples of N (auto: 16 with AVX-512, else 8).")
 @click.option("--importance", type=click.Choice(["l1", "l2", "bn"]), default="l1", show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
+@prune_run_options
 def prune_cmd(model: str, target_flops: str | None, strategy: str, plan_path: str | None, output: str | None,
-              report: str | None, round_to: str, importance: str, seed: int) -> None:
+              report: str | None, round_to: str, importance: str, seed: int, **kw: Any) -> None:
     """Prune MODEL's channels to --target-flops (or as --plan says) and write the smaller ONNX."""
     if plan_path is not None and strategy == "uniform":
         strategy = "plan"
@@ -55,3 +59,4 @@ def prune_cmd(model: str, target_flops: str | None, strategy: str, plan_path: st
     console.print(f"{pruned} of {len(rep['groups'])} groups pruned; round-to {rep['round_to']}")
     for note in result.notes:
         click.echo(f"agmc-onnx: warning: {note}", err=True)
+    finish_prune(model, out, rep, report, kw)
