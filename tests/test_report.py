@@ -152,3 +152,30 @@ def test_shortfall_warning_names_costly_layers(speedup: float, warns: bool) -> N
     assert (msg is not None) is warns
     if msg:
         assert "2.00x" in msg and "conv3 (Conv, 40%)" in msg
+
+
+def test_prune_command_records_latency_report_and_gates(tmp_path: Path) -> None:
+    """`prune` measures original vs pruned, writes the run report; gates pass, fail (exit 1) or need --data."""
+    from click.testing import CliRunner
+
+    from agmc_onnx.cli import main
+    from fixtures import engine_nets
+
+    src = engine_nets.export_net("vgg_bn", tmp_path, "bn")
+    out, rep = tmp_path / "p.onnx", tmp_path / "p.json"
+    base = ["prune", str(src), "--target-flops", "0.6", "--strategy", "l1-global", "-o", str(out), "--report",
+            str(rep), "--bench-repeats", "2", "--bench-batch", "1,2"]  # fmt: skip
+    ok = CliRunner().invoke(main, [*base, "--max-latency-ms", "100000"])
+    assert ok.exit_code == 0, ok.output
+    doc = json.loads(rep.read_text())
+    assert doc["gates"]["passed"] and set(doc["speedup"]) == {"1", "2"}
+    assert doc["models"]["pruned"]["macs"] < doc["models"]["original"]["macs"] and "groups" in doc
+    assert rep.with_suffix(".md").read_text().startswith("# agmc-onnx prune report")
+    failed = CliRunner().invoke(main, [*base, "--min-accuracy", "50"])
+    assert failed.exit_code == 1
+    lines = [ln for ln in failed.stderr.splitlines() if ln.startswith("agmc-onnx: error")]
+    assert lines == [
+        "agmc-onnx: error: gate failed: min-accuracy: no pruned test accuracy was measured (give --data)"
+    ]
+    needs_data = CliRunner().invoke(main, [*base, "--finetune-epochs", "1"])
+    assert needs_data.exit_code == 2 and "--finetune-epochs needs --data" in needs_data.stderr
