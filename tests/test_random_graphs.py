@@ -15,7 +15,10 @@ from torch import nn
 
 from tests.helpers_onnx import check_oracles, export_torch
 
-BLOCKS = ("conv", "residual", "concat", "dense", "diamond", "depthwise", "se", "grouped", "pool", "split")
+BLOCKS = (
+    "conv", "residual", "concat", "dense", "diamond", "depthwise", "se", "grouped", "pool", "split",
+    "shuffle", "convt", "instnorm", "affine", "sub", "selfcat", "layernorm", "upsample", "pad", "max2",
+)  # fmt: skip
 ACTS = ("relu", "relu6", "leaky", "hardswish", "swish", "sigmoid", "prelu", "none")
 
 
@@ -152,6 +155,80 @@ class SplitCat(nn.Module):
         return torch.cat([x[:, : self.half], self.f(x[:, self.half :])], 1)
 
 
+class Shuffle(nn.Module):
+    """Channel shuffle (Reshape-Transpose-Reshape) between two grouped convs, as in ShuffleNet."""
+
+    def __init__(self, c: int, b: Block) -> None:
+        super().__init__()
+        self.g = 2
+        self.width = 2 * b.width
+        self.f = _cba(c, self.width, b, k=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Conv then shuffle its channels."""
+        y = self.f(x)
+        n, c, h, w = y.shape
+        return y.view(n, self.g, c // self.g, h, w).transpose(1, 2).reshape(n, c, h, w)
+
+
+class Affine(nn.Module):
+    """x * a + b with per-channel constants broadcast as [1, C, 1, 1]."""
+
+    def __init__(self, c: int) -> None:
+        super().__init__()
+        self.a = nn.Parameter(torch.ones(1, c, 1, 1))
+        self.b = nn.Parameter(torch.zeros(1, c, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Per-channel scale and shift."""
+        return x * self.a + self.b
+
+
+class SubRes(nn.Module):
+    """x - f(x) (a residual Sub)."""
+
+    def __init__(self, c: int, b: Block) -> None:
+        super().__init__()
+        self.f = nn.Conv2d(c, c, 3, 1, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Residual Sub."""
+        return x - self.f(x)
+
+
+class SelfCat(nn.Module):
+    """cat([x, x]): the same channels twice."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Duplicate the channels."""
+        return torch.cat([x, x], 1)
+
+
+class ChannelLayerNorm(nn.Module):
+    """LayerNorm over the channel axis through permutes (ConvNeXt style)."""
+
+    def __init__(self, c: int) -> None:
+        super().__init__()
+        self.ln = nn.LayerNorm(c)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Normalise each position's channels."""
+        return self.ln(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+
+
+class Max2(nn.Module):
+    """max(f(x), g(x)): an element-wise op over two branches that the engine may not know."""
+
+    def __init__(self, c: int, b: Block) -> None:
+        super().__init__()
+        self.f = nn.Conv2d(c, b.width, 1)
+        self.g = nn.Conv2d(c, b.width, 3, 1, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Element-wise maximum."""
+        return torch.maximum(self.f(x), self.g(x))
+
+
 class RandomNet(nn.Module):
     """The network a Spec describes; `channels` is the width after each block."""
 
@@ -196,6 +273,37 @@ class RandomNet(nn.Module):
                 if c >= 2:
                     layers.append(SplitCat(c, b))
                     c = c // 2 + b.width
+            elif b.kind == "shuffle":
+                layers.append(Shuffle(c, b))
+                c = 2 * b.width
+            elif b.kind == "convt":
+                stride = 2 if size <= 6 else 1
+                layers += [nn.ConvTranspose2d(c, b.width, 2 if stride == 2 else 3, stride, 0 if stride == 2 else 1), _act(b.act, b.width)]
+                size *= stride
+                c = b.width
+            elif b.kind == "instnorm":
+                layers += [nn.Conv2d(c, b.width, 3, 1, 1), nn.InstanceNorm2d(b.width, affine=True), _act(b.act, b.width)]
+                c = b.width
+            elif b.kind == "affine":
+                layers.append(Affine(c))
+            elif b.kind == "sub":
+                layers.append(SubRes(c, b))
+            elif b.kind == "selfcat":
+                layers.append(SelfCat())
+                c *= 2
+            elif b.kind == "layernorm":
+                layers += [nn.Conv2d(c, b.width, 1), ChannelLayerNorm(b.width), nn.GELU()]
+                c = b.width
+            elif b.kind == "upsample":
+                if size <= 8:
+                    layers.append(nn.Upsample(scale_factor=2, mode="nearest"))
+                    size *= 2
+            elif b.kind == "pad":
+                layers.append(nn.ZeroPad2d(1))
+                size += 2
+            elif b.kind == "max2":
+                layers.append(Max2(c, b))
+                c = b.width
         self.features = nn.Sequential(*layers)
         self.flatten = spec.head == "flatten"
         feats = c * size * size if self.flatten else c
@@ -223,6 +331,10 @@ def randomize(model: nn.Module, seed: int) -> nn.Module:
                 m.bias.copy_(torch.randn(c, generator=gen) * 0.1)
                 m.running_mean.copy_(torch.randn(c, generator=gen) * 0.1)
                 m.running_var.copy_(0.5 + torch.rand(c, generator=gen))
+            elif isinstance(m, (nn.InstanceNorm2d, nn.LayerNorm, Affine)):
+                for pname, t in m.named_parameters(recurse=False):
+                    scale = pname in ("weight", "a")
+                    t.copy_(0.5 + torch.rand(t.shape, generator=gen) if scale else torch.randn(t.shape, generator=gen) * 0.1)
             elif isinstance(m, nn.PReLU):
                 m.weight.copy_(torch.rand(m.weight.shape, generator=gen) * 0.3)
     return model.eval()
