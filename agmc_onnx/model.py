@@ -56,15 +56,15 @@ def _read(path: Path) -> onnx.ModelProto:
         raise InputError(f"not a readable ONNX file ({type(exc).__name__}: {str(exc)[:80]})", path) from exc
     if not proto.graph.node and not proto.graph.output:
         raise InputError("not an ONNX model (empty or not a ModelProto)", path)
+    opset = _opset(proto)
+    if opset is None or opset < MIN_OPSET or opset > MAX_OPSET:
+        raise InputError(f"unsupported opset {opset} (supported: {MIN_OPSET}..{MAX_OPSET})", path)
     try:
         onnx.load_external_data_for_model(proto, str(path.parent))
     except FileNotFoundError as exc:
         raise InputError(f"missing external data file {Path(exc.filename or '?').name}", path) from exc
     except Exception as exc:
-        raise InputError(f"cannot load external data ({exc})", path) from exc
-    opset = _opset(proto)
-    if opset is None or opset < MIN_OPSET or opset > MAX_OPSET:
-        raise InputError(f"unsupported opset {opset} (supported: {MIN_OPSET}..{MAX_OPSET})", path)
+        raise InputError(f"cannot load external data ({str(exc).splitlines()[0][:200]})", path) from exc
     try:
         onnx.checker.check_model(proto)
     except Exception as exc:

@@ -91,8 +91,26 @@ class MacsSolver:
         """Smallest allowed counts: one rounding unit per group."""
         return {g.id: round_count(0, g.size, self.ctx.round_to) for g in self.groups}
 
+    def solve_counts(self, family: Callable[[float], dict[int, int]]) -> dict[int, int]:
+        """Keep counts from bisection over `family` plus greedy adjustment (no fallback)."""
+        return self._solve(family, _uniform_family=True)[0]
+
     def solve(self, family: Callable[[float], dict[int, int]]) -> Plan:
         """Bisect t in [0, 1] (family(0) smallest, family(1) full) to the target; adjust groups; check 1%."""
+        best, got, err = self._solve(family)
+        if err > TOLERANCE:
+            self.notes.append(
+                f"could not land within 1% of the target: got {got / self.total:.4f} of MACs for a "
+                f"target of {self.target_frac:g} (rounding to {self.ctx.round_to} channels is too coarse)"
+            )
+        plan = self.plan(best)
+        plan.ratios = {g.id: best[g.id] / g.size for g in self.groups}
+        return plan
+
+    def _solve(
+        self, family: Callable[[float], dict[int, int]], _uniform_family: bool = False
+    ) -> tuple[dict[int, int], int, float]:
+        """Counts, their MACs and the relative error (of the original's MACs)."""
         lo_counts = self.minimum()
         lo_macs = self.macs(lo_counts)
         if lo_macs > self.target * (1 + TOLERANCE):
@@ -120,14 +138,14 @@ class MacsSolver:
         best = self.adjust(best)
         got = self.macs(best)
         err = abs(got - self.target) / self.total
-        if err > TOLERANCE:
-            self.notes.append(
-                f"could not land within 1% of the target: got {got / self.total:.4f} of MACs for a "
-                f"target of {self.target_frac:g} (rounding to {self.ctx.round_to} channels is too coarse)"
-            )
-        plan = self.plan(best)
-        plan.ratios = {g.id: best[g.id] / g.size for g in self.groups}
-        return plan
+        if err > TOLERANCE and not _uniform_family:
+            # coarse groups: a uniform start reaches targets the family's own start cannot
+            sizes = {g.id: g.size for g in self.groups}
+            alt = self.solve_counts(lambda t: {g: round_count(t * n, n, self.ctx.round_to) for g, n in sizes.items()})
+            if abs(self.macs(alt) - self.target) < abs(got - self.target):
+                best, got = alt, self.macs(alt)
+                err = abs(got - self.target) / self.total
+        return best, got, err
 
     def _step(self, counts: dict[int, int], gid: int, up: bool) -> dict[int, int] | None:
         """Counts with group `gid` one rounding unit wider (up) or narrower; None at the limit."""
