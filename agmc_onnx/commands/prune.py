@@ -10,14 +10,14 @@ from rich.table import Table
 
 from agmc_onnx.api import default_output, prune_model
 from agmc_onnx.commands._options import finish_prune, prune_run_options
-from agmc_onnx.strategies import REGISTRY
+from agmc_onnx.strategies import REGISTRY, SEARCH_STRATEGIES
 
 
 @click.command("prune")
 @click.argument("model", type=click.Path(dir_okay=False))
 @click.option("--target-flops", type=str, default=None, help="Kept MACs as a fraction of the original, in (0, 1].")
-@click.option("--strategy", type=str, default="uniform", show_default=True,
-              help=f"Channel selection: {', '.join(sorted(REGISTRY))}.")
+@click.option("--strategy", type=str, default=None,
+              help=f"Channel selection: {', '.join(sorted(REGISTRY))} (default: agmc with --data, else uniform).")
 @click.option("--plan", "plan_path", type=click.Path(dir_okay=False), default=None,
               help="JSON plan {group id: keep ratio or [kept indices]} (implies --strategy plan).")
 @click.option("-o", "--output", type=click.Path(dir_okay=False), default=None,
@@ -27,10 +27,26 @@ from agmc_onnx.strategies import REGISTRY
               help="Kept widths are multiples of N (auto: 16 with AVX-512, else 8).")
 @click.option("--importance", type=click.Choice(["l1", "l2", "bn"]), default="l1", show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--data", type=click.Path(exists=True), default=None,
+              help="Labelled data (train [+ test]) for search strategies: reward split, BN calibration, report.")
+@click.option("--episodes", type=int, default=300, show_default=True, help="Search episodes (agmc, amc, random).")
+@click.option("--agent", type=click.Choice(["ddpg"]), default="ddpg", show_default=True)
+@click.option("--policy", type=click.Path(dir_okay=False, exists=True), default=None,
+              help="Start from a saved policy (--episodes 0: zero-shot).")
+@click.option("--save-policy", type=click.Path(dir_okay=False), default=None, help="Write the trained encoder + actor here.")
+@click.option("--checkpoint", type=click.Path(file_okay=False), default=None,
+              help="Search checkpoint directory (default OUTPUT.search/).")
+@click.option("--resume", is_flag=True, help="Continue the search from its checkpoint.")
+@click.option("--no-bn-recalibrate", is_flag=True, help="Score candidates with the original BN statistics.")
+@click.option("--reward-images", type=int, default=2000, show_default=True, help="Size of the reward split (train data).")
 @prune_run_options
-def prune_cmd(model: str, target_flops: str | None, strategy: str, plan_path: str | None, output: str | None,
-              report: str | None, round_to: str, importance: str, seed: int, **kw: Any) -> None:
+def prune_cmd(model: str, target_flops: str | None, strategy: str | None, plan_path: str | None, output: str | None,
+              report: str | None, round_to: str, importance: str, seed: int, data: str | None, episodes: int,
+              agent: str, policy: str | None, save_policy: str | None, checkpoint: str | None, resume: bool,
+              no_bn_recalibrate: bool, reward_images: int, **kw: Any) -> None:
     """Prune MODEL's channels to --target-flops (or as --plan says) and write the smaller ONNX."""
+    if strategy is None:
+        strategy = "agmc" if data is not None and plan_path is None else "uniform"
     if plan_path is not None and strategy == "uniform":
         strategy = "plan"
     target = None
@@ -42,10 +58,25 @@ def prune_cmd(model: str, target_flops: str | None, strategy: str, plan_path: st
 
             raise InputError(f"--target-flops must be a number in (0, 1], got {target_flops!r}") from None
     out = output or str(default_output(model))
-    result = prune_model(
-        model, target, strategy, plan=plan_path, round_to=round_to, importance=importance, output=out,
-        report=report, seed=seed,
-    )
+    if strategy in SEARCH_STRATEGIES:
+        from agmc_onnx.search import ProgressBar, search_prune
+
+        if data is None:
+            from agmc_onnx.errors import InputError
+
+            raise InputError(f"--strategy {strategy} scores candidates on data: give --data DIR", model)
+        with ProgressBar(episodes, strategy) as bar:
+            result = search_prune(
+                model, target, strategy, data=data, episodes=episodes, seed=seed, output=out, report=report,
+                round_to=round_to, importance=importance, checkpoint=checkpoint, resume=resume, policy=policy,
+                save_policy=save_policy, bn_recalibrate=not no_bn_recalibrate, reward_images=reward_images,
+                agent=agent, progress=bar,
+            ).prune
+    else:
+        result = prune_model(
+            model, target, strategy, plan=plan_path, round_to=round_to, importance=importance, output=out,
+            report=report, seed=seed,
+        )
     rep = result.report
     console = Console(width=120)
     table = Table(title=f"{model} -> {out} ({strategy})")

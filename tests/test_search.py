@@ -1,0 +1,126 @@
+"""End-to-end searches on a tiny fixture net with the shipped data: every strategy, resume, seeds, policies."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from agmc_onnx.api import analyze
+from agmc_onnx.evaluate import Evaluator, evaluate_onnx
+from agmc_onnx.plan import plan_from_counts
+from agmc_onnx.rl.env import PruningEnv
+from agmc_onnx.rl.search import Episode
+from agmc_onnx.search import SearchData, load_search_data, search_prune
+from agmc_onnx.surgery import mask, prune
+
+DATA = Path(__file__).resolve().parents[1] / "fixtures" / "data"
+
+
+@pytest.fixture(scope="module")
+def net(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The engine's Flatten->Gemm fixture (1x28x28, BN kept): Fashion-MNIST shaped, tiny."""
+    from fixtures.engine_nets import export_net
+
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+        warnings.simplefilter("ignore")
+        return export_net("flatten_gemm", tmp_path_factory.mktemp("search"), "bn")
+
+
+@pytest.fixture(scope="module")
+def data(net: Path) -> SearchData:
+    sd = load_search_data(analyze(net).model, DATA, reward_images=200)
+    sd.calibration = sd.calibration.subset(np.arange(128))
+    sd.test = sd.test.subset(np.arange(300))
+    return sd
+
+
+def run(net: Path, data: SearchData, strategy: str, tmp: Path, **kw: object):  # noqa: ANN201
+    tmp.mkdir(parents=True, exist_ok=True)
+    kw.setdefault("episodes", 6)
+    kw.setdefault("warmup", 2)
+    return search_prune(net, 0.5, strategy, data=data, round_to=1, output=tmp / "out.onnx",
+                        report=tmp / "report.json", device="cpu", **kw)  # fmt: skip
+
+
+def test_masked_score_is_what_surgery_writes(net: Path, data: SearchData) -> None:
+    a = analyze(net)
+    env = PruningEnv.from_analysis(a, 0.5, 1, 0.2)
+    rng = np.random.default_rng(3)
+    env.reset()
+    while env.t < env.steps:
+        env.step(float(rng.random()))
+    plan = plan_from_counts(a, env.chosen)
+    raw = Evaluator(a, data.reward, data.calibration, bn_recalibrate=False, device="cpu", mode="mask")
+    assert raw.score(plan) == evaluate_onnx(prune(a, plan), data.reward) == evaluate_onnx(mask(a, plan), data.reward)
+    by_mask = Evaluator(a, data.reward, data.calibration, device="cpu", mode="mask")
+    by_prune = Evaluator(a, data.reward, data.calibration, device="cpu", mode="prune")
+    assert by_mask.bn_recalibrated
+    assert abs(by_mask.score(plan) - by_prune.score(plan)) <= 1 / len(data.reward)
+
+
+@pytest.mark.parametrize("strategy", ["agmc", "amc", "random"])
+def test_every_search_strategy_end_to_end(strategy: str, net: Path, data: SearchData, tmp_path: Path) -> None:
+    r = run(net, data, strategy, tmp_path)
+    rep = json.loads((tmp_path / "report.json").read_text())
+    assert rep["macs_ratio"] <= 0.5 + 1e-9 and rep["after"]["macs"] == rep["after"]["macs_predicted"]
+    s = rep["search"]
+    assert s["strategy"] == strategy and s["episodes"] == 6 and len(s["curve"]) == 6
+    assert s["best_reward"] == max(e["reward"] for e in s["curve"]) and s["bn_recalibrated"]
+    assert all(e["macs_ratio"] <= 0.5 + 1e-9 for e in s["curve"])
+    assert set(rep["accuracy"]) == {"reward_split", "test"} and rep["accuracy"]["test"]["pruned"] is not None
+    assert (tmp_path / "report.png").stat().st_size > 1000 and (tmp_path / "out.onnx").exists()
+    assert r.prune.plan.keep_counts() == {int(g): c for g, c in s["best_counts"].items()}
+
+
+def test_same_seed_same_plan_and_resume_equals_uninterrupted(net: Path, data: SearchData, tmp_path: Path) -> None:
+    full = run(net, data, "agmc", tmp_path / "a", episodes=8, seed=5)
+    again = run(net, data, "agmc", tmp_path / "b", episodes=8, seed=5)
+    assert [e.reward for e in again.search.curve] == [e.reward for e in full.search.curve]
+    assert again.search.best_counts == full.search.best_counts
+
+    def stop_after_3(e: Episode) -> None:
+        if e.episode == 3:
+            raise KeyboardInterrupt
+
+    cut = run(net, data, "agmc", tmp_path / "c", episodes=8, seed=5, progress=stop_after_3)
+    assert cut.search.interrupted and len(cut.search.curve) == 4
+    assert (tmp_path / "c" / "out.onnx").exists()  # Ctrl-C still writes the best plan so far
+    resumed = run(net, data, "agmc", tmp_path / "c", episodes=8, seed=5, resume=True)
+    assert resumed.search.resumed_from == 4
+    assert [e.ratios for e in resumed.search.curve] == [e.ratios for e in full.search.curve]
+    assert resumed.search.best_counts == full.search.best_counts
+
+
+def test_policy_saved_and_reused_zero_shot_and_warm(net: Path, data: SearchData, tmp_path: Path) -> None:
+    pol = tmp_path / "policy.pt"
+    run(net, data, "agmc", tmp_path / "train", save_policy=pol)
+    zero = run(net, data, "agmc", tmp_path / "zero", episodes=0, policy=pol)
+    assert len(zero.search.curve) == 1 and zero.search.curve[0].kind == "greedy"
+    warm = run(net, data, "agmc", tmp_path / "warm", episodes=3, policy=pol, warmup=None)
+    assert [e.kind for e in warm.search.curve] == ["explore"] * 3
+    from agmc_onnx.errors import InputError
+
+    with pytest.raises(InputError, match="saved by strategy 'agmc'"):
+        run(net, data, "amc", tmp_path / "amc", episodes=1, policy=pol)
+
+
+def test_cli_prune_with_search_options(net: Path, tmp_path: Path) -> None:
+    from agmc_onnx.cli import main
+
+    out, rep = tmp_path / "p.onnx", tmp_path / "p.json"
+    args = ["prune", str(net), "--target-flops", "0.5", "--data", str(DATA), "--episodes", "2", "--round-to", "1",
+            "--reward-images", "100", "--no-bn-recalibrate", "-o", str(out), "--report", str(rep)]  # fmt: skip
+    res = CliRunner().invoke(main, args)
+    assert res.exit_code == 0, res.output
+    report = json.loads(rep.read_text())
+    assert report["strategy"] == "agmc" and report["search"]["bn_recalibrated"] is False
+    assert (tmp_path / "p.onnx.search" / "search.pt").exists()
+    bad = CliRunner().invoke(main, ["prune", str(net), "--target-flops", "0.5", "--strategy", "amc", "-o", str(tmp_path / "q.onnx")])
+    assert bad.exit_code == 2 and "--data" in bad.output
