@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import onnx
+import torch
 from onnx import TensorProto, helper, numpy_helper
 
 from agmc_onnx.groups import analyze
-from agmc_onnx.model import from_proto
+from agmc_onnx.model import from_proto, load
 from agmc_onnx.plan import plan_from_ratios
-from tests.conftest import check_plan, helper_model
+from tests.conftest import check_plan, export, helper_model
 
 
 def _w(name: str, *shape: int, seed: int = 0) -> onnx.TensorProto:
@@ -192,3 +195,26 @@ def test_groups_topological_and_numbered(analyses: dict) -> None:
     for g in a.groups:
         seen = {c for m in g.members for c in m.channels}
         assert seen <= set(range(g.size))
+
+
+class _View(torch.nn.Module):
+    """Flatten written as x.view(x.size(0), -1) (run-time shape) and as reshape(-1, C*H*W)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.c, self.c2 = torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.Conv2d(8, 6, 3, padding=1)
+        self.fc, self.fc2 = torch.nn.Linear(6 * 16, 4), torch.nn.Linear(8 * 64, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Two heads summed."""
+        a = torch.relu(self.c(x))
+        y = torch.nn.functional.max_pool2d(torch.relu(self.c2(a)), 2)
+        return self.fc(y.view(y.size(0), -1)) + self.fc2(a.reshape(-1, 8 * 64))
+
+
+def test_view_and_reshape_into_linear(tmp_path: Path) -> None:
+    """Both flatten spellings keep the convs before them prunable, and surgery rewrites the shapes."""
+    torch.manual_seed(0)
+    a = analyze(load(export(_View(), (3, 8, 8), tmp_path / "v.onnx")))
+    assert len(a.prunable_groups()) == 2, [(g.size, g.frozen_reason) for g in a.groups]
+    check_plan(a, plan_from_ratios(a, {g.id: 0.5 for g in a.prunable_groups()}, round_to=1))

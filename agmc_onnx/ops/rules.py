@@ -600,6 +600,10 @@ def reshape(p: Propagator, node: onnx.NodeProto) -> None:
     if sout is None or len(sout) < 2 or not isinstance(sout[1], int):
         raise Unsupported("Reshape to an unknown shape")
     batch_ok = _same_dim(sin[0], sout[0]) or (target is not None and target[0] == 0)
+    if not batch_ok and target is not None and target[0] == -1 and all(isinstance(d, int) for d in sin[1:]):
+        if all(t > 0 for t in target[1:]) and int(np.prod(target[1:])) == int(np.prod(sin[1:])):
+            batch_ok = True  # reshape(-1, C*H*W): the -1 is the batch
+            sout = [sin[0], *target[1:]]
     if not batch_ok:
         raise Unsupported("Reshape mixes the batch axis")
     rest_in = sin[2:]
@@ -614,10 +618,39 @@ def reshape(p: Propagator, node: onnx.NodeProto) -> None:
     else:
         raise Unsupported("Reshape regroups the channel axis (e.g. channel shuffle)")
     if target is None:
-        raise Unsupported("Reshape target shape computed at run time")
+        elems = _runtime_shape_elems(p, node.input[1])
+        if elems is None or len(elems) != 2 or elems[1] != -1 or elems[0] not in ("batch0", 0):
+            raise Unsupported("Reshape target shape computed at run time")
+        p.set(node.output[0], out)  # e.g. x.view(x.size(0), -1): the -1 follows the pruned width
+        return
     if target[1] > 0 and len(out) != 1:
         p.hook(node, "shape_channel", tensor=node.output[0], shape=node.input[1], index=1)
     p.set(node.output[0], out)
+
+
+def _runtime_shape_elems(p: Propagator, name: str) -> list[Any] | None:
+    """Elements of a Concat-built shape: ints for constants, 'batch0' for Shape(x)[0]; None otherwise."""
+    node = p.model.producer.get(name)
+    if node is None or node.op_type != "Concat":
+        return None
+    out: list[Any] = []
+    for i in node.input:
+        c = p.const(i)
+        if c is not None:
+            out.extend(int(v) for v in c.reshape(-1))
+            continue
+        src = p.model.producer.get(i)
+        while src is not None and src.op_type in ("Unsqueeze", "Cast", "Squeeze"):
+            src = p.model.producer.get(src.input[0])
+        if src is None or src.op_type != "Gather":
+            return None
+        idx = p.const(src.input[1])
+        shp = p.model.producer.get(src.input[0])
+        axis = int(attrs(src).get("axis", 0))
+        if idx is None or int(idx.reshape(-1)[0]) != 0 or shp is None or shp.op_type != "Shape" or axis != 0:
+            return None
+        out.append("batch0")
+    return out
 
 
 def _resolve(sin: list[Any], target: list[int], allowzero: int) -> list[Any] | None:
