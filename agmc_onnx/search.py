@@ -81,6 +81,7 @@ def search_prune(
     warmup: int | None = None,
     progress: Callable[[Episode], None] | None = None,
     device: str | None = None,
+    threads: int | None = None,
 ) -> SearchPruneResult:
     """Search a plan with `strategy` scored on a reward split of `data`, prune, report (+ PNG beside it)."""
     from agmc_onnx.io import write_json
@@ -88,7 +89,8 @@ def search_prune(
 
     analysis = analyze(model)
     sd = load_search_data(analysis.model, data, reward_images, seed)
-    evaluator = Evaluator(analysis, sd.reward, sd.calibration, bn_recalibrate=bn_recalibrate, device=device)
+    evaluator = Evaluator(analysis, sd.reward, sd.calibration, bn_recalibrate=bn_recalibrate, device=device,
+                          threads=threads)
     holder: dict[str, SearchResult] = {}
     if checkpoint is None and output is not None:
         checkpoint = Path(str(output) + ".search")

@@ -46,7 +46,7 @@ def run(net: Path, data: SearchData, strategy: str, tmp: Path, **kw: object):  #
     kw.setdefault("episodes", 6)
     kw.setdefault("warmup", 2)
     return search_prune(net, 0.5, strategy, data=data, round_to=1, output=tmp / "out.onnx",
-                        report=tmp / "report.json", device="cpu", **kw)  # fmt: skip
+                        report=tmp / "report.json", device="cpu", threads=1, **kw)  # fmt: skip
 
 
 def test_masked_score_is_what_surgery_writes(net: Path, data: SearchData) -> None:
