@@ -64,10 +64,9 @@ def node_macs_static(node: onnx.NodeProto, inits: Mapping[str, np.ndarray], shap
 
 def count_macs(proto: onnx.ModelProto) -> int:
     """MACs of a model counted from its own (re-inferred) shapes: the independent oracle."""
-    from agmc_onnx.model import _constants_to_initializers
+    from agmc_onnx.model import _constants_to_initializers, batch_one
 
-    work = onnx.ModelProto()
-    work.CopyFrom(proto)
+    work = batch_one(proto)  # batch 1: dims that follow from the batch become numbers
     _constants_to_initializers(work.graph)  # Slice/Reshape parameters in Constant nodes: shapes become known
     _fold_small_constants(work.graph, list(work.opset_import))
     inferred = onnx.shape_inference.infer_shapes(work, data_prop=True)
@@ -271,6 +270,9 @@ def build_cost_model(analysis: Analysis) -> CostModel:
             return _length(analysis.tensor_channels(name), prunable)
         return Length(_static(static))
 
+    from agmc_onnx.model import _StaticShapes
+
+    static = _StaticShapes(m)
     terms: list[_Term] = []
     for node in m.nodes:
         op = node.op_type
@@ -278,11 +280,11 @@ def build_cost_model(analysis: Analysis) -> CostModel:
             continue
         w_name = node.input[1] if len(node.input) > 1 else ""
         w = m.inits.get(w_name)
-        a_shape = m.shape(node.input[0])
-        out_shape = m.shape(node.output[0])
+        a_shape = m.static_shape(node.input[0])
+        out_shape = m.static_shape(node.output[0])
         if op in ("Conv", "ConvTranspose"):
             if w is None:
-                terms.append(_Term(node.name, node_macs_static(node, m.inits, m.shapes), []))
+                terms.append(_Term(node.name, node_macs_static(node, m.inits, static), []))
                 continue
             spatial = (out_shape if op == "Conv" else a_shape) or []
             coef = _prod(spatial[2:]) * _prod(w.shape[2:])
@@ -299,7 +301,7 @@ def build_cost_model(analysis: Analysis) -> CostModel:
                 terms.append(_Term(node.name, coef, [tensor_len(node.output[0], out_shape[1]),
                                                      init_len(w_name, 0), init_len(w_name, 1)]))
         else:
-            macs = node_macs_static(node, m.inits, m.shapes)
+            macs = node_macs_static(node, m.inits, static)
             if out_shape is not None and len(out_shape) >= 2 and node.output[0] in analysis.tensor_ids and macs:
                 width = _static(out_shape[1])
                 terms.append(_Term(node.name, macs // width, [tensor_len(node.output[0], width)]))

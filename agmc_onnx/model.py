@@ -243,6 +243,21 @@ def infer_shapes(proto: onnx.ModelProto) -> onnx.ModelProto:
         return proto
 
 
+def batch_one(proto: onnx.ModelProto) -> onnx.ModelProto:
+    """A copy whose graph inputs have every symbolic dim set to 1 (batch 1), value_info cleared."""
+    out = copy.deepcopy(proto)
+    del out.graph.value_info[:]
+    for vi in out.graph.input:
+        if vi.type.HasField("tensor_type") and vi.type.tensor_type.HasField("shape"):
+            for d in vi.type.tensor_type.shape.dim:
+                if not d.HasField("dim_value"):
+                    d.dim_value = 1
+    for vi in out.graph.output:
+        if vi.type.HasField("tensor_type"):
+            vi.type.tensor_type.ClearField("shape")
+    return out
+
+
 def normalise(proto: onnx.ModelProto) -> onnx.ModelProto:
     """Fold exporter clutter (onnxslim), weights into initializers, unshared; named, sorted, shapes inferred."""
     original = proto
@@ -281,7 +296,20 @@ class ModelGraph:
 
     def __post_init__(self) -> None:
         """Index the graph."""
+        self._static: dict[str, list[Dim] | None] | None = None
         self.reindex()
+
+    def static_shape(self, name: str) -> list[Dim] | None:
+        """Dims at batch 1 (symbolic dims that follow from the batch become numbers); for costs."""
+        if self._static is None:
+            inferred = infer_shapes(batch_one(self.proto))
+            self._static = {}
+            for vi in list(inferred.graph.input) + list(inferred.graph.value_info) + list(inferred.graph.output):
+                self._static[vi.name] = _dims(vi.type)
+            for name_, arr in self.inits.items():
+                self._static[name_] = list(arr.shape)
+        got = self._static.get(name)
+        return got if got is not None else self.shape(name)
 
     def reindex(self) -> None:
         """Rebuild the name maps from `proto`."""
@@ -367,7 +395,7 @@ class ModelGraph:
             "stride": list(attrs.get("strides", [])),
             "groups": int(attrs.get("group", 1)),
             "out_hw": out_hw,
-            "macs": int(node_macs_static(node, self.inits, self.shapes)),
+            "macs": int(node_macs_static(node, self.inits, _StaticShapes(self))),
             "params": params,
         }
 
@@ -382,6 +410,18 @@ class ModelGraph:
                 if src is not None:
                     g.add_edge(src.name, node.name, tensor=t)
         return g
+
+
+class _StaticShapes:
+    """Mapping-like view of ModelGraph.static_shape (what cost functions take)."""
+
+    def __init__(self, model: ModelGraph) -> None:
+        self.model = model
+
+    def get(self, name: str, default: Any = None) -> Any:
+        """Static dims of a tensor."""
+        got = self.model.static_shape(name)
+        return default if got is None else got
 
 
 def load(path: str | os.PathLike[str], normalise_graph: bool = True) -> ModelGraph:
