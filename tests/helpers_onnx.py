@@ -255,6 +255,8 @@ def check_oracles(
     assert [i.name for i in pruned.graph.input] == [i.name for i in original.graph.input if i.name in feeds]
     assert [o.name for o in pruned.graph.output] == [o.name for o in original.graph.output]
     assert pruned.opset_import == original.opset_import
+    assert pruned.ir_version == original.ir_version
+    assert pruned.metadata_props == original.metadata_props and pruned.producer_name == original.producer_name
     out = run(pruned, feeds)
     # oracle 2: pruned == original with the same channels masked (ours and the engine's mask)
     ours = max_rel_diff(out, run(mask_consumers(analysis, plan), feeds))

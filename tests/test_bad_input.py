@@ -158,12 +158,20 @@ if os.geteuid() != 0:  # root writes through a read-only mode, so only a normal 
 
 def test_good_input_is_accepted(tmp_path: Path) -> None:
     """Positive control: the same tiny net and flags succeed, so each bad case fails for its own reason."""
-    src = _save(tiny_convnet(), "m.onnx")(tmp_path)
+    model = tiny_convnet()
+    onnx.helper.set_model_props(model, {"author": "tests", "license": "MIT"})
+    model.doc_string = "a tiny net"
+    src = _save(model, "m.onnx")(tmp_path)
     before = sha256(src)
     result = _invoke(["prune", str(src), *_out(src, tmp_path), "--report", str(tmp_path / "r.json")], tmp_path)
     assert result.exit_code == 0, result.output
     assert (tmp_path / "out.onnx").exists() and (tmp_path / "r.json").exists()
-    onnx.checker.check_model(onnx.load(str(tmp_path / "out.onnx")), full_check=True)
+    out = onnx.load(str(tmp_path / "out.onnx"))
+    onnx.checker.check_model(out, full_check=True)
+    assert (out.ir_version, out.opset_import, out.producer_name) == (model.ir_version, model.opset_import, model.producer_name)
+    assert out.metadata_props == model.metadata_props and out.doc_string == model.doc_string
+    leftovers = {p.name for p in tmp_path.iterdir()} - {"m.onnx", "out.onnx", "r.json", "r.md"}  # r.md: markdown report
+    assert not leftovers, f"temp files left behind: {leftovers}"
     assert sha256(src) == before
 
 
