@@ -174,8 +174,8 @@ def _assert_outcome(facts: dict[str, Any]) -> None:
 
 
 # Models whose run exposes an open engine bug; each has a failing test in tests/test_pending_engine_bug_*.py
-# that the engine owner deletes this entry with when the bug is fixed.
-PENDING_ENGINE_BUGS = {"vit_b_32": "count_macs counts symbolic non-batch dims as 1"}
+# (uncommitted) and the entry goes when the bug is fixed. vit_b_32 was here until c7f9d77.
+PENDING_ENGINE_BUGS: dict[str, str] = {}
 
 
 def _arch_params() -> list[Any]:
