@@ -9,6 +9,7 @@ import torch
 from agmc_onnx.errors import InputError
 from agmc_onnx.rl import DDPG, DDPGConfig, PruningEnv, ReplayBuffer, allowed_counts
 from agmc_onnx.rl.ddpg import truncated_normal
+from agmc_onnx.rl.env import DYN_FEATURES
 from agmc_onnx.rl.search import Search
 from agmc_onnx.rl.states import FixedStates
 
@@ -58,7 +59,7 @@ def test_unreachable_target_is_an_input_error() -> None:
 def test_replay_buffer_wraps_and_restores() -> None:
     buf = ReplayBuffer(5)
     for i in range(8):
-        buf.add(i, np.full(5, i, np.float32), i / 10, float(i), i + 1, np.zeros(5, np.float32), i == 7)
+        buf.add(i, np.full(DYN_FEATURES, i, np.float32), i / 10, float(i), i + 1, np.zeros(DYN_FEATURES, np.float32), i == 7)
     assert buf.size == 5 and buf.pos == 3
     assert sorted(buf.step.tolist()) == [3, 4, 5, 6, 7]
     other = ReplayBuffer(5)
@@ -109,7 +110,7 @@ def test_update_changes_actor_critic_and_source_encoder() -> None:
     src = Learned()
     agent = DDPG(src, 4, DDPGConfig(hidden=16, batch=8), seed=0)
     for i in range(16):
-        agent.buffer.add(i % 4, np.zeros(5, np.float32), 0.5, float(i % 2), 0, np.zeros(5, np.float32), False)
+        agent.buffer.add(i % 4, np.zeros(DYN_FEATURES, np.float32), 0.5, float(i % 2), 0, np.zeros(DYN_FEATURES, np.float32), False)
     t0, c0 = src.table.detach().clone(), [p.clone() for p in agent.critic.parameters()]
     agent.update()
     assert not torch.equal(t0, src.table.detach())

@@ -44,14 +44,16 @@ def load_policy(path: str | Path, kind: str) -> dict[str, Any]:
 
 def run_search(ctx: Any, kind: str) -> tuple[Plan, SearchResult]:
     """Run the `kind` search ('agmc', 'amc' or 'random') described by a StrategyContext."""
-    from agmc_onnx.strategies.base import check_target
+    from agmc_onnx.strategies.base import check_target, latency_limit
 
-    target = check_target(ctx.budget.flops)
+    limit_ms = latency_limit(ctx)
+    target = check_target(ctx.budget.flops) if limit_ms is None or ctx.budget.flops is not None else None
     opts = dict(ctx.options)
     if ctx.evaluator is None:
         raise InputError(f"strategy {kind!r} scores candidates on data: give --data DIR", ctx.path)
     analysis = ctx.analysis
-    env = PruningEnv.from_analysis(analysis, target, ctx.round_to, float(opts.get("a_min", DEFAULT_A_MIN)))
+    env = PruningEnv.from_analysis(analysis, target, ctx.round_to, float(opts.get("a_min", DEFAULT_A_MIN)),
+                                   ctx.latency if limit_ms is not None else None, limit_ms)
     if env.steps == 0:
         raise InputError("nothing prunable: every channel group is frozen", ctx.path)
     episodes = int(opts.get("episodes", DEFAULT_EPISODES))
@@ -69,7 +71,7 @@ def run_search(ctx: Any, kind: str) -> tuple[Plan, SearchResult]:
     def score(counts: dict[int, int]) -> float:
         return float(ctx.evaluator.score(plan_from_counts(analysis, counts, cache)))
 
-    fingerprint = {"strategy": kind, "episodes_warmup": warmup, "round_to": ctx.round_to,
+    fingerprint = {"strategy": kind, "latency_limit_ms": limit_ms, "episodes_warmup": warmup, "round_to": ctx.round_to,
                    "importance": ctx.importance, "bn": getattr(ctx.evaluator, "bn_recalibrated", None)}
     search = Search(env, score, agent, episodes, None if warmup is None else int(warmup), ctx.seed,
                     opts.get("checkpoint"), fingerprint, opts.get("progress"))

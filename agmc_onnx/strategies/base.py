@@ -37,6 +37,7 @@ class StrategyContext:
     seed: int = 0
     options: dict[str, Any] = field(default_factory=dict)
     path: str | None = None  # the model file, for messages
+    latency: Any = None  # agmc_onnx.latency.LatencyModel: needed by latency / speed-up budgets
 
 
 class Strategy(Protocol):
@@ -62,6 +63,16 @@ def check_target(flops: float | None, what: str = "--target-flops") -> float:
     return value
 
 
+def latency_limit(ctx: StrategyContext) -> float | None:
+    """The latency limit (ms) of ctx.budget, None without a latency or speed-up target."""
+    b = ctx.budget
+    if b.latency_ms is None and b.speedup is None:
+        return None
+    if ctx.latency is None:
+        raise InputError("a latency or speed-up budget needs a latency model (agmc_onnx.latency)", ctx.path)
+    return ctx.latency.limit_ms(b)
+
+
 class MacsSolver:
     """Meets a MACs target from a monotone family of keep counts, then fine-tunes per group."""
 
@@ -73,9 +84,13 @@ class MacsSolver:
         self.groups = ctx.analysis.prunable_groups()
         if not self.groups:
             raise InputError("nothing prunable: every channel group is frozen", ctx.path)
-        self.target_frac = check_target(ctx.budget.flops)
+        self.latency_limit = latency_limit(ctx)
         self.total = ctx.analysis.cost.total_macs
-        self.target = self.target_frac * self.total
+        if self.latency_limit is None or ctx.budget.flops is not None:
+            self.target_frac = check_target(ctx.budget.flops)
+        else:
+            self.target_frac = None  # latency only: no MACs constraint
+        self.target = (self.target_frac or 1.0) * self.total
         self.notes: list[str] = []
 
     def plan(self, counts: dict[int, int]) -> Plan:
@@ -97,6 +112,8 @@ class MacsSolver:
 
     def solve(self, family: Callable[[float], dict[int, int]]) -> Plan:
         """Bisect t in [0, 1] (family(0) smallest, family(1) full) to the target; adjust groups; check 1%."""
+        if self.latency_limit is not None:
+            return self._solve_latency(family)
         best, got, err = self._solve(family)
         if err > TOLERANCE:
             self.notes.append(
@@ -146,6 +163,53 @@ class MacsSolver:
                 best, got = alt, self.macs(alt)
                 err = abs(got - self.target) / self.total
         return best, got, err
+
+    def feasible(self, counts: dict[int, int]) -> bool:
+        """True when counts meet every constraint: predicted latency and (when set) MACs at most the target."""
+        if self.latency_limit is not None and self.ctx.latency.predict(counts) > self.latency_limit:
+            return False
+        return self.target_frac is None or self.macs(counts) <= self.target
+
+    def _solve_latency(self, family: Callable[[float], dict[int, int]]) -> Plan:
+        """Largest member of `family` meeting every constraint, then grown one unit at a time while it still does."""
+        lo_counts = self.minimum()
+        if not self.feasible(lo_counts):
+            ms = self.ctx.latency.predict(lo_counts)
+            raise InputError(
+                f"latency target {self.latency_limit:.4g} ms is unreachable: the smallest plan with --round-to "
+                f"{self.ctx.round_to} is predicted at {ms:.4g} ms ({self.macs(lo_counts) / self.total:.4f} of MACs)",
+                self.ctx.path,
+            )
+        lo, hi, best = 0.0, 1.0, lo_counts
+        for _ in range(40):
+            mid = (lo + hi) / 2
+            c = family(mid)
+            if self.feasible(c):
+                lo, best = mid, c
+            else:
+                hi = mid
+            if hi - lo < 1e-6:
+                break
+        best = self.fill(best)
+        plan = self.plan(best)
+        plan.ratios = {g.id: best[g.id] / g.size for g in self.groups}
+        return plan
+
+    def fill(self, counts: dict[int, int]) -> dict[int, int]:
+        """Widen one group by one unit at a time while every constraint holds (least-kept groups first)."""
+        counts = dict(counts)
+        size = {g.id: g.size for g in self.groups}
+        blocked: set[int] = set()  # groups whose next step breaks a constraint (stays so: others only grow)
+        while True:
+            order = sorted((g for g in counts if g not in blocked), key=lambda g: (counts[g] / size[g], g))
+            for gid in order:
+                c = self._step(counts, gid, True)
+                if c is not None and self.feasible(c):
+                    counts = c
+                    break
+                blocked.add(gid)
+            else:
+                return counts
 
     def _step(self, counts: dict[int, int], gid: int, up: bool) -> dict[int, int] | None:
         """Counts with group `gid` one rounding unit wider (up) or narrower; None at the limit."""
