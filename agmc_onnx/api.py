@@ -140,13 +140,32 @@ def prune_model(
     evaluator: Any = None,
     options: dict[str, Any] | None = None,
     analysis: Analysis | None = None,
+    target_latency_ms: float | None = None,
+    target_speedup: float | None = None,
+    latency_batch: int = 1,
+    provider: str = "cpu",
+    threads: int | None = None,
+    latency_cache: PathLike | None = None,
+    latency_model: Any = None,
 ) -> PruneResult:
-    """Load, analyse, plan with `strategy`, cut; write `output`/`report` (atomically) when given."""
+    """Load, analyse, plan with `strategy`, cut; write `output`/`report` (atomically) when given.
+
+    `target_latency_ms` / `target_speedup` budget the latency predicted by a measured latency model
+    (agmc_onnx.latency, for `provider`, `threads`, `latency_batch`; cached under `latency_cache`);
+    they may be combined with `target_flops`, every constraint is met.
+    """
+    from agmc_onnx.latency import check_latency, check_speedup
+
     if plan is not None and strategy == "uniform" and target_flops is None:
         strategy = "plan"
     if strategy not in REGISTRY:
         raise InputError(f"unknown strategy {strategy!r} (choose from {', '.join(sorted(REGISTRY))})")
-    if strategy != "plan":
+    if target_latency_ms is not None:
+        target_latency_ms = check_latency(target_latency_ms)
+    if target_speedup is not None:
+        target_speedup = check_speedup(target_speedup)
+    by_latency = target_latency_ms is not None or target_speedup is not None
+    if strategy != "plan" and (target_flops is not None or not by_latency):
         target_flops = check_target(target_flops)
     n_round = parse_round_to(round_to)
     if analysis is None:
@@ -160,18 +179,33 @@ def prune_model(
     opts = dict(options or {})
     if plan is not None:
         opts["plan"] = plan if isinstance(plan, (dict, Plan)) else str(plan)
+    if by_latency and latency_model is None:
+        from agmc_onnx.latency import build_latency_model
+
+        latency_model = build_latency_model(analysis, latency_batch, provider, threads, n_round, cache_dir=latency_cache)
+    budget = Budget(flops=target_flops, latency_ms=target_latency_ms, speedup=target_speedup)
     ctx = StrategyContext(
-        analysis=analysis, budget=Budget(flops=target_flops), round_to=n_round, importance=importance,
-        evaluator=evaluator, seed=seed, options=opts, path=str(path),
-    )
+        analysis=analysis, budget=budget, round_to=n_round, importance=importance,
+        evaluator=evaluator, seed=seed, options=opts, path=str(path), latency=latency_model,
+    )  # fmt: skip
     strat = REGISTRY[strategy]()
     chosen = strat.propose(ctx)
     notes = list(getattr(strat, "notes", []))
+    if by_latency and strategy == "plan":
+        notes.append("the latency budget does not change a given --plan: its predicted latency is reported only")
     proto = _prune(analysis, chosen)
     rep = build_report(
         analysis, chosen, proto, input=str(path), output=str(output) if output else None, strategy=strategy,
         target_flops=target_flops, round_to=n_round, importance=importance, warnings=notes,
     )
+    if latency_model is not None:
+        rep["latency_budget"] = {
+            "target_latency_ms": target_latency_ms, "target_speedup": target_speedup,
+            "limit_ms": latency_model.limit_ms(budget), "batch": latency_model.batch,
+            "provider": provider, "threads": threads,
+            "predicted_ms": latency_model.predict_plan(chosen), "predicted_original_ms": latency_model.predict({}),
+            "measured_original_ms_at_build": latency_model.base_ms, "model": latency_model.summary(),
+        }  # fmt: skip
     out_path = None
     if output is not None:
         out_path = write_model(proto, output, path)

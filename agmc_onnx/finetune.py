@@ -504,6 +504,16 @@ def after_prune(
         run, output, provider, threads
     )
     merged["gates"] = run["gates"]
+    if prune_report.get("latency_budget"):  # predicted vs measured for latency-budgeted runs
+        from agmc_onnx.latency import verification
+
+        merged["latency_budget"] = verification(prune_report["latency_budget"], latency)
+        got = merged["latency_budget"].get("measured")
+        if got is not None and not got["met"]:
+            merged["warnings"].append(
+                f"the latency budget was met on the predictor ({merged['latency_budget']['predicted_ms']:.3f} ms) "
+                f"but not when measured: {got['pruned_ms']:.3f} ms, {got['speedup']:.2f}x vs the original"
+            )
     json_path = (
         Path(report_path)
         if report_path

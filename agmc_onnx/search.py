@@ -61,7 +61,7 @@ class SearchPruneResult:
 
 def search_prune(
     model: PathLike,
-    target_flops: float,
+    target_flops: float | None,
     strategy: str = "agmc",
     *,
     data: PathLike | Any,
@@ -82,8 +82,13 @@ def search_prune(
     progress: Callable[[Episode], None] | None = None,
     device: str | None = None,
     threads: int | None = None,
+    latency: dict[str, Any] | None = None,
 ) -> SearchPruneResult:
-    """Search a plan with `strategy` scored on a reward split of `data`, prune, report (+ PNG beside it)."""
+    """Search a plan with `strategy` scored on a reward split of `data`, prune, report (+ PNG beside it).
+
+    `latency` holds prune_model's latency-budget keywords (target_latency_ms, target_speedup,
+    latency_batch, provider, threads, latency_cache, latency_model); `target_flops` may then be None.
+    """
     from agmc_onnx.io import write_json
     from agmc_onnx.report_search import plot_search, search_section
 
@@ -101,7 +106,8 @@ def search_prune(
     if warmup is not None:
         options["warmup"] = warmup
     result = prune_model(model, target_flops, strategy, round_to=round_to, importance=importance, output=output,
-                         seed=seed, evaluator=evaluator, options=options, analysis=analysis)  # fmt: skip
+                         seed=seed, evaluator=evaluator, options=options, analysis=analysis,
+                         **(latency or {}))  # fmt: skip
     rep = result.report
     search = holder.get("r")
     facts = {"bn_recalibrated": evaluator.bn_recalibrated, "reward_images": len(sd.reward),

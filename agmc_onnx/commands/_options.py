@@ -46,6 +46,14 @@ def prune_run_options(func: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--bench-repeats", type=click.IntRange(min=1), default=30, show_default=True),
         click.option("--provider", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True),
         click.option("--threads", type=click.IntRange(min=1), default=None, help="ORT intra-op threads."),
+        click.option("--target-latency", type=float, default=None,
+                     help="Budget: predicted latency of the result at most MS milliseconds (measured tables)."),
+        click.option("--target-speedup", type=float, default=None,
+                     help="Budget: predicted speed-up over the original at least X (measured tables)."),
+        click.option("--batch", "latency_batch", type=click.IntRange(min=1), default=1, show_default=True,
+                     help="Batch size the latency budget is for."),
+        click.option("--latency-cache", type=click.Path(file_okay=False), default=None,
+                     help="Latency table cache (default ~/.cache/agmc-onnx/latency)."),
     ]  # fmt: skip
     for option in reversed(options):
         func = option(func)
@@ -61,10 +69,16 @@ def finish_prune(model: str, output: str, prune_report: dict[str, Any], report_p
 
     params = click.get_current_context().params
     gates = gates_from(kw)
+    batches = parse_batches(kw.get("bench_batch", "1"))
+    do_bench = kw.get("do_bench", True)
+    budget = prune_report.get("latency_budget")
+    if budget:  # a latency-budgeted run is always measured, at the budget's batch too
+        do_bench = True
+        batches = tuple(dict.fromkeys([*batches, int(budget["batch"])]))
     run = after_prune(
         model, output, prune_report, report_path=report_path, data_dir=params.get("data"),
         finetune_epochs=kw.get("finetune_epochs", 0), distill=kw.get("distill", False),
-        do_bench=kw.get("do_bench", True), bench_batches=parse_batches(kw.get("bench_batch", "1")),
+        do_bench=do_bench, bench_batches=batches,
         bench_repeats=kw.get("bench_repeats", 30), provider=kw.get("provider", "cpu"),
         threads=kw.get("threads"), gates=gates, seed=params.get("seed", 0) or 0,
     )  # fmt: skip
@@ -74,6 +88,11 @@ def finish_prune(model: str, output: str, prune_report: dict[str, Any], report_p
             click.echo(f"{stage:10s} test accuracy {100 * acc:.2f}%")
     for batch, speedup in (run.get("speedup") or {}).items():
         click.echo(f"measured speed-up at batch {batch}: {speedup:.2f}x (MACs kept {100 * run['macs_ratio']:.1f}%)")
+    lb = run.get("latency_budget")
+    if lb and lb.get("measured"):
+        m = lb["measured"]
+        click.echo(f"latency at batch {lb['batch']}: predicted {lb['predicted_ms']:.3f} ms, measured {m['pruned_ms']:.3f} ms "
+                   f"({100 * m['error']:+.1f}%), budget {'met' if m['met'] else 'NOT met'} when measured")
     click.echo(f"report: {', '.join(run['report_paths'])}")
     for warning in run["warnings"][len(prune_report.get("warnings", [])) :]:
         click.echo(f"agmc-onnx: warning: {warning}", err=True)

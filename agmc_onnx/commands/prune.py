@@ -44,7 +44,7 @@ def prune_cmd(model: str, target_flops: str | None, strategy: str | None, plan_p
               report: str | None, round_to: str, importance: str, seed: int, data: str | None, episodes: int,
               agent: str, policy: str | None, save_policy: str | None, checkpoint: str | None, resume: bool,
               no_bn_recalibrate: bool, reward_images: int, **kw: Any) -> None:
-    """Prune MODEL's channels to --target-flops (or as --plan says) and write the smaller ONNX."""
+    """Prune MODEL's channels to --target-flops and/or --target-latency / --target-speedup (or as --plan says)."""
     if strategy is None:
         strategy = "agmc" if data is not None and plan_path is None else "uniform"
     if plan_path is not None and strategy == "uniform":
@@ -58,6 +58,11 @@ def prune_cmd(model: str, target_flops: str | None, strategy: str | None, plan_p
 
             raise InputError(f"--target-flops must be a number in (0, 1], got {target_flops!r}") from None
     out = output or str(default_output(model))
+    latency = {"target_latency_ms": kw.pop("target_latency", None), "target_speedup": kw.pop("target_speedup", None),
+               "latency_batch": kw.pop("latency_batch", 1), "latency_cache": kw.pop("latency_cache", None),
+               "provider": kw.get("provider", "cpu"), "threads": kw.get("threads")}  # fmt: skip
+    if latency["target_latency_ms"] is None and latency["target_speedup"] is None:
+        latency = {}
     if strategy in SEARCH_STRATEGIES:
         from agmc_onnx.search import ProgressBar, search_prune
 
@@ -70,12 +75,12 @@ def prune_cmd(model: str, target_flops: str | None, strategy: str | None, plan_p
                 model, target, strategy, data=data, episodes=episodes, seed=seed, output=out, report=report,
                 round_to=round_to, importance=importance, checkpoint=checkpoint, resume=resume, policy=policy,
                 save_policy=save_policy, bn_recalibrate=not no_bn_recalibrate, reward_images=reward_images,
-                agent=agent, progress=bar,
+                agent=agent, progress=bar, latency=latency,
             ).prune
     else:
         result = prune_model(
             model, target, strategy, plan=plan_path, round_to=round_to, importance=importance, output=out,
-            report=report, seed=seed,
+            report=report, seed=seed, **latency,
         )
     rep = result.report
     console = Console(width=120)
