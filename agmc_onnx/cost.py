@@ -294,16 +294,19 @@ def build_cost_model(analysis: Analysis) -> CostModel:
             rows = a_shape[1] if trans_a else a_shape[0]
             terms.append(_Term(node.name, _static(rows), [init_len(w_name, 0), init_len(w_name, 1)]))
         elif op == "MatMul" and w is not None and w.ndim == 2 and out_shape is not None and a_shape is not None:
-            if len(out_shape) == 2:
-                terms.append(_Term(node.name, _static(out_shape[0]), [init_len(w_name, 0), init_len(w_name, 1)]))
-            else:
-                coef = _prod(out_shape[:1] + out_shape[2:-1])
-                terms.append(_Term(node.name, coef, [tensor_len(node.output[0], out_shape[1]),
+            r = len(out_shape)
+            t = analysis.channel_axis(node.output[0]) if node.output[0] in analysis.tensor_ids else r - 1
+            if t == r - 1:  # rows x K x N: channels (if any) are the weight's axes
+                terms.append(_Term(node.name, _prod(out_shape[:-1]), [init_len(w_name, 0), init_len(w_name, 1)]))
+            else:  # channels on a row axis of A pass through
+                coef = _prod([d for k, d in enumerate(out_shape[:-1]) if k != t])
+                terms.append(_Term(node.name, coef, [tensor_len(node.output[0], out_shape[t]),
                                                      init_len(w_name, 0), init_len(w_name, 1)]))
         else:
             macs = node_macs_static(node, m.inits, static)
-            if out_shape is not None and len(out_shape) >= 2 and node.output[0] in analysis.tensor_ids and macs:
-                width = _static(out_shape[1])
+            t = analysis.channel_axis(node.output[0])
+            if out_shape is not None and len(out_shape) > t and node.output[0] in analysis.tensor_ids and macs:
+                width = _static(out_shape[t])
                 terms.append(_Term(node.name, macs // width, [tensor_len(node.output[0], width)]))
             else:
                 terms.append(_Term(node.name, macs, []))

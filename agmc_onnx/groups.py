@@ -1,7 +1,8 @@
 """Channel-dependency groups: which channels of an ONNX graph must be removed together.
 
-Every activation tensor's channel axis (axis 1) is a list of channel ids. Op rules (agmc_onnx/ops)
-create, copy, cut, concatenate and unite ids (union-find). Each equivalence class of ids is one
+Every activation tensor's channel axis is a list of channel ids; the axis is tracked per tensor (axis 1
+for NCHW, the last axis after a Transpose to NHWC or for tokens [N, T, C]). Op rules (agmc_onnx/ops)
+create, copy, move, cut, concatenate and unite ids (union-find). Each equivalence class of ids is one
 channel; classes that share a producing layer form one ChannelGroup with one keep ratio.
 """
 
@@ -101,6 +102,7 @@ class Propagator:
         self.origin: list[str | None] = []
         self.frozen: dict[int, str] = {}
         self.tensor_ids: dict[str, list[int]] = {}
+        self.tensor_axis: dict[str, int] = {}  # tensor -> position of its channel axis (absent: 1)
         self.raw_members: list[_RawMember] = []
         self.created: dict[str, list[int]] = {}  # producer node -> ids it created, in output order
         self.hooks: list[tuple[str, str, dict[str, Any]]] = []  # (node name, kind, info)
@@ -113,9 +115,14 @@ class Propagator:
         """Channel ids of a tensor, None when it has no tracked channel axis."""
         return self.tensor_ids.get(tensor)
 
-    def set(self, tensor: str, ids: list[int]) -> None:
-        """Set the channel ids of an output tensor."""
+    def axis(self, tensor: str) -> int:
+        """Position of a tensor's channel axis (1 unless a rule moved it)."""
+        return self.tensor_axis.get(tensor, 1)
+
+    def set(self, tensor: str, ids: list[int], axis: int = 1) -> None:
+        """Set the channel ids of an output tensor, carried on its axis `axis`."""
         self.tensor_ids[tensor] = list(ids)
+        self.tensor_axis[tensor] = axis
 
     def new(self, n: int, node: onnx.NodeProto | None, frozen: str | None = None) -> list[int]:
         """n fresh ids created by `node` (None: no producing layer, e.g. graph inputs)."""
@@ -160,13 +167,14 @@ class Propagator:
         """Register a surgery hook for this node."""
         self._current_hooks.append((node.name, kind, info))
 
-    def opaque(self, tensor: str, reason: str) -> None:
-        """Give a tensor fresh frozen ids (channels of unknown origin), or no ids when its width is unknown."""
+    def opaque(self, tensor: str, reason: str, axis: int = 1) -> None:
+        """Give a tensor fresh frozen ids on `axis` (channels of unknown origin), or no ids when its width is unknown."""
         shape = self.shape(tensor)
-        if shape is not None and len(shape) >= 2 and isinstance(shape[1], int):
-            self.tensor_ids[tensor] = self.new(shape[1], None, frozen=reason)
+        if shape is not None and len(shape) >= 2 and axis < len(shape) and isinstance(shape[axis], int):
+            self.set(tensor, self.new(shape[axis], None, frozen=reason), axis)
         else:
             self.tensor_ids.pop(tensor, None)
+            self.tensor_axis.pop(tensor, None)
 
     def freeze(self, ids: list[int], reason: str) -> None:
         """Freeze the classes of `ids`."""
@@ -184,8 +192,11 @@ class Propagator:
         self._current_hooks, self._current_members = [], []
         fn = RULES.get(node.op_type) if node.domain in ("", "ai.onnx") and not sub_inputs else None
         reason = None
+        off_axis = [t for t in tracked if self.axis(t) != 1]
         if fn is None:
             reason = f"unsupported op {node.op_type}"
+        elif off_axis and not getattr(fn, "any_axis", False):
+            reason = f"channel axis of {off_axis[0]!r} is axis {self.axis(off_axis[0])} ({node.op_type} needs axis 1)"
         else:
             n_before = len(self.created.get(node.name, []))
             try:
@@ -204,18 +215,22 @@ class Propagator:
             self.frozen_log.append((node.name, full))
             for t in tracked + [s for s in sub_inputs if s in self.tensor_ids]:
                 self.freeze(self.tensor_ids[t], full)
+            base = self.shape(tracked[0]) if tracked else None
             for o in node.output:
-                if o:
-                    self.opaque(o, full)
+                if o:  # frozen ids on the axis the input carried them on when the rank is kept, else axis 1
+                    out_shape = self.shape(o)
+                    same = base is not None and out_shape is not None and len(out_shape) == len(base)
+                    self.opaque(o, full, self.axis(tracked[0]) if same else 1)
             return
         self.raw_members.extend(self._current_members)
         self.hooks.extend(self._current_hooks)
         for o in node.output:
             ids = self.tensor_ids.get(o)
             shape = self.shape(o)
-            if ids is not None and shape is not None and len(shape) >= 2 and isinstance(shape[1], int):
-                if shape[1] != len(ids):  # a rule and shape inference disagree: trust neither
-                    full = f"{node.op_type} {node.name}: channel count mismatch ({len(ids)} vs {shape[1]})"
+            ax = self.axis(o)
+            if ids is not None and shape is not None and len(shape) > ax and isinstance(shape[ax], int):
+                if shape[ax] != len(ids):  # a rule and shape inference disagree: trust neither
+                    full = f"{node.op_type} {node.name}: channel count mismatch ({len(ids)} vs {shape[ax]})"
                     self.frozen_log.append((node.name, full))
                     self.freeze(ids, full)
                     for t in tracked:
@@ -246,6 +261,7 @@ class Analysis:
     cost: CostModel
     frozen: list[tuple[str, str]]
     tensor_ids: dict[str, list[int]] = field(default_factory=dict)
+    tensor_axis: dict[str, int] = field(default_factory=dict)  # tensor -> its channel axis (absent: 1)
     # id -> (group id, channel index) for ids in a group, None for channels outside every group
     id_channel: dict[int, tuple[int, int] | None] = field(default_factory=dict)
     axis_map: dict[tuple[str, int], list[tuple[int, int] | None]] = field(default_factory=dict)
@@ -277,6 +293,10 @@ class Analysis:
     def group(self, gid: int) -> ChannelGroup:
         """Group by id."""
         return self.groups[gid]
+
+    def channel_axis(self, tensor: str) -> int:
+        """Position of a tracked tensor's channel axis."""
+        return self.tensor_axis.get(tensor, 1)
 
     def tensor_channels(self, tensor: str) -> list[tuple[int, int] | None]:
         """(group id, channel) of every position on a tensor's channel axis."""
@@ -391,6 +411,7 @@ def _build(model: ModelGraph, p: Propagator, build_cost_model: Any) -> Analysis:
         cost=None,  # type: ignore[arg-type]
         frozen=frozen_list,
         tensor_ids=dict(p.tensor_ids),
+        tensor_axis={t: a for t, a in p.tensor_axis.items() if t in p.tensor_ids},
         id_channel=id_channel,
         axis_map=axis_map,
         hooks=list(p.hooks),

@@ -102,3 +102,34 @@ def slice_channel(s: SurgeryContext, node: onnx.NodeProto, info: dict[str, Any])
         arr = s.const(node.input[idx]).copy()
         arr.reshape(-1)[k] = val
         s.set_const(node.input[idx], arr)
+
+
+def _kept_positions(s: SurgeryContext, tensor: str, positions: list[int]) -> list[int]:
+    """Positions (in the pruned tensor) of the original positions that are kept, in the same order."""
+    keep = s.keep_mask(tensor)
+    new_pos = np.cumsum(keep) - 1
+    return [int(new_pos[i]) for i in positions if keep[i]]
+
+
+@hook("gather_channel")
+def gather_channel(s: SurgeryContext, node: onnx.NodeProto, info: dict[str, Any]) -> None:
+    """Gather on channels: indices become the pruned positions of the kept gathered channels."""
+    old = s.const(info["indices"])
+    new = np.array(_kept_positions(s, info["tensor"], info["positions"]), dtype=old.dtype)
+    if old.ndim == 0:
+        new = new.reshape(())
+    name = s.fresh_const(f"{node.name}_indices", new)
+    node.input[1] = name
+
+
+@hook("slice_to_gather")
+def slice_to_gather(s: SurgeryContext, node: onnx.NodeProto, info: dict[str, Any]) -> None:
+    """Strided Slice on channels: becomes a Gather of the kept positions (a stride has no pruned form)."""
+    idx = np.array(_kept_positions(s, info["tensor"], info["positions"]), dtype=np.int64)
+    name = s.fresh_const(f"{node.name}_indices", idx)
+    data = node.input[0]
+    del node.input[:]
+    node.input.extend([data, name])
+    del node.attribute[:]
+    node.attribute.append(onnx.helper.make_attribute("axis", int(info["axis"])))
+    node.op_type = "Gather"

@@ -20,10 +20,12 @@ class Unsupported(Exception):
     """Raised by a rule for a case it cannot map; the node's channels get frozen with this reason."""
 
 
-def rule(*ops: str) -> Callable[[Rule], Rule]:
-    """Register `fn` as the rule of each op type in `ops`."""
+def rule(*ops: str, any_axis: bool = False) -> Callable[[Rule], Rule]:
+    """Register `fn` as the rule of each op type in `ops`; `any_axis`: it handles a channel axis anywhere
+    (otherwise the driver freezes the node when a tracked input carries its channels off axis 1)."""
 
     def deco(fn: Rule) -> Rule:
+        fn.any_axis = any_axis  # type: ignore[attr-defined]
         for op in ops:
             RULES[op] = fn
         return fn
@@ -63,6 +65,11 @@ def _const_or_attr(p: Propagator, node: onnx.NodeProto, idx: int, attr: str) -> 
     return [int(v) for v in np.asarray(val).reshape(-1)]
 
 
+def _ax(p: Propagator, name: str) -> int:
+    """Position of a tracked tensor's channel axis."""
+    return p.axis(name)
+
+
 def _rank(p: Propagator, name: str) -> int | None:
     """Rank of a tensor, None when unknown."""
     s = p.shape(name)
@@ -75,19 +82,25 @@ def _rank(p: Propagator, name: str) -> int | None:
 @rule(
     "Relu", "LeakyRelu", "Sigmoid", "HardSigmoid", "HardSwish", "Tanh", "Elu", "Selu", "Celu", "Gelu",
     "Softplus", "Softsign", "Mish", "Exp", "Log", "Sqrt", "Reciprocal", "Abs", "Neg", "Erf", "Sin", "Cos",
-    "Floor", "Ceil", "Round", "Sign", "ThresholdedRelu", "Identity", "Cast", "Clip", "Dropout",
-    "AveragePool", "GlobalAveragePool", "GlobalMaxPool", "LpPool", "GlobalLpPool", "Shrink", "IsNaN",
-    "IsInf", "Not", "CastLike", "Swish",
+    "Floor", "Ceil", "Round", "Sign", "ThresholdedRelu", "Identity", "Cast", "Clip", "Dropout", "Shrink",
+    "IsNaN", "IsInf", "Not", "CastLike", "Swish", any_axis=True,
 )
 def passthrough(p: Propagator, node: onnx.NodeProto) -> None:
-    """Element-wise on one activation: every output carries the input's channel ids."""
+    """Element-wise on one activation: every output carries the input's channel ids on the same axis."""
     ids = _tracked(p, node.input[0])
     for i in node.input[1:]:
         if i and p.ids(i) is not None:
             raise Unsupported(f"second activation input {i!r}")
     for o in node.output:
         if o:
-            p.set(o, ids)
+            p.set(o, ids, _ax(p, node.input[0]))
+
+
+@rule("AveragePool", "GlobalAveragePool", "GlobalMaxPool", "LpPool", "GlobalLpPool")
+def pool(p: Propagator, node: onnx.NodeProto) -> None:
+    """Pools over the axes after axis 1 (NCHW only): channels pass through."""
+    ids = _tracked(p, node.input[0])
+    p.set(node.output[0], ids)
 
 
 @rule("MaxPool")
@@ -120,61 +133,71 @@ def norm(p: Propagator, node: onnx.NodeProto) -> None:
             raise Unsupported("training-mode BatchNormalization outputs are used")
 
 
-@rule("LayerNormalization")
+@rule("LayerNormalization", any_axis=True)
 def layernorm(p: Propagator, node: onnx.NodeProto) -> None:
-    """LayerNorm over trailing axes that exclude the channel axis passes channels through."""
+    """LayerNorm over axes `axis`.. that exclude the channel axis passes channels through; over it, it
+    mixes channels (its statistics change when channels go), so it freezes them."""
     ids = _tracked(p, node.input[0])
+    t = _ax(p, node.input[0])
     r = _rank(p, node.input[0])
     axis = int(attrs(node).get("axis", -1))
-    if r is None or (axis % r) <= 1:
+    if r is None or (axis % r) <= t:
         raise Unsupported("LayerNormalization normalises over the channel axis")
-    p.set(node.output[0], ids)
+    p.set(node.output[0], ids, t)
+    for o in node.output[1:]:
+        if o and p.has_consumers(o):
+            raise Unsupported("LayerNormalization statistics outputs are used")
 
 
-@rule("LpNormalization")
+@rule("LpNormalization", any_axis=True)
 def lpnorm(p: Propagator, node: onnx.NodeProto) -> None:
     """Lp normalisation over a non-channel axis passes channels through."""
     ids = _tracked(p, node.input[0])
+    t = _ax(p, node.input[0])
     r = _rank(p, node.input[0])
     axis = int(attrs(node).get("axis", -1))
-    if r is None or axis % r <= 1:
+    if r is None or axis % r in (0, t):
         raise Unsupported("LpNormalization over the channel axis")
-    p.set(node.output[0], ids)
+    p.set(node.output[0], ids, t)
 
 
-@rule("Softmax", "LogSoftmax", "Hardmax")
+@rule("Softmax", "LogSoftmax", "Hardmax", any_axis=True)
 def softmax(p: Propagator, node: onnx.NodeProto) -> None:
     """Softmax over a spatial axis passes channels through; over channels (or flattened) it freezes."""
     ids = _tracked(p, node.input[0])
+    t = _ax(p, node.input[0])
     r = _rank(p, node.input[0])
     if r is None:
         raise Unsupported("unknown rank")
     default = -1 if p.opset >= 13 else 1
     axis = int(attrs(node).get("axis", default)) % r
-    if axis <= 1:
+    if axis == 0 or (axis == t if p.opset >= 13 else axis <= t):
         raise Unsupported(f"{node.op_type} over the channel axis")
-    p.set(node.output[0], ids)
+    p.set(node.output[0], ids, t)
 
 
 @rule("ReduceMean", "ReduceSum", "ReduceMax", "ReduceMin", "ReduceProd", "ReduceL1", "ReduceL2",
-      "ReduceLogSum", "ReduceLogSumExp", "ReduceSumSquare")
+      "ReduceLogSum", "ReduceLogSumExp", "ReduceSumSquare", any_axis=True)
 def reduce(p: Propagator, node: onnx.NodeProto) -> None:
     """Reductions over spatial axes pass channels through; over batch or channels they freeze."""
     ids = _tracked(p, node.input[0])
+    t = _ax(p, node.input[0])
     r = _rank(p, node.input[0])
     axes = _const_or_attr(p, node, 1, "axes")
     if r is None or not axes:
         raise Unsupported(f"{node.op_type} over all axes")
     axes = [a % r for a in axes]
-    if 0 in axes or 1 in axes:
+    if 0 in axes or t in axes:
         raise Unsupported(f"{node.op_type} over the channel axis")
-    p.set(node.output[0], ids)
+    keepdims = int(attrs(node).get("keepdims", 1))
+    p.set(node.output[0], ids, t if keepdims else t - sum(a < t for a in set(axes)))
 
 
-@rule("Pad")
+@rule("Pad", any_axis=True)
 def pad(p: Propagator, node: onnx.NodeProto) -> None:
     """Pad without padding the batch or channel axes passes channels through."""
     ids = _tracked(p, node.input[0])
+    t = _ax(p, node.input[0])
     r = _rank(p, node.input[0])
     pads = _const_or_attr(p, node, 1, "pads")
     if r is None or pads is None:
@@ -182,9 +205,9 @@ def pad(p: Propagator, node: onnx.NodeProto) -> None:
     axes = _const_or_attr(p, node, 3, "axes") if len(node.input) > 3 and node.input[3] else list(range(r))
     n = len(axes or [])
     for k, a in enumerate(axes or []):
-        if a % r in (0, 1) and (pads[k] != 0 or pads[k + n] != 0):
+        if a % r in (0, t) and (pads[k] != 0 or pads[k + n] != 0):
             raise Unsupported("Pad on the channel axis")
-    p.set(node.output[0], ids)
+    p.set(node.output[0], ids, t)
 
 
 @rule("Resize", "Upsample")
@@ -219,58 +242,80 @@ def resize(p: Propagator, node: onnx.NodeProto) -> None:
     p.set(node.output[0], ids)
 
 
-@rule("Transpose")
+@rule("Transpose", any_axis=True)
 def transpose(p: Propagator, node: onnx.NodeProto) -> None:
-    """A transpose that keeps axes 0 and 1 in place passes channels through; any other freezes."""
+    """Transpose moves the channel axis to where `perm` puts it (NCHW <-> NHWC, tokens)."""
     ids = _tracked(p, node.input[0])
+    t = _ax(p, node.input[0])
+    r = _rank(p, node.input[0])
     perm = attrs(node).get("perm")
-    if perm is None or list(perm[:2]) != [0, 1]:
-        raise Unsupported("Transpose moves the channel axis")
-    p.set(node.output[0], ids)
+    if perm is None:
+        if r is None:
+            raise Unsupported("Transpose of unknown rank")
+        perm = list(range(r))[::-1]
+    perm = [int(a) for a in perm]
+    if t not in perm:
+        raise Unsupported("Transpose perm does not match the rank")
+    p.set(node.output[0], ids, perm.index(t))
 
 
-@rule("Squeeze", "Unsqueeze")
+@rule("Squeeze", "Unsqueeze", any_axis=True)
 def squeeze(p: Propagator, node: onnx.NodeProto) -> None:
-    """(Un)squeezing axes after the channel axis passes channels through."""
+    """(Un)squeezing axes other than the batch and channel axes; the channel axis shifts with them."""
     ids = _tracked(p, node.input[0])
+    t = _ax(p, node.input[0])
     axes = _const_or_attr(p, node, 1, "axes")
     rin, rout = _rank(p, node.input[0]), _rank(p, node.output[0])
     if axes is None:
         shape = p.shape(node.input[0])
-        if node.op_type == "Unsqueeze" or shape is None or any(d == 1 or not isinstance(d, int) for d in shape[1:2]):
+        if node.op_type == "Unsqueeze" or shape is None or any(not isinstance(d, int) for d in shape[1:]):
             raise Unsupported(f"{node.op_type} without axes")
-        if not isinstance(shape[0], str) and shape[0] == 1:
-            raise Unsupported("Squeeze of a batch of 1 moves the channel axis")
+        if not isinstance(shape[0], int) or shape[0] == 1 or shape[t] == 1:
+            raise Unsupported("Squeeze without axes of a tensor whose batch or channel axis may be 1")
+        axes = [k for k, d in enumerate(shape) if d == 1]
+    r = rout if node.op_type == "Unsqueeze" else rin
+    if r is None:
+        raise Unsupported(f"{node.op_type} of unknown rank")
+    axes = sorted({a % r for a in axes})
+    if node.op_type == "Squeeze":
+        if 0 in axes or t in axes:
+            raise Unsupported("Squeeze of the batch or channel axis")
+        new_t = t - sum(a < t for a in axes)
     else:
-        r = rout if node.op_type == "Unsqueeze" else rin
-        if r is None or any(a % r <= 1 for a in axes):
-            raise Unsupported(f"{node.op_type} moves the channel axis")
-    p.set(node.output[0], ids)
+        if 0 in axes:
+            raise Unsupported("Unsqueeze before the batch axis")
+        kept = [k for k in range(r) if k not in axes]  # output positions of the input's axes, in order
+        if t >= len(kept):
+            raise Unsupported("Unsqueeze axes do not match the rank")
+        new_t = kept[t]
+    p.set(node.output[0], ids, new_t)
 
 
-@rule("Tile")
+@rule("Tile", any_axis=True)
 def tile(p: Propagator, node: onnx.NodeProto) -> None:
     """Tiling spatial axes passes channels through."""
     ids = _tracked(p, node.input[0])
+    t = _ax(p, node.input[0])
     reps = p.const(node.input[1])
-    if reps is None or len(reps) < 2 or int(reps[1]) != 1 or int(reps[0]) != 1:
+    if reps is None or len(reps) <= t or int(reps[t]) != 1 or int(reps[0]) != 1:
         raise Unsupported("Tile repeats the batch or channel axis")
-    p.set(node.output[0], ids)
+    p.set(node.output[0], ids, t)
 
 
-@rule("Expand")
+@rule("Expand", any_axis=True)
 def expand(p: Propagator, node: onnx.NodeProto) -> None:
     """Expanding spatial axes passes channels through; the channel entry of the shape is rewritten."""
     ids = _tracked(p, node.input[0])
+    t = _ax(p, node.input[0])
     shape = p.const(node.input[1])
     rin, rout = _rank(p, node.input[0]), _rank(p, node.output[0])
-    if shape is None or rin is None or rout is None or rin != rout:
+    if shape is None or rin is None or rout is None or rin != rout or shape.size != rin:
         raise Unsupported("Expand with a run-time shape or rank change")
-    if int(shape[1]) not in (1, len(ids)):
+    if int(shape[t]) not in (1, len(ids)):
         raise Unsupported("Expand broadcasts the channel axis")
-    if int(shape[1]) == len(ids) and len(ids) != 1:
-        p.hook(node, "shape_channel", tensor=node.output[0], shape=node.input[1], index=1)
-    p.set(node.output[0], ids)
+    if int(shape[t]) == len(ids) and len(ids) != 1:
+        p.hook(node, "shape_channel", tensor=node.output[0], shape=node.input[1], index=t)
+    p.set(node.output[0], ids, t)
 
 
 # ---------------------------------------------------------------- layers that create channels
@@ -385,32 +430,34 @@ def gemm(p: Propagator, node: onnx.NodeProto) -> None:
     p.set(node.output[0], out)
 
 
-@rule("MatMul")
+@rule("MatMul", any_axis=True)
 def matmul(p: Propagator, node: onnx.NodeProto) -> None:
-    """MatMul by a constant 2-D B: like Gemm for 2-D A; for higher ranks axis 1 is a batch axis."""
+    """MatMul by a constant 2-D B (a Linear): channels on A's last axis are consumed by B's rows and B's
+    columns are new channels on the output's last axis; channels on another axis of A pass through."""
     x = _tracked(p, node.input[0])
+    t = _ax(p, node.input[0])
     if p.ids(node.input[1]) is not None:
         raise Unsupported("MatMul of two activations (attention)")
     w = p.const(node.input[1])
     r = _rank(p, node.input[0])
-    if w is None or w.ndim != 2 or r is None:
+    if w is None or w.ndim != 2 or r is None or r < 2:
         raise Unsupported("MatMul B is not a constant matrix")
-    if r == 2:
+    if t == r - 1:
         if w.shape[0] != len(x):
             raise Unsupported("MatMul B does not match A's features")
         out = p.new(int(w.shape[1]), node)
         p.member(node.input[1], node, 0, "consumer", x)
         p.member(node.input[1], node, 1, "producer", out)
-        p.set(node.output[0], out)
+        p.set(node.output[0], out, r - 1)
     else:
-        p.set(node.output[0], x)
+        p.set(node.output[0], x, t)
 
 
 # ---------------------------------------------------------------- element-wise over several tensors
 
 
 @rule("Add", "Sub", "Mul", "Div", "Pow", "Max", "Min", "Sum", "Mean", "PRelu", "Where", "Equal", "Less",
-      "Greater", "LessOrEqual", "GreaterOrEqual", "And", "Or", "Xor", "Mod", "BitShift")
+      "Greater", "LessOrEqual", "GreaterOrEqual", "And", "Or", "Xor", "Mod", "BitShift", any_axis=True)
 def elementwise(p: Propagator, node: onnx.NodeProto) -> None:
     """Broadcasting element-wise op: unite full-width activations; per-channel constants are norm members."""
     out_name = node.output[0]
@@ -425,23 +472,30 @@ def elementwise(p: Propagator, node: onnx.NodeProto) -> None:
         raise Unsupported("rank below 2")
     full: list[list[int]] = []
     consts: list[tuple[str, int]] = []
-    width = None
-    for name in inputs:
-        ids = p.ids(name)
-        if ids is not None and len(ids) > 1:
-            width = len(ids) if width is None else width
+    # the channel axis in output coordinates: where the full-width tracked inputs carry their ids
+    wide = [i for i in inputs if p.ids(i) is not None and len(p.ids(i)) > 1]  # type: ignore[arg-type]
+    for name in wide:
+        if _rank(p, name) != r_out:
+            raise Unsupported(f"{name!r} broadcast along the channel axis")
+    axes_out = {_ax(p, i) for i in wide}
+    if len(axes_out) > 1:
+        raise Unsupported("operands carry channels on different axes")
+    if axes_out:
+        t_out = axes_out.pop()
+    else:
+        first = next(i for i in inputs if p.ids(i) is not None)
+        t_out = _ax(p, first) + r_out - (_rank(p, first) or r_out)
+    width = len(p.ids(wide[0])) if wide else None  # type: ignore[arg-type]
     for name in inputs:
         shape = p.shape(name)
         ids = p.ids(name)
         if shape is None:
             raise Unsupported(f"unknown shape of {name!r}")
-        ax = 1 - (r_out - len(shape))
+        ax = t_out - (r_out - len(shape))
         if ax < 0 or shape[ax] == 1:
-            if ids is not None and len(ids) > 1 and len(shape) != r_out:
-                raise Unsupported(f"{name!r} broadcast along the channel axis")
-            continue
+            continue  # broadcast along the channel axis (a single channel or none)
         if ids is not None:
-            if len(shape) != r_out or (width is not None and len(ids) != width):
+            if len(shape) != r_out or len(ids) != width or _ax(p, name) != ax:
                 raise Unsupported(f"{name!r} does not line up with the channel axis")
             full.append(ids)
         elif p.const(name) is not None:
@@ -450,7 +504,7 @@ def elementwise(p: Propagator, node: onnx.NodeProto) -> None:
             raise Unsupported(f"per-channel operand {name!r} computed at run time")
     if not full:
         if consts:
-            p.opaque(out_name, f"channels created by broadcasting in {node.op_type} {node.name}")
+            p.opaque(out_name, f"channels created by broadcasting in {node.op_type} {node.name}", t_out)
             return
         raise Unsupported("no operand carries the channel axis")
     out = full[0]
@@ -460,60 +514,66 @@ def elementwise(p: Propagator, node: onnx.NodeProto) -> None:
         if p.const(name).shape[ax] != len(out):
             raise Unsupported(f"constant {name!r} does not match the channels")
         p.member(name, node, ax, "norm", out)
-    p.set(out_name, out)
+    p.set(out_name, out, t_out)
 
 
 # ---------------------------------------------------------------- channel-axis layout
 
 
-@rule("Concat")
+@rule("Concat", any_axis=True)
 def concat(p: Propagator, node: onnx.NodeProto) -> None:
     """Concat on the channel axis joins the id lists; on another axis it unites them."""
     r = _rank(p, node.output[0])
-    axis = int(attrs(node).get("axis", 1))
+    inputs = [i for i in node.input if i]
+    tracked = [n for n in inputs if p.ids(n) is not None]
     if r is None or r < 2:
         raise Unsupported("Concat of unknown rank")
-    axis %= r
-    inputs = [i for i in node.input if i]
-    if axis == 1:
+    axis = int(attrs(node).get("axis", 1)) % r
+    t = _ax(p, tracked[0])
+    if any(_ax(p, n) != t for n in tracked):
+        raise Unsupported("Concat inputs carry channels on different axes")
+    if axis == t:
         out: list[int] = []
         for name in inputs:
             ids = p.ids(name)
             if ids is None:
                 raise Unsupported(f"Concat of a non-activation {name!r} on the channel axis")
             out += ids
-        p.set(node.output[0], out)
+        p.set(node.output[0], out, t)
         return
-    tracked = [p.ids(n) for n in inputs if p.ids(n) is not None]
-    if not tracked:
-        return
-    base = tracked[0]
+    base = p.ids(tracked[0])
+    assert base is not None
     for other in tracked[1:]:
-        if len(other) != len(base):
+        ids = p.ids(other)
+        assert ids is not None
+        if len(ids) != len(base):
             raise Unsupported("Concat inputs differ in channels")
-        p.unite(base, other)
+        p.unite(base, ids)
     for name in inputs:
         if p.ids(name) is None:
             c = p.const(name)
             if c is None or c.ndim != r:
                 raise Unsupported(f"Concat operand {name!r} computed at run time")
-            if c.shape[1] != len(base):
+            if c.shape[t] != len(base):
                 raise Unsupported(f"Concat operand {name!r} does not match the channels")
-            p.member(name, node, 1, "norm", base)
-    p.set(node.output[0], base)
+            p.member(name, node, t, "norm", base)
+    p.set(node.output[0], base, t)
 
 
-@rule("Split")
+@rule("Split", any_axis=True)
 def split(p: Propagator, node: onnx.NodeProto) -> None:
     """Split on the channel axis cuts the id list (sizes rewritten at surgery); otherwise copies it."""
     ids = _tracked(p, node.input[0])
+    t = _ax(p, node.input[0])
     r = _rank(p, node.input[0])
     axis = int(attrs(node).get("axis", 0)) % (r or 1)
     outs = [o for o in node.output]
-    if axis != 1:
+    if axis != t:
+        if axis == 0:
+            raise Unsupported("Split on the batch axis")
         for o in outs:
             if o:
-                p.set(o, ids)
+                p.set(o, ids, t)
         return
     sizes = _const_or_attr(p, node, 1, "split")
     if sizes is None:
@@ -526,15 +586,28 @@ def split(p: Propagator, node: onnx.NodeProto) -> None:
     off = 0
     for o, s in zip(outs, sizes, strict=True):
         if o:
-            p.set(o, ids[off : off + s])
+            p.set(o, ids[off : off + s], t)
         off += s
     p.hook(node, "split_sizes", tensor=node.input[0], sizes=sizes)
 
 
-@rule("Slice")
+def _slice_positions(n: int, start: int, end: int, step: int) -> list[int]:
+    """Positions ONNX Slice takes from an axis of length n (negative bounds and steps as the spec clamps them)."""
+    if start < 0:
+        start += n
+    if end < 0:
+        end += n
+    if step > 0:
+        return list(range(max(0, min(n, start)), max(0, min(n, end)), step))
+    return list(range(max(0, min(n - 1, start)), max(-1, min(n - 1, end)), step))
+
+
+@rule("Slice", any_axis=True)
 def slice_(p: Propagator, node: onnx.NodeProto) -> None:
-    """Slice on the channel axis with step 1 cuts the id list (starts/ends rewritten at surgery)."""
+    """Slice on the channel axis cuts the id list: step 1 rewrites starts/ends at surgery; any other step
+    (strided or reversed, the only sliced axis) becomes a Gather of the kept positions."""
     ids = _tracked(p, node.input[0])
+    t = _ax(p, node.input[0])
     r = _rank(p, node.input[0])
     if r is None:
         raise Unsupported("Slice of unknown rank")
@@ -548,36 +621,71 @@ def slice_(p: Propagator, node: onnx.NodeProto) -> None:
     axes = [a % r for a in axes]
     if 0 in axes:
         raise Unsupported("Slice on the batch axis")
-    if 1 not in axes:
-        p.set(node.output[0], ids)
+    if t not in axes:
+        p.set(node.output[0], ids, t)
         return
-    k = axes.index(1)
-    if steps is not None and steps[k] != 1:
-        raise Unsupported("strided Slice on the channel axis")
+    k = axes.index(t)
+    step = 1 if steps is None else steps[k]
     n = len(ids)
-    s, e = starts[k], ends[k]
-    s = max(0, min(n, s + n if s < 0 else s))
-    e = max(0, min(n, e + n if e < 0 else e))
-    p.set(node.output[0], ids[s:e] if e > s else [])
-    if e <= s:
+    pos = _slice_positions(n, starts[k], ends[k], step)
+    if not pos:
         raise Unsupported("empty Slice")
-    p.hook(node, "slice_channel", tensor=node.input[0], start=s, end=e, index=k)
+    p.set(node.output[0], [ids[i] for i in pos], t)
+    if step == 1:
+        p.hook(node, "slice_channel", tensor=node.input[0], start=pos[0], end=pos[-1] + 1, index=k)
+    elif len(axes) == 1:
+        p.hook(node, "slice_to_gather", tensor=node.input[0], positions=pos, axis=t)
+    else:
+        raise Unsupported("strided Slice on the channel axis together with other axes")
 
 
-@rule("Flatten")
-def flatten(p: Propagator, node: onnx.NodeProto) -> None:
-    """Flatten(axis=1): feature c*HW+s belongs to channel c, so each id repeats HW times."""
+@rule("Gather", any_axis=True)
+def gather(p: Propagator, node: onnx.NodeProto) -> None:
+    """Gather with constant indices: on another axis the channel axis shifts; on the channel axis a 1-D
+    index picks ids (rewritten at surgery), a scalar index keeps one channel (frozen: it must stay)."""
     ids = _tracked(p, node.input[0])
+    t = _ax(p, node.input[0])
+    r = _rank(p, node.input[0])
+    idx = p.const(_inp(node, 1))
+    if idx is None or r is None:
+        raise Unsupported("Gather indices computed at run time")
+    axis = int(attrs(node).get("axis", 0)) % r
+    if axis == 0:
+        raise Unsupported("Gather on the batch axis")
+    if axis != t:
+        p.set(node.output[0], ids, t if axis > t else t - 1 + idx.ndim)
+        return
+    n = len(ids)
+    flat = [int(v) % n for v in idx.reshape(-1)] if n else []
+    if any(not -n <= int(v) < n for v in idx.reshape(-1)):
+        raise Unsupported("Gather index out of range")
+    if idx.ndim == 0:
+        p.freeze([ids[flat[0]]], f"Gather {node.name}: reads one channel by index")
+        p.hook(node, "gather_channel", tensor=node.input[0], positions=flat, indices=node.input[1])
+        return
+    if idx.ndim != 1:
+        raise Unsupported("Gather on the channel axis with multi-dimensional indices")
+    p.set(node.output[0], [ids[i] for i in flat], t)
+    p.hook(node, "gather_channel", tensor=node.input[0], positions=flat, indices=node.input[1])
+
+
+@rule("Flatten", any_axis=True)
+def flatten(p: Propagator, node: onnx.NodeProto) -> None:
+    """Flatten(axis=1): each feature belongs to the channel at its channel-axis index (c*HW+s for NCHW,
+    s*C+c for NHWC), so each id repeats once per position of the other flattened axes."""
+    ids = _tracked(p, node.input[0])
+    t = _ax(p, node.input[0])
     shape = p.shape(node.input[0])
     axis = int(attrs(node).get("axis", 1))
-    if shape is None or axis % max(len(shape), 1) != 1 and not (axis == 1):
+    if shape is None or axis % max(len(shape), 1) != 1 or t < 1:
         raise Unsupported("Flatten not at axis 1")
-    hw = 1
-    for d in shape[2:]:
-        if not isinstance(d, int):
-            raise Unsupported("Flatten of a non-static spatial size")
-        hw *= d
-    p.set(node.output[0], [c for c in ids for _ in range(hw)])
+    rest = shape[1:]
+    if any(not isinstance(d, int) for d in rest):
+        raise Unsupported("Flatten of a non-static spatial size")
+    if rest[t - 1] != len(ids):
+        raise Unsupported("Flatten input does not match its channels")
+    chan = np.indices(rest).reshape(len(rest), -1)[t - 1] if rest else np.zeros(1, dtype=np.int64)
+    p.set(node.output[0], [ids[int(c)] for c in chan])
 
 
 def _same_dim(a: Any, b: Any) -> bool:
@@ -585,14 +693,52 @@ def _same_dim(a: Any, b: Any) -> bool:
     return a == b and a is not None
 
 
-@rule("Reshape")
+def _same_product(a: list[Any], b: list[Any]) -> bool:
+    """Two lists of dims whose products are surely equal (equal static products, the same symbols)."""
+    sa = sorted(str(d) for d in a if not isinstance(d, int))
+    sb = sorted(str(d) for d in b if not isinstance(d, int))
+    pa = int(np.prod([d for d in a if isinstance(d, int)] or [1]))
+    pb = int(np.prod([d for d in b if isinstance(d, int)] or [1]))
+    return sa == sb and pa == pb
+
+
+def _reshape_moved(p: Propagator, node: onnx.NodeProto, ids: list[int], t: int, sin: list[Any]) -> None:
+    """Reshape of a tensor whose channel axis is not axis 1: allowed when the channel axis survives whole
+    (the dims before and after it regroup among themselves); its entry in the target is rewritten."""
+    target = p.const(node.input[1])
+    if target is None:
+        raise Unsupported("Reshape target shape computed at run time")
+    target = [int(v) for v in target.reshape(-1)]
+    allowzero = int(attrs(node).get("allowzero", 0))
+    res = _resolve(sin, target, allowzero)
+    if res is None or any(d is None for d in res):
+        raise Unsupported("Reshape to an unknown shape")
+    for t2, d in enumerate(res):
+        if d == len(ids) and _same_product(res[:t2], sin[:t]) and _same_product(res[t2 + 1 :], sin[t + 1 :]):
+            break
+    else:
+        raise Unsupported("Reshape regroups the channel axis")
+    if not _same_product(res[:1], sin[:1]):
+        raise Unsupported("Reshape mixes the batch axis")
+    if target[t2] == 0 and not allowzero and t2 != t:
+        raise Unsupported("Reshape copies another axis into the channel axis")
+    if target[t2] > 0 and len(ids) != 1:
+        p.hook(node, "shape_channel", tensor=node.output[0], shape=node.input[1], index=t2)
+    p.set(node.output[0], ids, t2)
+
+
+@rule("Reshape", any_axis=True)
 def reshape(p: Propagator, node: onnx.NodeProto) -> None:
-    """Reshape that flattens [N,C,...] into [N,C*S] or keeps [N,C] leading; anything else freezes."""
+    """Reshape that flattens [N,C,...] into [N,C*S] or keeps [N,C] leading (or, for a channel axis
+    elsewhere, keeps it whole); anything else freezes."""
     ids = _tracked(p, node.input[0])
     sin, sout = p.shape(node.input[0]), p.shape(node.output[0])
-    target = p.const(node.input[1])
     if sin is None or len(sin) < 2:
         raise Unsupported("Reshape of unknown shape")
+    if _ax(p, node.input[0]) != 1:
+        _reshape_moved(p, node, ids, _ax(p, node.input[0]), sin)
+        return
+    target = p.const(node.input[1])
     if target is not None:
         target = [int(v) for v in target.reshape(-1)]
         if sout is None or any(not isinstance(d, int) for d in (sout or [])[1:]):
