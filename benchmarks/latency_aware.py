@@ -1,0 +1,173 @@
+"""Latency-aware pruning benchmark: predictor error on random plans, and accuracy at equal measured speed-up.
+
+    .venv/bin/python benchmarks/latency_aware.py --models resnet56 mobilenetv2 --batches 1 64 --threads 1
+
+(a) For each model and batch: build the latency tables (ORT CPU), draw `--plans` random plans
+    (keep ratio per group uniform in [0.1, 1], rounded), prune them, and measure the original and all
+    plans in ONE interleaved run (bench.measure); error = (predicted - measured) / measured.
+(b) At batch `--accuracy-batch`, for each `--speedups` target: l1-global under the latency budget
+    (predictor), then l1-global and uniform under a MACs budget chosen (by the same predictor) to be
+    as fast; the three are re-measured together with the original, and scored on the reward split
+    (train data, BN re-calibrated, no fine-tuning). Writes markdown (default benchmarks/latency_aware.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from agmc_onnx.api import analyze  # noqa: E402
+from agmc_onnx.bench import _session, make_inputs, measure  # noqa: E402
+from agmc_onnx.latency import build_latency_model, machine_id  # noqa: E402
+from agmc_onnx.plan import ImportanceCache, plan_from_counts, round_count  # noqa: E402
+from agmc_onnx.strategies import REGISTRY, Budget, StrategyContext  # noqa: E402
+from agmc_onnx.surgery import prune  # noqa: E402
+
+
+def load() -> str:
+    """The 1/5/15-minute load averages."""
+    return " / ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def measure_models(protos: list, batch: int, threads: int, repeats: int) -> list[float]:
+    """Median ms of each model, all measured in one interleaved run."""
+    runners = []
+    for p in protos:
+        sess, feeds = _session(p, "cpu", threads), make_inputs(p, batch)
+        runners.append(lambda s=sess, f=feeds: s.run(None, f))
+    return [float(np.median(s)) for s in measure(runners, 3, repeats, time.perf_counter)]
+
+
+def error_study(name: str, batch: int, args: argparse.Namespace, lines: list[str]) -> None:
+    """(a): predicted vs measured latency of random plans."""
+    a = analyze(ROOT / "fixtures" / "models" / f"{name}.onnx")
+    t0 = time.perf_counter()
+    lm = build_latency_model(a, batch, "cpu", args.threads, args.round_to, cache_dir=args.cache, use_cache=False)
+    build_s = time.perf_counter() - t0
+    rng = np.random.default_rng(args.seed)
+    cache = ImportanceCache(a)
+    plans = []
+    for _ in range(args.plans):
+        counts = {g.id: round_count(rng.uniform(0.1, 1.0) * g.size, g.size, args.round_to) for g in a.prunable_groups()}
+        plans.append(plan_from_counts(a, counts, cache))
+    protos = [a.model.proto] + [prune(a, p) for p in plans]
+    repeats = args.repeats if batch == 1 else max(5, args.repeats // 4)
+    before = load()
+    if args.paired:  # each plan interleaved with the original alone (warm caches, as deployed)
+        pairs = [measure_models([protos[0], p], batch, args.threads, repeats) for p in protos[1:]]
+        meas = [float(np.median([o for o, _ in pairs]))] + [m for _, m in pairs]
+        base = [o for o, _ in pairs]
+    else:  # all plans and the original in one interleaved run
+        meas = measure_models(protos, batch, args.threads, repeats)
+        base = [meas[0]] * len(plans)
+    pred = [lm.predict({})] + [lm.predict_plan(p) for p in plans]
+    err = np.abs((np.array(pred) - np.array(meas)) / np.array(meas))[1:]
+    speed = np.array(base) / np.array(meas[1:])
+    pspeed = pred[0] / np.array(pred[1:])
+    serr = np.abs(pspeed - speed) / speed
+    lines.append(
+        f"| {name} | {batch} | {len(plans)} | {100 * np.median(err):.1f}% | {100 * np.percentile(err, 90):.1f}% | "
+        f"{100 * err.max():.1f}% | {100 * np.median(serr):.1f}% | {meas[0]:.3f} | {pred[0]:.3f} | "
+        f"{speed.min():.2f}-{speed.max():.2f}x | {lm.table.measurements} | {build_s:.1f} | {before} |"
+    )
+    print(lines[-1], flush=True)
+
+
+def accuracy_study(name: str, args: argparse.Namespace, lines: list[str]) -> None:
+    """(b): accuracy at equal measured speed-up: latency-budgeted l1-global vs MACs-budgeted l1-global and uniform."""
+    from agmc_onnx.evaluate import Evaluator
+    from agmc_onnx.search import load_search_data
+
+    a = analyze(ROOT / "fixtures" / "models" / f"{name}.onnx")
+    batch = args.accuracy_batch
+    lm = build_latency_model(a, batch, "cpu", args.threads, args.round_to, cache_dir=args.cache)
+    sd = load_search_data(a.model, ROOT / "fixtures" / "data", args.reward_images, args.seed)
+    ev = Evaluator(a, sd.reward, sd.calibration, bn_recalibrate=True, threads=1)
+    for s in args.speedups:
+        lat_plan = REGISTRY["l1-global"]().propose(StrategyContext(a, Budget(speedup=s), args.round_to, latency=lm))
+        limit = lm.predict_plan(lat_plan)
+        rows = [("l1-global, latency budget", lat_plan, None)]
+        for strat in ("l1-global", "uniform"):
+            best = None
+            for f in np.arange(0.10, 1.0, 0.02):  # the largest MACs fraction predicted at most as slow
+                try:
+                    p = REGISTRY[strat]().propose(StrategyContext(a, Budget(flops=float(f)), args.round_to))
+                except Exception:  # noqa: BLE001 - unreachable fractions are skipped
+                    continue
+                if lm.predict_plan(p) <= limit:
+                    best = (p, float(f))
+            if best is not None:
+                rows.append((f"{strat}, MACs budget", best[0], best[1]))
+        protos = [a.model.proto] + [prune(a, p) for _, p, _ in rows]
+        repeats = args.repeats if batch == 1 else max(5, args.repeats // 4)
+        before = load()
+        meas = measure_models(protos, batch, args.threads, repeats)
+        for (label, p, f), m in zip(rows, meas[1:], strict=True):
+            acc = ev.score(p)
+            macs = a.cost.plan_macs(p) / a.cost.total_macs
+            lines.append(
+                f"| {name} | {s:g}x | {label} | {'-' if f is None else f'{f:.2f}'} | {macs:.3f} | "
+                f"{lm.predict_plan(p):.3f} | {m:.3f} | {meas[0] / m:.2f}x | {100 * acc:.2f}% | {before} |"
+            )
+            print(lines[-1], flush=True)
+
+
+def main() -> None:
+    """Run both studies and write the markdown."""
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--models", nargs="+", default=["resnet56", "mobilenetv2"])
+    ap.add_argument("--batches", nargs="+", type=int, default=[1, 64])
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--plans", type=int, default=20)
+    ap.add_argument("--repeats", type=int, default=40)
+    ap.add_argument("--round-to", type=int, default=16)
+    ap.add_argument("--speedups", nargs="+", type=float, default=[1.5, 2.0])
+    ap.add_argument("--accuracy-batch", type=int, default=1)
+    ap.add_argument("--accuracy-models", nargs="+", default=None, help="default: --models")
+    ap.add_argument("--reward-images", type=int, default=2000)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--cache", default=None, help="latency table cache dir (default ~/.cache/agmc-onnx/latency)")
+    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "latency_aware.md"))
+    ap.add_argument("--paired", action="store_true",
+                    help="(a): measure each plan interleaved with the original alone, not all 21 models in one run")
+    ap.add_argument("--skip-accuracy", action="store_true", help="run (a) only")
+    args = ap.parse_args()
+    cmd = "python benchmarks/latency_aware.py " + " ".join(sys.argv[1:])
+    err_lines = ["| model | batch | plans | median abs error | p90 | max | median speed-up error | original measured ms "
+                 "| original predicted ms | measured speed-ups | table measurements | table build s | load 1/5/15 |",
+                 "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---|"]  # fmt: skip
+    for name in args.models:
+        for batch in args.batches:
+            error_study(name, batch, args, err_lines)
+    acc_lines = ["| model | target | plan | MACs budget | MACs kept | predicted ms | measured ms | measured speed-up "
+                 "| reward-split acc (BN re-cal.) | load 1/5/15 |", "|---|---:|---|---:|---:|---:|---:|---:|---:|---|"]  # fmt: skip
+    for name in [] if args.skip_accuracy else args.accuracy_models or args.models:
+        accuracy_study(name, args, acc_lines)
+    text = "\n".join([
+        "# Latency-aware pruning benchmark", "", f"`{cmd}`", "",
+        f"Machine: {machine_id()}, ORT CPU, intra-op threads {args.threads}, round-to {args.round_to}. "
+        "The machine is shared with other jobs (load averages per row); every comparison is one interleaved "
+        "run (bench.measure), medians.", "",
+        "## (a) Predicted vs measured latency of random plans", "",
+        "Each plan " + ("measured interleaved with the original alone" if args.paired else
+                        "measured in one interleaved run with the original and every other plan") + ".", "",
+        *err_lines, "",
+        f"## (b) Accuracy at equal speed-up (batch {args.accuracy_batch})", "",
+        "MACs-budgeted plans take the largest MACs fraction (step 0.02) that the latency model predicts no slower "
+        "than the latency-budgeted plan; all three are re-measured together with the original. Accuracy: reward "
+        "split of the train data, BN re-calibrated, no fine-tuning.", "", *acc_lines, "",
+    ])  # fmt: skip
+    Path(args.out).write_text(text)
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
