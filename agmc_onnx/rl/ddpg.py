@@ -6,9 +6,13 @@ reward normalisation). With the final reward copied to every step, bootstrapping
 discount 1 would count it once per remaining step, so the critic's target defaults to the
 Monte-Carlo return itself (`gamma=0`); any `gamma` > 0 bootstraps from the target networks.
 
-The state source (GNN encoder for agmc, hand-made features for amc) trains with the ACTOR: its
-parameters sit in the actor's optimiser and the actor loss -Q(s.detach(), mu(s)) reaches it
-through mu only. The critic always reads the detached state: the critic's gradient with respect
+The state source (GNN encoder for agmc, hand-made features for amc) trains with the ACTOR: the
+actor loss -Q(s.detach(), mu(s)) reaches it through mu only. One model is one graph, so the
+encoder runs ONCE per learning phase (`learn(n)`, after each episode): its table of states is a
+leaf that every one of the n minibatch updates reads, the actor losses' gradients accumulate on
+that leaf, and one backward through the GNN with their mean moves the encoder (its own Adam,
+actor learning rate) — one GNN forward+backward per episode instead of one per update
+(`encoder_schedule="update"` keeps the per-update variant for comparison). The critic always reads the detached state: the critic's gradient with respect
 to its state input says how Q changes if the *description* of the model changed, which is not a
 signal a representation should follow (it would let the encoder move states to where the critic
 happens to be optimistic), and regressing the encoder on the critic's noisy early targets with a
@@ -47,6 +51,7 @@ class DDPGConfig:
     buffer_episodes: int = 100
     a_min: float = 0.05
     updates_per_step: int = 1
+    encoder_schedule: str = "episode"  # "episode": one encoder step per learn(); "update": one per minibatch
 
 
 class Actor(nn.Module):
@@ -161,7 +166,9 @@ class DDPG:
         self.critic_target = copy.deepcopy(self.critic)
         for net in (self.source_target, self.actor_target, self.critic_target):
             net.requires_grad_(False)
-        self.actor_opt = torch.optim.Adam(list(self.actor.parameters()) + list(source.parameters()), lr=self.cfg.lr_actor)
+        self.actor_opt = torch.optim.Adam(self.actor.parameters(), lr=self.cfg.lr_actor)
+        self.source_params = [p for p in source.parameters() if p.requires_grad]
+        self.source_opt = torch.optim.Adam(self.source_params, lr=self.cfg.lr_actor) if self.source_params else None
         self.critic_opt = torch.optim.Adam(self.critic.parameters(), lr=self.cfg.lr_critic)
         self.buffer = ReplayBuffer(max(self.cfg.batch, self.cfg.buffer_episodes * steps))
         self.moving_average: float | None = None
@@ -170,8 +177,8 @@ class DDPG:
 
     # acting -------------------------------------------------------------------------------
     def begin_episode(self) -> None:
-        """Encode the model once for this episode's steps (no gradient)."""
-        with torch.no_grad():
+        """Encode the model once for this episode's steps (no gradient, one thread)."""
+        with _one_thread(), torch.no_grad():
             self._table = self.source()
 
     def act(self, step: int, dyn: np.ndarray, explore: bool, lo: float = 0.0, hi: float = 1.0) -> float:
@@ -202,27 +209,54 @@ class DDPG:
         self.noise *= self.cfg.noise_decay
 
     def update(self) -> tuple[float, float]:
-        """One DDPG update on a minibatch: (critic loss, actor loss), on one CPU thread."""
-        with _one_thread():
-            return self._update()
+        """One DDPG update on a minibatch (encoder included): (critic loss, actor loss)."""
+        return self.learn(1)
 
-    def _update(self) -> tuple[float, float]:
-        """The update itself."""
-        cfg = self.cfg
-        if self.buffer.size < cfg.batch:
+    def learn(self, n: int) -> tuple[float, float]:
+        """n minibatch updates on one CPU thread, the encoder run once for all (see the module doc)."""
+        if self.buffer.size < self.cfg.batch or n < 1:
             return 0.0, 0.0
-        b = self.buffer.sample(cfg.batch, self.rng)
+        with _one_thread():
+            if self.cfg.encoder_schedule == "update":
+                losses = [self._learn_phase(1) for _ in range(n)]
+                return losses[-1]
+            return self._learn_phase(n)
+
+    def _learn_phase(self, n: int) -> tuple[float, float]:
+        """Encode once, n updates reading the same state table, one encoder step with the mean gradient."""
         table = self.source()
-        s_static = table[b["step"]]
-        s = torch.cat([s_static, b["dyn"]], dim=1)
+        leaf = table.detach().requires_grad_(self.source_opt is not None)
+        t_table = None
+        if self.cfg.gamma > 0:
+            with torch.no_grad():
+                t_table = self.source_target()
+        losses = (0.0, 0.0)
+        for _ in range(n):
+            losses = self._update(leaf, t_table)
+        if self.source_opt is not None and leaf.grad is not None:
+            self.source_opt.zero_grad()
+            table.backward(leaf.grad / n)
+            self.source_opt.step()
+            tau = 1 - (1 - self.cfg.tau) ** n  # n soft updates' worth, once
+            with torch.no_grad():
+                target = list(self.source_target.parameters())
+                torch._foreach_mul_(target, 1 - tau)
+                torch._foreach_add_(target, list(self.source.parameters()), alpha=tau)
+        self._table = None
+        return losses
+
+    def _update(self, table: Tensor, t_table: Tensor | None) -> tuple[float, float]:
+        """One minibatch update of critic and actor; the actor loss's gradient also lands on `table`."""
+        cfg = self.cfg
+        b = self.buffer.sample(cfg.batch, self.rng)
+        s = torch.cat([table[b["step"]], b["dyn"]], dim=1)
         s_detached = s.detach()
         r = b["reward"]
         mean_r = float(r.mean())
         self.moving_average = mean_r if self.moving_average is None else self.moving_average + cfg.moving_alpha * (mean_r - self.moving_average)
         target = r - self.moving_average
-        if cfg.gamma > 0:
+        if t_table is not None:
             with torch.no_grad():
-                t_table = self.source_target()
                 ns = torch.cat([t_table[b["next_step"].clamp(max=self.steps - 1)], b["next_dyn"]], dim=1)
                 target = target + cfg.gamma * (1 - b["done"]) * self.critic_target(ns, self.actor_target(ns))
         q = self.critic(s_detached, b["action"])
@@ -234,15 +268,15 @@ class DDPG:
         self.actor_opt.zero_grad()
         actor_loss.backward()
         self.actor_opt.step()
-        self.soft_update()
-        self._table = None
+        self.soft_update(source=False)
         return float(critic_loss.detach()), float(actor_loss.detach())
 
-    def soft_update(self) -> None:
-        """target <- (1 - tau) target + tau online, for actor, critic and state source."""
+    def soft_update(self, source: bool = True) -> None:
+        """target <- (1 - tau) target + tau online, for actor, critic and (unless told not) the state source."""
         tau = self.cfg.tau
-        online = [*self.actor.parameters(), *self.critic.parameters(), *self.source.parameters()]
-        target = [*self.actor_target.parameters(), *self.critic_target.parameters(), *self.source_target.parameters()]
+        online = [*self.actor.parameters(), *self.critic.parameters(), *(self.source.parameters() if source else [])]
+        target = [*self.actor_target.parameters(), *self.critic_target.parameters(),
+                  *(self.source_target.parameters() if source else [])]  # fmt: skip
         with torch.no_grad():
             torch._foreach_mul_(target, 1 - tau)
             torch._foreach_add_(target, online, alpha=tau)
@@ -255,6 +289,7 @@ class DDPG:
             "nets": {k: getattr(self, k).state_dict() for k in self._nets()},
             "actor_opt": self.actor_opt.state_dict(),
             "critic_opt": self.critic_opt.state_dict(),
+            "source_opt": self.source_opt.state_dict() if self.source_opt is not None else None,
             "buffer": self.buffer.state_dict(),
             "rng": self.rng.bit_generator.state,
             "moving_average": self.moving_average,
@@ -267,6 +302,8 @@ class DDPG:
             getattr(self, k).load_state_dict(v)
         self.actor_opt.load_state_dict(d["actor_opt"])
         self.critic_opt.load_state_dict(d["critic_opt"])
+        if self.source_opt is not None and d.get("source_opt") is not None:
+            self.source_opt.load_state_dict(d["source_opt"])
         self.buffer.load_state_dict(d["buffer"])
         self.rng.bit_generator.state = d["rng"]
         self.moving_average = d["moving_average"]

@@ -155,8 +155,7 @@ class Search:
         if agent is not None and mode != "greedy":
             agent.observe_episode(transitions, reward)
             if mode == "explore":
-                for _ in range(len(transitions) * agent.cfg.updates_per_step):
-                    agent.update()
+                agent.learn(len(transitions) * agent.cfg.updates_per_step)
                 agent.decay_noise()
         if reward > result.best_reward:
             result.best_reward, result.best_counts, result.best_episode = reward, counts, ep
