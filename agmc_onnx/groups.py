@@ -103,6 +103,8 @@ class Propagator:
         self.frozen: dict[int, str] = {}
         self.tensor_ids: dict[str, list[int]] = {}
         self.tensor_axis: dict[str, int] = {}  # tensor -> position of its channel axis (absent: 1)
+        # tensor -> (g, C/g) when its channel axis is split over axes (axis, axis+1), row-major (shuffle)
+        self.tensor_split: dict[str, tuple[int, int]] = {}
         self.raw_members: list[_RawMember] = []
         self.created: dict[str, list[int]] = {}  # producer node -> ids it created, in output order
         self.hooks: list[tuple[str, str, dict[str, Any]]] = []  # (node name, kind, info)
@@ -119,10 +121,19 @@ class Propagator:
         """Position of a tensor's channel axis (1 unless a rule moved it)."""
         return self.tensor_axis.get(tensor, 1)
 
-    def set(self, tensor: str, ids: list[int], axis: int = 1) -> None:
-        """Set the channel ids of an output tensor, carried on its axis `axis`."""
+    def split(self, tensor: str) -> tuple[int, int] | None:
+        """(g, C/g) when the tensor's channel axis is split in two (channel shuffle), else None."""
+        return self.tensor_split.get(tensor)
+
+    def set(self, tensor: str, ids: list[int], axis: int = 1, split: tuple[int, int] | None = None) -> None:
+        """Set the channel ids of an output tensor, carried on its axis `axis` (on `axis` and `axis`+1,
+        row-major, when `split` gives the two dims)."""
         self.tensor_ids[tensor] = list(ids)
         self.tensor_axis[tensor] = axis
+        if split is None:
+            self.tensor_split.pop(tensor, None)
+        else:
+            self.tensor_split[tensor] = split
 
     def new(self, n: int, node: onnx.NodeProto | None, frozen: str | None = None) -> list[int]:
         """n fresh ids created by `node` (None: no producing layer, e.g. graph inputs)."""
@@ -175,6 +186,7 @@ class Propagator:
         else:
             self.tensor_ids.pop(tensor, None)
             self.tensor_axis.pop(tensor, None)
+            self.tensor_split.pop(tensor, None)
 
     def freeze(self, ids: list[int], reason: str) -> None:
         """Freeze the classes of `ids`."""
@@ -197,6 +209,8 @@ class Propagator:
             reason = f"unsupported op {node.op_type}"
         elif off_axis and not getattr(fn, "any_axis", False):
             reason = f"channel axis of {off_axis[0]!r} is axis {self.axis(off_axis[0])} ({node.op_type} needs axis 1)"
+        elif any(t in self.tensor_split for t in tracked) and not getattr(fn, "split_aware", False):
+            reason = "reads a channel axis split in two (channel shuffle)"
         else:
             n_before = len(self.created.get(node.name, []))
             try:
@@ -228,9 +242,16 @@ class Propagator:
             ids = self.tensor_ids.get(o)
             shape = self.shape(o)
             ax = self.axis(o)
-            if ids is not None and shape is not None and len(shape) > ax and isinstance(shape[ax], int):
-                if shape[ax] != len(ids):  # a rule and shape inference disagree: trust neither
-                    full = f"{node.op_type} {node.name}: channel count mismatch ({len(ids)} vs {shape[ax]})"
+            split = self.split(o)
+            width = shape[ax] if shape is not None and len(shape) > ax else None
+            if split is not None:
+                width = shape[ax] * shape[ax + 1] if shape is not None and len(shape) > ax + 1 and all(
+                    isinstance(d, int) for d in shape[ax : ax + 2]) else None  # fmt: skip
+                if width is None:
+                    width = split[0] * split[1]
+            if ids is not None and isinstance(width, int):
+                if width != len(ids):  # a rule and shape inference disagree: trust neither
+                    full = f"{node.op_type} {node.name}: channel count mismatch ({len(ids)} vs {width})"
                     self.frozen_log.append((node.name, full))
                     self.freeze(ids, full)
                     for t in tracked:

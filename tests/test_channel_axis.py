@@ -230,3 +230,37 @@ def test_transpose_moves_axis_not_freezes(tmp_path: Path) -> None:
         for n in moved
     )
     assert not any("Transpose" in r for _, r in a.frozen)
+
+
+class Shuffle3(nn.Module):
+    """Conv -> channel shuffle with 3 groups -> conv; `mix` sums over the group axis instead (mixes channels)."""
+
+    def __init__(self, mix: bool = False) -> None:
+        super().__init__()
+        self.mix = mix
+        self.a = nn.Conv2d(3, 12, 3, padding=1)
+        self.b = nn.Conv2d(4 if mix else 12, 5, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Pooled map."""
+        y = torch.relu(self.a(x))
+        n = y.shape[0]
+        z = y.view(n, 3, 4, 8, 8)
+        y = z.sum(1) if self.mix else z.transpose(1, 2).reshape(n, 12, 8, 8)
+        return self.b(y).mean((2, 3))
+
+
+def test_channel_shuffle_three_groups(tmp_path: Path) -> None:
+    """Shuffle in 3 groups: in-group positions united (4 classes of 3), Reshape constants rewritten."""
+    path, a = _analyse(Shuffle3(), tmp_path, size=8)
+    g = next(g for g in a.groups if any("/a/" in p for p in g.producers))
+    assert g.prunable and g.size == 4
+    _all_oracles(path, a)
+    check_oracles(path, Plan(kept={g.id: [1, 3]}))
+
+
+def test_summing_a_split_channel_axis_freezes(tmp_path: Path) -> None:
+    """Reducing over the group axis of a split channel axis mixes channels: frozen, with the reason."""
+    _, a = _analyse(Shuffle3(mix=True), tmp_path, size=8)
+    g = next(g for g in a.groups if any("/a/" in p for p in g.producers))
+    assert not g.prunable and "split" in str(g.frozen_reason)

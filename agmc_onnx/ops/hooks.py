@@ -42,9 +42,10 @@ def group_from_input(s: SurgeryContext, node: onnx.NodeProto, info: dict[str, An
 
 @hook("shape_channel")
 def shape_channel(s: SurgeryContext, node: onnx.NodeProto, info: dict[str, Any]) -> None:
-    """Reshape/Expand target: the entry for the channel axis becomes the kept width of the output."""
+    """Reshape/Expand target: the entry for the channel axis becomes the kept width of the output (divided
+    by the group count for the C/g entry of a channel shuffle's split)."""
     shape = s.const(info["shape"]).copy()
-    shape.reshape(-1)[info["index"]] = s.new_len(info["tensor"])
+    shape.reshape(-1)[info["index"]] = s.new_len(info["tensor"]) // int(info.get("divisor", 1))
     s.set_const(info["shape"], shape)
 
 

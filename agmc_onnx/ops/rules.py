@@ -20,12 +20,14 @@ class Unsupported(Exception):
     """Raised by a rule for a case it cannot map; the node's channels get frozen with this reason."""
 
 
-def rule(*ops: str, any_axis: bool = False) -> Callable[[Rule], Rule]:
+def rule(*ops: str, any_axis: bool = False, split_aware: bool = False) -> Callable[[Rule], Rule]:
     """Register `fn` as the rule of each op type in `ops`; `any_axis`: it handles a channel axis anywhere
-    (otherwise the driver freezes the node when a tracked input carries its channels off axis 1)."""
+    (otherwise the driver freezes the node when a tracked input carries its channels off axis 1);
+    `split_aware`: it handles a channel axis split in two (channel shuffle), which freezes any other rule."""
 
     def deco(fn: Rule) -> Rule:
         fn.any_axis = any_axis  # type: ignore[attr-defined]
+        fn.split_aware = split_aware  # type: ignore[attr-defined]
         for op in ops:
             RULES[op] = fn
         return fn
@@ -242,9 +244,10 @@ def resize(p: Propagator, node: onnx.NodeProto) -> None:
     p.set(node.output[0], ids)
 
 
-@rule("Transpose", any_axis=True)
+@rule("Transpose", any_axis=True, split_aware=True)
 def transpose(p: Propagator, node: onnx.NodeProto) -> None:
-    """Transpose moves the channel axis to where `perm` puts it (NCHW <-> NHWC, tokens)."""
+    """Transpose moves the channel axis to where `perm` puts it (NCHW <-> NHWC, tokens); a channel axis
+    split in two (g, C/g) may only have its two halves swapped (the shuffle: a fixed permutation of ids)."""
     ids = _tracked(p, node.input[0])
     t = _ax(p, node.input[0])
     r = _rank(p, node.input[0])
@@ -256,7 +259,21 @@ def transpose(p: Propagator, node: onnx.NodeProto) -> None:
     perm = [int(a) for a in perm]
     if t not in perm:
         raise Unsupported("Transpose perm does not match the rank")
-    p.set(node.output[0], ids, perm.index(t))
+    split = p.split(node.input[0])
+    if split is None:
+        p.set(node.output[0], ids, perm.index(t))
+        return
+    d0, d1 = split
+    others = [k for k in range(len(perm)) if k not in (t, t + 1)]
+    if any(perm[k] != k for k in others):
+        raise Unsupported("Transpose moves a split channel axis")
+    if perm[t] == t and perm[t + 1] == t + 1:
+        p.set(node.output[0], ids, t, split)
+    elif perm[t] == t + 1 and perm[t + 1] == t:  # channel shuffle: position (i, j) -> (j, i)
+        grid = np.array(ids, dtype=np.int64).reshape(d0, d1)
+        p.set(node.output[0], [int(v) for v in grid.T.reshape(-1)], t, (d1, d0))
+    else:
+        raise Unsupported("Transpose of a split channel axis")
 
 
 @rule("Squeeze", "Unsqueeze", any_axis=True)
@@ -717,7 +734,8 @@ def _reshape_moved(p: Propagator, node: onnx.NodeProto, ids: list[int], t: int, 
         if d == len(ids) and _same_product(res[:t2], sin[:t]) and _same_product(res[t2 + 1 :], sin[t + 1 :]):
             break
     else:
-        raise Unsupported("Reshape regroups the channel axis")
+        _reshape_split(p, node, ids, t, sin)
+        return
     if not _same_product(res[:1], sin[:1]):
         raise Unsupported("Reshape mixes the batch axis")
     if target[t2] == 0 and not allowzero and t2 != t:
@@ -727,14 +745,74 @@ def _reshape_moved(p: Propagator, node: onnx.NodeProto, ids: list[int], t: int, 
     p.set(node.output[0], ids, t2)
 
 
-@rule("Reshape", any_axis=True)
+def _resolve_target(sin: list[Any], target: list[int], allowzero: int) -> list[Any] | None:
+    """Output dims of Reshape(sin, target), a leading -1 read as the batch when the rest is static."""
+    if target and target[0] == -1 and all(v > 0 for v in target[1:]) and all(isinstance(d, int) for d in sin[1:]):
+        if int(np.prod(target[1:])) == int(np.prod(sin[1:])):
+            return [sin[0], *target[1:]]
+    return _resolve(sin, target, allowzero)
+
+
+def _reshape_split(p: Propagator, node: onnx.NodeProto, ids: list[int], t: int, sin: list[Any]) -> None:
+    """Reshape that splits the channel axis into (g, C/g) (channel shuffle's first step): ids at the
+    same in-group index are united, so every group keeps the same channels and the reshape stays valid;
+    the C/g entry of the target is rewritten at surgery."""
+    target = p.const(node.input[1])
+    if target is None:
+        raise Unsupported("Reshape target shape computed at run time")
+    target = [int(v) for v in target.reshape(-1)]
+    res = _resolve_target(sin, target, int(attrs(node).get("allowzero", 0)))
+    if res is None or any(not isinstance(d, int) for d in res[1:]):
+        raise Unsupported("Reshape regroups the channel axis")
+    for t2 in range(len(res) - 1):
+        d0, d1 = res[t2], res[t2 + 1]
+        if (isinstance(d0, int) and isinstance(d1, int) and d0 > 1 and d1 > 1 and d0 * d1 == len(ids)
+                and _same_product(res[:t2], sin[:t]) and _same_product(res[t2 + 2 :], sin[t + 1 :])):
+            break
+    else:
+        raise Unsupported("Reshape regroups the channel axis")
+    if t2 == 0 or not _same_product(res[:1], sin[:1]):
+        raise Unsupported("Reshape mixes the batch axis")
+    if target[t2] == 0 or target[t2 + 1] == 0:
+        raise Unsupported("Reshape copies an input dim into a split channel axis")
+    for j in range(d1):
+        for i in range(1, d0):
+            p.unite([ids[j]], [ids[i * d1 + j]])
+    if target[t2 + 1] > 0:
+        p.hook(node, "shape_channel", tensor=node.output[0], shape=node.input[1], index=t2 + 1, divisor=d0)
+    p.set(node.output[0], ids, t2, (d0, d1))
+
+
+def _reshape_merge(p: Propagator, node: onnx.NodeProto, ids: list[int], t: int, sin: list[Any]) -> None:
+    """Reshape that merges a split channel axis (g, C/g) back into one axis (channel shuffle's last step)."""
+    target = p.const(node.input[1])
+    if target is None:
+        raise Unsupported("Reshape target shape computed at run time")
+    target = [int(v) for v in target.reshape(-1)]
+    res = _resolve_target(sin, target, int(attrs(node).get("allowzero", 0)))
+    if res is None or len(res) <= t or res[t] != len(ids):
+        raise Unsupported("Reshape of a split channel axis")
+    if not (_same_product(res[:t], sin[:t]) and _same_product(res[t + 1 :], sin[t + 2 :])):
+        raise Unsupported("Reshape of a split channel axis")
+    if not _same_product(res[:1], sin[:1]) or target[t] == 0:
+        raise Unsupported("Reshape of a split channel axis")
+    if target[t] > 0:
+        p.hook(node, "shape_channel", tensor=node.output[0], shape=node.input[1], index=t)
+    p.set(node.output[0], ids, t)
+
+
+@rule("Reshape", any_axis=True, split_aware=True)
 def reshape(p: Propagator, node: onnx.NodeProto) -> None:
     """Reshape that flattens [N,C,...] into [N,C*S] or keeps [N,C] leading (or, for a channel axis
-    elsewhere, keeps it whole); anything else freezes."""
+    elsewhere, keeps it whole), or splits / merges the channel axis for a channel shuffle; anything
+    else freezes."""
     ids = _tracked(p, node.input[0])
     sin, sout = p.shape(node.input[0]), p.shape(node.output[0])
     if sin is None or len(sin) < 2:
         raise Unsupported("Reshape of unknown shape")
+    if p.split(node.input[0]) is not None:
+        _reshape_merge(p, node, ids, _ax(p, node.input[0]), sin)
+        return
     if _ax(p, node.input[0]) != 1:
         _reshape_moved(p, node, ids, _ax(p, node.input[0]), sin)
         return
@@ -762,7 +840,8 @@ def reshape(p: Propagator, node: onnx.NodeProto) -> None:
     elif len(sout) == 2 and sout[1] == len(ids) * hw:
         out = [c for c in ids for _ in range(hw)]
     else:
-        raise Unsupported("Reshape regroups the channel axis (e.g. channel shuffle)")
+        _reshape_split(p, node, ids, 1, sin)  # channel shuffle's split, or Unsupported
+        return
     if target is None:
         elems = _runtime_shape_elems(p, node.input[1])
         if elems is None or len(elems) != 2 or elems[1] != -1 or elems[0] not in ("batch0", 0):
