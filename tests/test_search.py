@@ -65,6 +65,29 @@ def test_masked_score_is_what_surgery_writes(net: Path, data: SearchData) -> Non
     assert abs(by_mask.score(plan) - by_prune.score(plan)) <= 1 / len(data.reward)
 
 
+@pytest.mark.parametrize("name", ["flatten_gemm", "vgg_bn"])
+def test_sliced_scoring_equals_surgery(name: str, data: SearchData, tmp_path: Path) -> None:
+    """The auto evaluator slices the converted original; its scores equal surgery + conversion's."""
+    from fixtures.engine_nets import export_net
+
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+        warnings.simplefilter("ignore")
+        a = analyze(export_net(name, tmp_path, "bn"))
+    env = PruningEnv.from_analysis(a, 0.5, 1, 0.2)
+    rng = np.random.default_rng(1)
+    reward = data.reward.subset(np.arange(100))
+    for bn in (True, False):
+        sliced = Evaluator(a, reward, data.calibration, bn_recalibrate=bn, device="cpu", threads=1)
+        by_prune = Evaluator(a, reward, data.calibration, bn_recalibrate=bn, device="cpu", threads=1, mode="prune")
+        assert sliced.mode == "slice"
+        for _ in range(2):
+            env.reset()
+            while env.t < env.steps:
+                env.step(float(rng.random()))
+            plan = plan_from_counts(a, env.chosen)
+            assert abs(sliced.score(plan) - by_prune.score(plan)) <= 1 / len(reward) + 1e-9
+
+
 @pytest.mark.parametrize("strategy", ["agmc", "amc", "random"])
 def test_every_search_strategy_end_to_end(strategy: str, net: Path, data: SearchData, tmp_path: Path) -> None:
     r = run(net, data, strategy, tmp_path)
@@ -77,6 +100,32 @@ def test_every_search_strategy_end_to_end(strategy: str, net: Path, data: Search
     assert set(rep["accuracy"]) == {"reward_split", "test"} and rep["accuracy"]["test"]["pruned"] is not None
     assert (tmp_path / "report.png").stat().st_size > 1000 and (tmp_path / "out.onnx").exists()
     assert r.prune.plan.keep_counts() == {int(g): c for g, c in s["best_counts"].items()}
+    # the written file is what was scored: BN re-calibrated the same way, within one reward sample
+    assert rep["bn_recalibration"]["written"]
+    assert abs(rep["accuracy"]["reward_split"]["pruned"] - s["best_reward"]) <= 1 / len(data.reward) + 1e-9
+
+
+@pytest.mark.parametrize("strategy", ["uniform", "l1-global"])
+def test_rule_strategies_with_data_write_recalibrated_bn(strategy: str, net: Path, data: SearchData, tmp_path: Path) -> None:
+    from onnx import numpy_helper
+
+    from agmc_onnx.evaluate import bn_nodes
+
+    r = run(net, data, strategy, tmp_path / "bn")
+    raw = run(net, data, strategy, tmp_path / "raw", bn_recalibrate=False)
+    assert r.search is None and r.report["bn_recalibration"]["written"]
+    assert not raw.report["bn_recalibration"]["written"]
+    a = analyze(net)
+    scored = Evaluator(a, data.reward, data.calibration, device="cpu", threads=1).score(r.prune.plan)
+    assert abs(r.report["accuracy"]["reward_split"]["pruned"] - scored) <= 1 / len(data.reward) + 1e-9
+    assert abs(evaluate_onnx(tmp_path / "bn" / "out.onnx", data.reward) - scored) <= 1 / len(data.reward) + 1e-9
+
+    def stats(proto: object) -> list[np.ndarray]:
+        inits = {t.name: numpy_helper.to_array(t) for t in proto.graph.initializer}  # type: ignore[attr-defined]
+        return [inits[n.input[3]] for n in bn_nodes(proto)]  # type: ignore[arg-type]
+
+    assert any(not np.array_equal(x, y) for x, y in zip(stats(r.prune.proto), stats(raw.prune.proto), strict=True))
+    assert all(np.array_equal(x, y) for x, y in zip(stats(raw.prune.proto), stats(prune(a, raw.prune.plan)), strict=True))
 
 
 def test_same_seed_same_plan_and_resume_equals_uninterrupted(net: Path, data: SearchData, tmp_path: Path) -> None:

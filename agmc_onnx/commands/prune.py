@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import click
@@ -29,7 +30,8 @@ from agmc_onnx.strategies import REGISTRY, SEARCH_STRATEGIES
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--data", type=click.Path(exists=True), default=None,
               help="Labelled data (train [+ test]) for search strategies: reward split, BN calibration, report.")
-@click.option("--episodes", type=int, default=300, show_default=True, help="Search episodes (agmc, amc, random).")
+@click.option("--episodes", type=int, default=None,
+              help="Search episodes (agmc, amc, random; default 300 on a GPU, 100 on a CPU).")
 @click.option("--agent", type=click.Choice(["ddpg"]), default="ddpg", show_default=True)
 @click.option("--policy", type=click.Path(dir_okay=False, exists=True), default=None,
               help="Start from a saved policy (--episodes 0: zero-shot).")
@@ -37,13 +39,15 @@ from agmc_onnx.strategies import REGISTRY, SEARCH_STRATEGIES
 @click.option("--checkpoint", type=click.Path(file_okay=False), default=None,
               help="Search checkpoint directory (default OUTPUT.search/).")
 @click.option("--resume", is_flag=True, help="Continue the search from its checkpoint.")
-@click.option("--no-bn-recalibrate", is_flag=True, help="Score candidates with the original BN statistics.")
-@click.option("--reward-images", type=int, default=2000, show_default=True, help="Size of the reward split (train data).")
+@click.option("--bn-recalibrate/--no-bn-recalibrate", default=True, show_default=True,
+              help="With --data: re-estimate BN statistics of every scored candidate and of the written model.")
+@click.option("--reward-images", type=int, default=None,
+              help="Size of the reward split (train data; default 2000 on a GPU, 1000 on a CPU).")
 @prune_run_options
 def prune_cmd(model: str, target_flops: str | None, strategy: str | None, plan_path: str | None, output: str | None,
               report: str | None, round_to: str, importance: str, seed: int, data: str | None, episodes: int,
               agent: str, policy: str | None, save_policy: str | None, checkpoint: str | None, resume: bool,
-              no_bn_recalibrate: bool, reward_images: int, **kw: Any) -> None:
+              bn_recalibrate: bool, reward_images: int | None, **kw: Any) -> None:
     """Prune MODEL's channels to --target-flops and/or --target-latency / --target-speedup (or as --plan says)."""
     if strategy is None:
         strategy = "agmc" if data is not None and plan_path is None else "uniform"
@@ -63,20 +67,26 @@ def prune_cmd(model: str, target_flops: str | None, strategy: str | None, plan_p
                "provider": kw.get("provider", "cpu"), "threads": kw.get("threads")}  # fmt: skip
     if latency["target_latency_ms"] is None and latency["target_speedup"] is None:
         latency = {}
-    if strategy in SEARCH_STRATEGIES:
-        from agmc_onnx.search import ProgressBar, search_prune
+    accuracy = None
+    if strategy in SEARCH_STRATEGIES or data is not None:
+        from agmc_onnx.search import ProgressBar, search_defaults, search_prune
 
         if data is None:
             from agmc_onnx.errors import InputError
 
             raise InputError(f"--strategy {strategy} scores candidates on data: give --data DIR", model)
-        with ProgressBar(episodes, strategy) as bar:
-            result = search_prune(
-                model, target, strategy, data=data, episodes=episodes, seed=seed, output=out, report=report,
-                round_to=round_to, importance=importance, checkpoint=checkpoint, resume=resume, policy=policy,
-                save_policy=save_policy, bn_recalibrate=not no_bn_recalibrate, reward_images=reward_images,
-                agent=agent, progress=bar, latency=latency,
-            ).prune
+        defaults = search_defaults(None, episodes, reward_images)
+        searching = strategy in SEARCH_STRATEGIES
+        if searching:
+            click.echo(defaults.note(), err=True)
+        with ProgressBar(defaults.episodes, strategy) if searching else contextlib.nullcontext() as bar:
+            searched = search_prune(
+                model, target, strategy, data=data, episodes=defaults.episodes, seed=seed, output=out,
+                report=report, round_to=round_to, importance=importance, checkpoint=checkpoint, resume=resume,
+                policy=policy, save_policy=save_policy, bn_recalibrate=bn_recalibrate,
+                reward_images=defaults.reward_images, agent=agent, progress=bar, latency=latency, plan=plan_path,
+            )  # fmt: skip
+        result, accuracy = searched.prune, searched.report.get("accuracy")
     else:
         result = prune_model(
             model, target, strategy, plan=plan_path, round_to=round_to, importance=importance, output=out,
@@ -90,6 +100,11 @@ def prune_cmd(model: str, target_flops: str | None, strategy: str | None, plan_p
     b, a = rep["before"], rep["after"]
     table.add_row("MACs", f"{b['macs']:,}", f"{a['macs']:,}", f"{a['macs'] / max(b['macs'], 1):.4f}")
     table.add_row("params", f"{b['params']:,}", f"{a['params']:,}", f"{a['params'] / max(b['params'], 1):.4f}")
+    for split, acc in (accuracy or {}).items():
+        if acc:
+            label = f"{split.replace('_', '-')} accuracy ({acc['images']} images)"
+            table.add_row(label, f"{100 * acc['original']:.2f}%", f"{100 * acc['pruned']:.2f}%",
+                          f"{100 * (acc['pruned'] - acc['original']):+.2f} pts")  # fmt: skip
     console.print(table)
     pruned = sum(1 for g in rep["groups"] if g["kept_count"] < g["size"])
     console.print(f"{pruned} of {len(rep['groups'])} groups pruned; round-to {rep['round_to']}")
