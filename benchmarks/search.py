@@ -1,18 +1,24 @@
 """Search benchmark: agmc vs amc vs random vs uniform vs l1-global at one MACs target, equal episode budgets.
 
-Every plan is scored the same way: reward-split accuracy with and without BN re-calibration, test
-accuracy in ONNX Runtime (original BN statistics: what the written file holds), seconds per episode and
-episodes to reach 99% of the final best reward. Writes a markdown table (and JSON) with the command.
+Every plan is scored the same way: reward-split accuracy with and without BN re-calibration (the
+search's own score), then the WRITTEN file (BN re-calibrated on the evaluator's images, as
+`agmc-onnx prune` writes it) evaluated in ONNX Runtime on the reward split and the test split;
+seconds per episode and episodes to reach 99% of the final best reward. Seeds are interleaved
+(seed 0 of every strategy, then seed 1, ...) and `--time-budget` stops starting new runs when the
+next one would not fit, so a time-boxed run keeps the comparison balanced. Writes into --out:
+search.md, search.json, search.png (best reward per episode) — three files.
 
-CPU, small:  python benchmarks/search.py --models /tmp/flatten_gemm.bn.onnx --episodes 30 --seeds 0
-GPU, big:    python benchmarks/search.py --models fixtures/models/resnet56.onnx fixtures/models/resnet20.onnx \
-                 --episodes 300 --seeds 0 1 2 --reward-images 5000 --out benchmarks/search.md
+CPU (ResNet-20, ~20 min on 2 busy cores):
+    python benchmarks/search.py --models fixtures/models/resnet20.onnx --episodes 150 --seeds 0 1 --out benchmarks/search_cpu
+GPU (ResNet-56, one H200, < 4.5 min):
+    python benchmarks/search.py --models fixtures/models/resnet56.onnx --episodes 200 --seeds 0 1 --time-budget 230 --out OUT
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import platform
 import shlex
 import sys
 import time
@@ -24,11 +30,13 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+import torch  # noqa: E402
+
 from agmc_onnx.api import analyze  # noqa: E402
-from agmc_onnx.evaluate import Evaluator, device_default, evaluate_onnx  # noqa: E402
+from agmc_onnx.evaluate import Evaluator, evaluate_onnx, recalibrated_onnx  # noqa: E402
 from agmc_onnx.plan import ImportanceCache, plan_from_counts  # noqa: E402
 from agmc_onnx.rl.runner import run_search  # noqa: E402
-from agmc_onnx.search import load_search_data  # noqa: E402
+from agmc_onnx.search import load_search_data, search_defaults  # noqa: E402
 from agmc_onnx.strategies import REGISTRY, Budget, StrategyContext  # noqa: E402
 from agmc_onnx.surgery import prune  # noqa: E402
 
@@ -36,58 +44,114 @@ SEARCHES = ("agmc", "amc", "random")
 RULES = ("uniform", "l1-global")
 
 
-def bench_model(path: str, args: argparse.Namespace) -> list[dict[str, Any]]:
-    """All strategies x seeds x BN settings on one model."""
+def bench_model(path: str, args: argparse.Namespace, deadline: float) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """All strategies x seeds on one model (seeds interleaved); rows, curves and the model's own accuracy."""
+    d = search_defaults(args.device, args.episodes, args.reward_images, args.calib_images)
     a = analyze(path)
-    sd = load_search_data(a.model, args.data, args.reward_images, 0)
-    rows = []
-    evs = {bn: Evaluator(a, sd.reward, sd.calibration, bn_recalibrate=bn, threads=args.threads) for bn in (True, False)}
+    sd = load_search_data(a.model, args.data, d.reward_images, 0)
+    evs = {bn: Evaluator(a, sd.reward, sd.calibration, bn_recalibrate=bn, calib_images=d.calib_images,
+                         device=d.device, threads=args.threads) for bn in (True, False)}  # fmt: skip
+    ev = evs[not args.raw_search]
     cache = ImportanceCache(a, "l1")
-    for bn in (True, False) if args.both_bn else (True,):
-        for strategy in args.strategies:
-            seeds = args.seeds if strategy in SEARCHES else [0]
-            for seed in seeds:
-                ctx = StrategyContext(analysis=a, budget=Budget(flops=args.target), round_to=args.round_to,
-                                      evaluator=evs[bn], seed=seed, options={"episodes": args.episodes}, path=path)
-                t0 = time.perf_counter()
-                curve: list[Any] = []
-                if strategy in SEARCHES:
-                    plan, res = run_search(ctx, strategy)
-                    curve = res.curve
-                else:
-                    plan = REGISTRY[strategy]().propose(ctx)
-                seconds = time.perf_counter() - t0
-                plan = plan_from_counts(a, plan.keep_counts(), cache)
-                proto = prune(a, plan)
-                best = max((e.reward for e in curve), default=None)
-                rows.append({
-                    "model": Path(path).name, "strategy": strategy, "seed": seed, "search_bn": bn,
-                    "macs_ratio": a.cost.macs(plan.keep_counts()) / a.cost.total_macs,
-                    "reward_bn": evs[True].score(plan), "reward_raw": evs[False].score(plan),
-                    "test_raw_ort": evaluate_onnx(proto, sd.test) if sd.test is not None else None,
-                    "seconds": seconds, "s_per_episode": seconds / len(curve) if curve else None,
-                    "episodes_to_99pct": next((e.episode for e in curve if best and e.reward >= 0.99 * best), None),
-                })  # fmt: skip
-                print(json.dumps(rows[-1]), flush=True)
-    return rows
+    facts = {"model": Path(path).name, "device": d.device, "reward_images": len(sd.reward),
+             "calib_images": len(ev.calib), "evaluator_mode": ev.mode, "threads": ev.threads,
+             "original_reward": evaluate_onnx(a.model.proto, sd.reward),
+             "original_test": evaluate_onnx(a.model.proto, sd.test) if sd.test is not None else None,
+             "curves": {}}  # fmt: skip
+    rows: list[dict[str, Any]] = []
+    runs = [(s, 0) for s in args.strategies if s in RULES]
+    runs += [(s, seed) for seed in args.seeds for s in args.strategies if s in SEARCHES]
+    per_run: list[float] = []
+    for strategy, seed in runs:
+        left = deadline - time.perf_counter()
+        if strategy in SEARCHES and per_run and left < 1.2 * max(per_run):
+            print(f"time budget: skipping {strategy} seed {seed} ({left:.0f} s left)", flush=True)
+            rows.append({"model": facts["model"], "strategy": strategy, "seed": seed, "skipped": True})
+            continue
+        ctx = StrategyContext(analysis=a, budget=Budget(flops=args.target), round_to=args.round_to,
+                              evaluator=ev, seed=seed, options={"episodes": d.episodes}, path=path)  # fmt: skip
+        t0 = time.perf_counter()
+        curve: list[Any] = []
+        if strategy in SEARCHES:
+            plan, res = run_search(ctx, strategy)
+            curve = res.curve
+            facts["curves"][f"{strategy}/{seed}"] = [e.best for e in curve]
+        else:
+            plan = REGISTRY[strategy]().propose(ctx)
+        seconds = time.perf_counter() - t0
+        if strategy in SEARCHES:
+            per_run.append(seconds)
+        plan = plan_from_counts(a, plan.keep_counts(), cache)
+        written = recalibrated_onnx(prune(a, plan), ev.calib, ev.batch_size, d.device)
+        best = max((e.reward for e in curve), default=None)
+        rows.append({
+            "model": facts["model"], "strategy": strategy, "seed": seed, "skipped": False,
+            "episodes": len(curve) or None, "macs_ratio": a.cost.macs(plan.keep_counts()) / a.cost.total_macs,
+            "reward_bn": evs[True].score(plan), "reward_raw": evs[False].score(plan),
+            "written_reward": evaluate_onnx(written, sd.reward),
+            "written_test": evaluate_onnx(written, sd.test) if sd.test is not None else None,
+            "seconds": seconds, "s_per_episode": seconds / len(curve) if curve else None,
+            "episodes_to_99pct": next((e.episode for e in curve if best and e.reward >= 0.99 * best), None),
+        })  # fmt: skip
+        print(json.dumps(rows[-1]), flush=True)
+    return rows, facts
 
 
-def markdown(rows: list[dict[str, Any]], command: str) -> str:
-    """A table per model, means over seeds."""
-    lines = [f"# Search benchmark\n\n`{command}`\n\ndevice: {device_default()}\n"]
-    lines.append("| model | strategy | search BN recal | seeds | MACs | reward acc (BN recal) | reward acc (raw) | test acc (raw, ORT) | s/episode | episodes to 99% |")
-    lines.append("|---|---|---|---|---|---|---|---|---|---|")
-    keys = sorted({(r["model"], r["strategy"], r["search_bn"]) for r in rows}, key=str)
-    for key in keys:
-        rs = [r for r in rows if (r["model"], r["strategy"], r["search_bn"]) == key]
+def markdown(rows: list[dict[str, Any]], models: list[dict[str, Any]], command: str, wall: float) -> str:
+    """A table per model, means ± std over seeds."""
+    lines = ["# Search benchmark", "", f"`{command}`", "",
+             f"torch {torch.__version__}, {platform.processor() or platform.machine()}, "
+             f"{torch.cuda.get_device_name() if torch.cuda.is_available() else 'no GPU'}; wall {wall:.0f} s", ""]  # fmt: skip
+    for m in models:
+        name = m["model"]
+        orig_test = f"{100 * m['original_test']:.2f}%" if m["original_test"] is not None else "-"
+        lines += [f"## {name}", "",
+                  f"device {m['device']}, scoring mode {m['evaluator_mode']}, threads {m['threads']}; reward split "
+                  f"{m['reward_images']} train images, BN calibration {m['calib_images']} other train images. "
+                  f"Original: reward split {100 * m['original_reward']:.2f}%, test {orig_test}.", "",
+                  "| strategy | runs | episodes | MACs | reward (BN recal) | reward (raw BN) | written file: reward | "
+                  "written file: test | s/episode | episodes to 99% of best |",
+                  "|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+        for strategy in dict.fromkeys(r["strategy"] for r in rows if r["model"] == name):
+            rs = [r for r in rows if r["model"] == name and r["strategy"] == strategy and not r["skipped"]]
+            skipped = sum(1 for r in rows if r["model"] == name and r["strategy"] == strategy and r["skipped"])
 
-        def m(k: str, rs: list[dict[str, Any]] = rs) -> str:
-            v = [r[k] for r in rs if r[k] is not None]
-            return f"{np.mean(v):.4f} ± {np.std(v):.4f}" if v else "-"
+            def m_(k: str, pct: bool = True, rs: list[dict[str, Any]] = rs) -> str:
+                v = [r[k] for r in rs if r.get(k) is not None]
+                if not v:
+                    return "-"
+                f = 100.0 if pct else 1.0
+                return f"{f * np.mean(v):.2f} ± {f * np.std(v):.2f}" if len(v) > 1 else f"{f * v[0]:.2f}"
 
-        lines.append(f"| {key[0]} | {key[1]} | {key[2]} | {len(rs)} | {m('macs_ratio')} | {m('reward_bn')} | "
-                     f"{m('reward_raw')} | {m('test_raw_ort')} | {m('s_per_episode')} | {m('episodes_to_99pct')} |")
+            runs = f"{len(rs)}" + (f" ({skipped} skipped: time)" if skipped else "")
+            lines.append(f"| {strategy} | {runs} | {m_('episodes', False)} | {m_('macs_ratio', False)} | "
+                         f"{m_('reward_bn')} | {m_('reward_raw')} | {m_('written_reward')} | {m_('written_test')} | "
+                         f"{m_('s_per_episode', False)} | {m_('episodes_to_99pct', False)} |")  # fmt: skip
+        lines.append("")
+    lines.append("Accuracies in percent; MACs as a fraction of the original. No fine-tuning.")
     return "\n".join(lines) + "\n"
+
+
+def plot(models: list[dict[str, Any]], out: Path) -> None:
+    """Best reward so far per episode, one line per search run."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(models), figsize=(6 * len(models), 4), squeeze=False)
+    colors = {"agmc": "tab:red", "amc": "tab:blue", "random": "tab:gray"}
+    for ax, m in zip(axes[0], models, strict=True):
+        for key, best in m["curves"].items():
+            strategy = key.split("/")[0]
+            ax.plot(np.asarray(best) * 100, color=colors.get(strategy), alpha=0.8, label=key)
+        ax.set_title(m["model"])
+        ax.set_xlabel("episode")
+        ax.set_ylabel("best reward-split accuracy (%)")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -96,21 +160,33 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--models", nargs="+", required=True)
     p.add_argument("--data", default=str(ROOT / "fixtures" / "data"))
     p.add_argument("--target", type=float, default=0.5)
-    p.add_argument("--episodes", type=int, default=300)
+    p.add_argument("--episodes", type=int, default=None, help="per search (default: 300 on a GPU, 100 on a CPU)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--strategies", nargs="+", default=list(SEARCHES + RULES))
-    p.add_argument("--reward-images", type=int, default=2000)
+    p.add_argument("--reward-images", type=int, default=None, help="default: 2000 on a GPU, 1000 on a CPU")
+    p.add_argument("--calib-images", type=int, default=None, help="default: 512 on a GPU, 256 on a CPU")
     p.add_argument("--round-to", type=int, default=1)
+    p.add_argument("--device", default=None, help="cuda / cpu (default: cuda when present)")
     p.add_argument("--threads", type=int, default=None)
-    p.add_argument("--both-bn", action="store_true", help="also search with raw (not re-calibrated) rewards")
-    p.add_argument("--out", type=Path, default=None, help="markdown file (JSON rows beside it)")
+    p.add_argument("--raw-search", action="store_true", help="search with raw (not re-calibrated) rewards")
+    p.add_argument("--time-budget", type=float, default=None, help="seconds: start no search run that would not fit")
+    p.add_argument("--out", type=Path, default=None, help="directory for search.md, search.json, search.png")
     args = p.parse_args(argv)
-    rows = [r for path in args.models for r in bench_model(path, args)]
-    text = markdown(rows, "python benchmarks/search.py " + shlex.join(argv if argv is not None else sys.argv[1:]))
+    t0 = time.perf_counter()
+    deadline = t0 + (args.time_budget if args.time_budget else float("inf"))
+    rows, models = [], []
+    for path in args.models:
+        r, facts = bench_model(path, args, deadline)
+        rows += r
+        models.append(facts)
+    command = "python benchmarks/search.py " + shlex.join(argv if argv is not None else sys.argv[1:])
+    text = markdown(rows, models, command, time.perf_counter() - t0)
     print(text)
     if args.out:
-        args.out.write_text(text)
-        args.out.with_suffix(".json").write_text(json.dumps(rows, indent=1))
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "search.md").write_text(text)
+        (args.out / "search.json").write_text(json.dumps({"command": command, "rows": rows, "models": models}, indent=1))
+        plot(models, args.out / "search.png")
     return 0
 
 
