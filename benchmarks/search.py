@@ -30,6 +30,26 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+
+def _torchvision_stub() -> None:
+    """onnx2torch imports torchvision only for its NMS / RoiAlign converters; a bare GPU host may lack it."""
+    try:
+        import torchvision  # noqa: F401
+    except ImportError:
+        import types
+
+        def missing(*_: object, **__: object) -> None:
+            raise ImportError("torchvision is not installed (onnx2torch needs it for NMS / RoiAlign only)")
+
+        tv, ops = types.ModuleType("torchvision"), types.ModuleType("torchvision.ops")
+        ops.nms = ops.roi_align = ops.box_convert = missing  # type: ignore[attr-defined]
+        tv.ops = ops  # type: ignore[attr-defined]
+        sys.modules.setdefault("torchvision", tv)
+        sys.modules.setdefault("torchvision.ops", ops)
+
+
+_torchvision_stub()
+
 import torch  # noqa: E402
 
 from agmc_onnx.api import analyze  # noqa: E402
@@ -133,8 +153,12 @@ def markdown(rows: list[dict[str, Any]], models: list[dict[str, Any]], command: 
 
 
 def plot(models: list[dict[str, Any]], out: Path) -> None:
-    """Best reward so far per episode, one line per search run."""
-    import matplotlib
+    """Best reward so far per episode, one line per search run (skipped without matplotlib)."""
+    try:
+        import matplotlib
+    except ImportError:
+        print("matplotlib is not installed: no search.png", flush=True)
+        return
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
