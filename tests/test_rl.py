@@ -136,3 +136,34 @@ def test_agent_learns_which_groups_to_keep() -> None:
     assert np.mean([ratios[i] for i in (0, 2, 4)]) > 0.75, ratios
     assert max(ratios[i] for i in (1, 3, 5)) < 0.35, ratios
     assert greedy.best_reward > 0.8
+
+
+def test_learn_encodes_once_per_phase_and_moves_the_encoder() -> None:
+    """learn(n): one encoder forward for n minibatch updates; the encoder still moves (mean actor gradient)."""
+    from torch import nn
+
+    class Counting(nn.Module):
+        kind = "counting"
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.lin = nn.Linear(4, 3)
+            self.dim = 3
+            self.calls = 0
+
+        def forward(self) -> torch.Tensor:
+            self.calls += 1
+            return self.lin(torch.eye(4))
+
+    for schedule, forwards in (("episode", 1), ("update", 5)):
+        src = Counting()
+        agent = DDPG(src, 4, DDPGConfig(hidden=16, batch=8, encoder_schedule=schedule), seed=0)
+        for i in range(16):
+            agent.buffer.add(i % 4, np.zeros(DYN_FEATURES, np.float32), 0.5, float(i % 2), 0,
+                             np.zeros(DYN_FEATURES, np.float32), False)  # fmt: skip
+        w0, a0 = src.lin.weight.detach().clone(), [p.clone() for p in agent.actor.parameters()]
+        src.calls = 0
+        agent.learn(5)
+        assert src.calls == forwards
+        assert not torch.equal(w0, src.lin.weight.detach())
+        assert any(not torch.equal(a, b) for a, b in zip(a0, agent.actor.parameters(), strict=True))
