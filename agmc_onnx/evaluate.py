@@ -24,6 +24,7 @@ import onnx
 import torch
 from torch import Tensor, nn
 
+from agmc_onnx.errors import AgmcError
 from agmc_onnx.plan import Plan
 
 
@@ -186,10 +187,11 @@ class Evaluator:
         self.calib = torch.as_tensor(cx, device=self.device)
         self.module = _to_torch(analysis.model.proto).to(self.device).eval()
         self._slots: list[tuple[_Slot, int, Tensor]] = []
+        self.slice_fallback: str | None = None  # why "auto" could not slice
         if mode in ("auto", "slice"):
             try:
                 self._slots = self._slice_slots()
-            except (LookupError, RuntimeError) as exc:
+            except (LookupError, RuntimeError, AgmcError) as exc:
                 if mode == "slice":
                     raise
                 self.slice_fallback = str(exc)
