@@ -119,6 +119,7 @@ def search_prune(
     reward_images: int | None = None,
     calib_images: int | None = None,
     agent: str = "ddpg",
+    decoder: str = "groups",
     warmup: int | None = None,
     progress: Callable[[Episode], None] | None = None,
     device: str | None = None,
@@ -159,7 +160,7 @@ def search_prune(
         checkpoint = Path(str(output) + ".search")
     opts: dict[str, Any] = dict(options or {})
     opts.update({
-        "episodes": d.episodes, "agent": agent, "checkpoint": checkpoint, "resume": resume, "policy": policy,
+        "episodes": d.episodes, "agent": agent, "decoder": decoder, "checkpoint": checkpoint, "resume": resume, "policy": policy,
         "save_policy": save_policy, "progress": progress, "on_result": lambda r: holder.setdefault("r", r),
     })  # fmt: skip
     if warmup is not None:

@@ -61,6 +61,7 @@ from agmc_onnx.strategies import REGISTRY, Budget, StrategyContext  # noqa: E402
 from agmc_onnx.surgery import prune  # noqa: E402
 
 SEARCHES = ("agmc", "amc", "random")
+VARIANTS = {"agmc-lstm": ("agmc", {"decoder": "lstm"})}  # extra searches, only when named
 RULES = ("uniform", "l1-global")
 
 
@@ -80,26 +81,28 @@ def bench_model(path: str, args: argparse.Namespace, deadline: float) -> tuple[l
              "curves": {}}  # fmt: skip
     rows: list[dict[str, Any]] = []
     runs = [(s, 0) for s in args.strategies if s in RULES]
-    runs += [(s, seed) for seed in args.seeds for s in args.strategies if s in SEARCHES]
+    runs += [(s, seed) for seed in args.seeds for s in args.strategies if s in SEARCHES or s in VARIANTS]
     per_run: list[float] = []
     for strategy, seed in runs:
         left = deadline - time.perf_counter()
-        if strategy in SEARCHES and per_run and left < 1.2 * max(per_run):
+        searching = strategy in SEARCHES or strategy in VARIANTS
+        if searching and per_run and left < 1.2 * max(per_run):
             print(f"time budget: skipping {strategy} seed {seed} ({left:.0f} s left)", flush=True)
             rows.append({"model": facts["model"], "strategy": strategy, "seed": seed, "skipped": True})
             continue
+        kind, extra = VARIANTS.get(strategy, (strategy, {}))
         ctx = StrategyContext(analysis=a, budget=Budget(flops=args.target), round_to=args.round_to,
-                              evaluator=ev, seed=seed, options={"episodes": d.episodes}, path=path)  # fmt: skip
+                              evaluator=ev, seed=seed, options={"episodes": d.episodes, **extra}, path=path)  # fmt: skip
         t0 = time.perf_counter()
         curve: list[Any] = []
-        if strategy in SEARCHES:
-            plan, res = run_search(ctx, strategy)
+        if searching:
+            plan, res = run_search(ctx, kind)
             curve = res.curve
             facts["curves"][f"{strategy}/{seed}"] = [e.best for e in curve]
         else:
             plan = REGISTRY[strategy]().propose(ctx)
         seconds = time.perf_counter() - t0
-        if strategy in SEARCHES:
+        if searching:
             per_run.append(seconds)
         plan = plan_from_counts(a, plan.keep_counts(), cache)
         written = recalibrated_onnx(prune(a, plan), ev.calib, ev.batch_size, d.device)
@@ -164,7 +167,7 @@ def plot(models: list[dict[str, Any]], out: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, len(models), figsize=(6 * len(models), 4), squeeze=False)
-    colors = {"agmc": "tab:red", "amc": "tab:blue", "random": "tab:gray"}
+    colors = {"agmc": "tab:red", "agmc-lstm": "tab:orange", "amc": "tab:blue", "random": "tab:gray"}
     for ax, m in zip(axes[0], models, strict=True):
         for key, best in m["curves"].items():
             strategy = key.split("/")[0]
@@ -186,7 +189,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--target", type=float, default=0.5)
     p.add_argument("--episodes", type=int, default=None, help="per search (default: 300 on a GPU, 100 on a CPU)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    p.add_argument("--strategies", nargs="+", default=list(SEARCHES + RULES))
+    p.add_argument("--strategies", nargs="+", default=list(SEARCHES + RULES),
+                   help=f"of {', '.join(SEARCHES + RULES + tuple(VARIANTS))}")
     p.add_argument("--reward-images", type=int, default=None, help="default: 2000 on a GPU, 1000 on a CPU")
     p.add_argument("--calib-images", type=int, default=None, help="default: 512 on a GPU, 256 on a CPU")
     p.add_argument("--round-to", type=int, default=1)

@@ -72,3 +72,22 @@ def test_one_encoder_reads_models_of_any_size(resnet20, tmp_path: Path) -> None:
     assert g1.shape == g2.shape
     assert e2.shape[0] == len(other.prunable_groups()) != e1.shape[0]
     assert not torch.allclose(g1, g2)
+
+
+def test_lstm_decoder_states_and_policy_decoder_check(resnet20, tmp_path: Path) -> None:  # noqa: ANN001
+    """The paper's LSTM decoder: one state row per group, trainable end to end; policies name their decoder."""
+    from agmc_onnx.errors import InputError
+    from agmc_onnx.rl import DDPG
+    from agmc_onnx.rl.states import GraphStates, LSTMGraphStates
+
+    lstm = LSTMGraphStates(resnet20)
+    table = lstm()
+    steps = len(resnet20.prunable_groups())
+    assert table.shape == (steps, lstm.dim) and not torch.allclose(table[0], table[-1])
+    table.sum().backward()
+    assert lstm.lstm.weight_ih_l0.grad is not None and lstm.encoder.inp[0].weight.grad is not None
+    saved = DDPG(lstm, steps, seed=0).policy_dict()
+    assert saved["decoder"] == "lstm"
+    with pytest.raises(InputError, match="decoder 'lstm'"):
+        DDPG(GraphStates(resnet20), steps, seed=0).load_policy(saved)
+    DDPG(LSTMGraphStates(resnet20), steps, seed=0).load_policy(saved)

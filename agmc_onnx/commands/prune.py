@@ -33,6 +33,8 @@ from agmc_onnx.strategies import REGISTRY, SEARCH_STRATEGIES
 @click.option("--episodes", type=int, default=None,
               help="Search episodes (agmc, amc, random; default 300 on a GPU, 100 on a CPU).")
 @click.option("--agent", type=click.Choice(["ddpg"]), default="ddpg", show_default=True)
+@click.option("--decoder", type=click.Choice(["groups", "lstm"]), default="groups", show_default=True,
+              help="agmc state per step: the group's GNN embedding, or the paper's LSTM over the graph embedding.")
 @click.option("--policy", type=click.Path(dir_okay=False, exists=True), default=None,
               help="Start from a saved policy (--episodes 0: zero-shot).")
 @click.option("--save-policy", type=click.Path(dir_okay=False), default=None, help="Write the trained encoder + actor here.")
@@ -46,7 +48,7 @@ from agmc_onnx.strategies import REGISTRY, SEARCH_STRATEGIES
 @prune_run_options
 def prune_cmd(model: str, target_flops: str | None, strategy: str | None, plan_path: str | None, output: str | None,
               report: str | None, round_to: str, importance: str, seed: int, data: str | None, episodes: int,
-              agent: str, policy: str | None, save_policy: str | None, checkpoint: str | None, resume: bool,
+              agent: str, decoder: str, policy: str | None, save_policy: str | None, checkpoint: str | None, resume: bool,
               bn_recalibrate: bool, reward_images: int | None, **kw: Any) -> None:
     """Prune MODEL's channels to --target-flops and/or --target-latency / --target-speedup (or as --plan says)."""
     if strategy is None:
@@ -84,7 +86,7 @@ def prune_cmd(model: str, target_flops: str | None, strategy: str | None, plan_p
                 model, target, strategy, data=data, episodes=defaults.episodes, seed=seed, output=out,
                 report=report, round_to=round_to, importance=importance, checkpoint=checkpoint, resume=resume,
                 policy=policy, save_policy=save_policy, bn_recalibrate=bn_recalibrate,
-                reward_images=defaults.reward_images, agent=agent, progress=bar, latency=latency, plan=plan_path,
+                reward_images=defaults.reward_images, agent=agent, decoder=decoder, progress=bar, latency=latency, plan=plan_path,
             )  # fmt: skip
         result, accuracy = searched.prune, searched.report.get("accuracy")
     else:

@@ -320,6 +320,7 @@ class DDPG:
         src = {k: v for k, v in self.source.state_dict().items() if k != "table"}
         return {
             "kind": getattr(self.source, "kind", "fixed"),
+            "decoder": getattr(self.source, "decoder", None),
             "config": asdict(self.cfg),
             "source": src,
             "actor": self.actor.state_dict(),
@@ -328,6 +329,11 @@ class DDPG:
 
     def load_policy(self, d: dict[str, Any]) -> None:
         """Start from a saved policy (another model's is fine: sizes do not depend on the model)."""
+        mine = getattr(self.source, "decoder", None)
+        if d.get("decoder", mine) != mine:
+            from agmc_onnx.errors import InputError
+
+            raise InputError(f"this policy was saved with decoder {d.get('decoder')!r}, not {mine!r}")
         self.source.load_state_dict(d["source"], strict=False)
         self.actor.load_state_dict(d["actor"])
         self.critic.load_state_dict(d["critic"])

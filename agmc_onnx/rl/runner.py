@@ -12,7 +12,7 @@ from agmc_onnx.plan import ImportanceCache, Plan, plan_from_counts
 from agmc_onnx.rl.ddpg import DDPG, DDPGConfig
 from agmc_onnx.rl.env import PruningEnv
 from agmc_onnx.rl.search import Search, SearchResult
-from agmc_onnx.rl.states import GraphStates, HandStates
+from agmc_onnx.rl.states import DECODERS, HandStates
 
 DEFAULT_EPISODES = 300
 DEFAULT_A_MIN = 0.2  # AMC's lower bound on the kept fraction of a layer
@@ -24,7 +24,10 @@ def build_agent(kind: str, analysis: Any, steps: int, seed: int, options: dict[s
     if agent_name != "ddpg":
         raise InputError(f"unknown agent {agent_name!r} (available: ddpg)")
     torch.manual_seed(seed)
-    source = GraphStates(analysis) if kind == "agmc" else HandStates(analysis)
+    decoder = options.get("decoder", "groups")
+    if decoder not in DECODERS:
+        raise InputError(f"unknown decoder {decoder!r} (available: {', '.join(DECODERS)})")
+    source = DECODERS[decoder](analysis) if kind == "agmc" else HandStates(analysis)
     overrides = {k: options[k] for k in DDPGConfig.__dataclass_fields__ if k in options}
     overrides.setdefault("a_min", options.get("a_min", DEFAULT_A_MIN))
     return DDPG(source, steps, DDPGConfig(**overrides), seed=seed)
@@ -72,7 +75,8 @@ def run_search(ctx: Any, kind: str) -> tuple[Plan, SearchResult]:
         return float(ctx.evaluator.score(plan_from_counts(analysis, counts, cache)))
 
     fingerprint = {"strategy": kind, "latency_limit_ms": limit_ms, "episodes_warmup": warmup, "round_to": ctx.round_to,
-                   "importance": ctx.importance, "bn": getattr(ctx.evaluator, "bn_recalibrated", None)}
+                   "importance": ctx.importance, "bn": getattr(ctx.evaluator, "bn_recalibrated", None),
+                   "decoder": opts.get("decoder", "groups") if kind == "agmc" else None}
     search = Search(env, score, agent, episodes, None if warmup is None else int(warmup), ctx.seed,
                     opts.get("checkpoint"), fingerprint, opts.get("progress"))
     result = search.run(resume=bool(opts.get("resume")))

@@ -17,6 +17,7 @@ class GraphStates(nn.Module):
     """AGMC: the state of step t = [graph embedding, embedding of group t] from a trainable GNN."""
 
     kind = "agmc"
+    decoder = "groups"
 
     def __init__(self, analysis: Any, encoder: GraphEncoder | None = None) -> None:
         super().__init__()
@@ -28,6 +29,30 @@ class GraphStates(nn.Module):
         """[steps, dim]: one static state row per prunable group."""
         graph, groups = self.encoder(self.data, self.info)
         return torch.cat([graph.expand(groups.size(0), -1), groups], dim=1)
+
+
+class LSTMGraphStates(GraphStates):
+    """AGMC's decoder as in the paper: an LSTM unrolls the graph embedding into one state per group.
+
+    Row t = [graph embedding, h_t], h_t the LSTM's output at step t with the graph embedding as
+    every step's input (groups in topological order); the per-group GNN embeddings are not used.
+    """
+
+    decoder = "lstm"
+
+    def __init__(self, analysis: Any, encoder: GraphEncoder | None = None) -> None:
+        super().__init__(analysis, encoder)
+        self.lstm = nn.LSTM(self.encoder.embed, self.encoder.embed)
+
+    def forward(self) -> Tensor:
+        """[steps, dim]: the graph embedding beside the LSTM's unrolled states."""
+        graph, groups = self.encoder(self.data, self.info)
+        seq = graph.expand(groups.size(0), -1)
+        h, _ = self.lstm(seq.unsqueeze(1))
+        return torch.cat([seq, torch.tanh(h.squeeze(1))], dim=1)
+
+
+DECODERS = {"groups": GraphStates, "lstm": LSTMGraphStates}
 
 
 AMC_FEATURES = 9
