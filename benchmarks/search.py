@@ -8,10 +8,16 @@ seconds per episode and episodes to reach 99% of the final best reward. Seeds ar
 next one would not fit, so a time-boxed run keeps the comparison balanced. Writes into --out:
 search.md, search.json, search.png (best reward per episode) — three files.
 
-CPU (ResNet-20, ~20 min on 2 busy cores):
-    python benchmarks/search.py --models fixtures/models/resnet20.onnx --episodes 150 --seeds 0 1 --out benchmarks/search_cpu
-GPU (ResNet-56, one H200, < 4.5 min):
-    python benchmarks/search.py --models fixtures/models/resnet56.onnx --episodes 200 --seeds 0 1 --time-budget 230 --out OUT
+CPU (ResNet-20, ~20 min on 2 busy cores; results in benchmarks/search_resnet20_cpu/):
+    python benchmarks/search.py --models fixtures/models/resnet20.onnx --episodes 300 --seeds 0 1 2 \
+        --time-budget 1380 --out benchmarks/search_resnet20_cpu
+GPU (ResNet-56, one H100/H200, under 4.5 min wall: 2000 reward + 512 calibration images on the GPU,
+agent on one CPU thread; runs stop being started after 190 s, seeds interleaved):
+    python benchmarks/search.py --models fixtures/models/resnet56.onnx --device cuda --episodes 200 \
+        --seeds 0 1 2 --time-budget 190 --out OUT
+Needs only torch, torch-geometric, onnx, onnxruntime (CPU is fine: it evaluates the written files),
+numpy, networkx, click, rich, plus onnx2torch, onnxslim (+ colorama), onnx-graphsurgeon; torchvision
+and matplotlib are optional (a stub stands in for onnx2torch's NMS/RoiAlign import; no PNG).
 """
 
 from __future__ import annotations
