@@ -438,7 +438,8 @@ def recalibrated_onnx(proto: onnx.ModelProto, images: Any, batch_size: int = 256
         return proto
     dev = torch.device(device) if device else device_default()
     module = _to_torch(proto).to(dev).eval()
-    x = torch.as_tensor(np.asarray(getattr(images, "x", images), np.float32), device=dev)
+    raw = getattr(images, "x", images)
+    x = raw.to(dev, torch.float32) if isinstance(raw, torch.Tensor) else torch.as_tensor(np.asarray(raw, np.float32), device=dev)
     recalibrate_bn(module, x, batch_size)
     return write_bn_stats(proto, module)
 
