@@ -16,7 +16,7 @@ from agmc_onnx.groups import analyze as _analyze
 from agmc_onnx.io import check_output_path, write_json, write_model
 from agmc_onnx.model import ModelGraph
 from agmc_onnx.model import load as _load
-from agmc_onnx.plan import Plan, parse_round_to
+from agmc_onnx.plan import Plan, group_step, parse_round_to
 from agmc_onnx.strategies import REGISTRY, Budget, StrategyContext, check_target
 from agmc_onnx.surgery import prune as _prune
 
@@ -84,6 +84,7 @@ def build_report(analysis: Analysis, plan: Plan, proto: onnx.ModelProto, **facts
     """Report: before/after costs (predicted and counted), the plan, per group its members and kept indices."""
     cost = analysis.cost
     after_counted = count_macs(proto)
+    round_to = facts.get("round_to")
     groups = []
     for g in analysis.groups:
         kept = plan.kept.get(g.id, list(range(g.size))) if g.prunable else list(range(g.size))
@@ -94,6 +95,7 @@ def build_report(analysis: Analysis, plan: Plan, proto: onnx.ModelProto, **facts
                 "kept_count": len(kept),
                 "kept": [int(i) for i in kept],
                 "prunable": g.prunable,
+                "round_step": group_step(g.size, round_to) if g.prunable and round_to is not None else None,
                 "frozen_reason": g.frozen_reason,
                 "producers": g.producers,
                 "members": [

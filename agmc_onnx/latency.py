@@ -35,7 +35,7 @@ from agmc_onnx.errors import InputError
 if TYPE_CHECKING:
     from agmc_onnx.cost import Length
     from agmc_onnx.groups import Analysis
-    from agmc_onnx.plan import Plan
+    from agmc_onnx.plan import Plan, RoundTo
     from agmc_onnx.strategies.base import Budget
 
 FORMAT = 1
@@ -121,16 +121,15 @@ class LayerSpec:
     build: Callable[[int, int, int], onnx.ModelProto] = field(repr=False)  # (cin, cout, batch) -> model
 
 
-def _grid(length: Length, sizes: Mapping[int, int], round_to: int, max_points: int) -> list[int]:
-    """Widths of one axis to measure: from its minimum to its full length in rounding steps, subsampled."""
-    from agmc_onnx.plan import round_count
+def _grid(length: Length, sizes: Mapping[int, int], round_to: RoundTo, max_points: int) -> list[int]:
+    """Widths of one axis to measure: from its minimum to its full length in its groups' finest step, subsampled."""
+    from agmc_onnx.plan import group_step, round_count
 
     full = length.full()
     if not length.terms:
         return [full]
     low = int(round(length.of_counts({g: round_count(0, sizes[g], round_to) for g, _, _ in length.terms})))
-    coef = min(c for _, c, _ in length.terms)
-    step = max(1, int(round(round_to * coef)))
+    step = max(1, int(round(min(group_step(sizes[g], round_to) * c for g, c, _ in length.terms))))
     values = sorted({*range(low, full, step), full})
     if len(values) > max_points:
         idx = np.unique(np.round(np.linspace(0, len(values) - 1, max_points)).astype(int))
@@ -159,7 +158,7 @@ def _attrs(node: onnx.NodeProto, drop: tuple[str, ...] = ()) -> dict[str, Any]:
     return {a.name: helper.get_attribute_value(a) for a in node.attribute if a.name not in drop}
 
 
-def layer_specs(analysis: Analysis, round_to: int, max_points: int = 6) -> tuple[list[LayerSpec], list[str]]:
+def layer_specs(analysis: Analysis, round_to: RoundTo, max_points: int = 6) -> tuple[list[LayerSpec], list[str]]:
     """One LayerSpec per Conv/Gemm the tables model; and the MAC nodes left to the constant (with why)."""
     m = analysis.model
     sizes = {g.id: g.size for g in analysis.groups}
@@ -336,7 +335,7 @@ class LatencyModel:
         """Bind the table to the analysis' per-node width terms."""
         self.analysis = analysis
         self.table = table
-        specs = specs if specs is not None else layer_specs(analysis, int(table.settings["round_to"]),
+        specs = specs if specs is not None else layer_specs(analysis, table.settings["round_to"],
                                                              int(table.settings["max_points"]))[0]  # fmt: skip
         self.terms = [(s.in_len, s.out_len, table.nodes[s.node]) for s in specs if s.node in table.nodes]
         self.names = [s.node for s in specs if s.node in table.nodes]
@@ -423,7 +422,7 @@ def build_latency_model(
     batch: int = 1,
     provider: str = "cpu",
     threads: int | None = None,
-    round_to: int = 16,
+    round_to: RoundTo = 16,
     *,
     cache_dir: str | os.PathLike[str] | None = None,
     use_cache: bool = True,
@@ -439,7 +438,7 @@ def build_latency_model(
     if batch < 1:
         raise InputError(f"--batch must be a positive integer, got {batch}")
     settings = {
-        "provider": provider, "threads": threads, "batch": int(batch), "round_to": int(round_to),
+        "provider": provider, "threads": threads, "batch": int(batch), "round_to": round_to,
         "machine": machine if machine is not None else machine_id(), "ort": _ort_version(),
         "warmup": warmup, "repeats": repeats, "max_points": max_points,
         "synthetic": runner_factory is not None or timer is not time.perf_counter,
@@ -493,7 +492,7 @@ def build_latency_model(
     return LatencyModel(analysis, table, specs)
 
 
-def _calibrate(analysis: Analysis, specs: list[LayerSpec], nodes: dict[str, NodeTable], batch: int, round_to: int,
+def _calibrate(analysis: Analysis, specs: list[LayerSpec], nodes: dict[str, NodeTable], batch: int, round_to: RoundTo,
                factory: RunnerFactory, timer: Timer, warmup: int, repeats: int,
                ) -> tuple[float, float, float, list[dict[str, float]]]:  # fmt: skip
     """Fit measured = scale * table sum + offset on the original and uniformly pruned copies, interleaved."""

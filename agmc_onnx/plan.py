@@ -41,9 +41,38 @@ class Plan:
         return {g: len(v) for g, v in self.kept.items()}
 
 
-def round_count(count: float, size: int, round_to: int) -> int:
-    """Kept count: a multiple of `round_to` (or the full size), at least one multiple, never zero."""
-    n = max(1, int(round_to))
+RoundTo = int | str  # resolved --round-to: N (every group steps by N) or "auto:B" (per-group steps, block B)
+
+AUTO_MIN_CHOICES = 4  # under auto, a group keeps at least this many widths ...
+AUTO_MIN_STEP = 4  # ... unless that would need a step below this
+
+
+def group_step(size: int, round_to: RoundTo) -> int:
+    """Rounding step of a group of `size` channels: N when explicit; under "auto:B" the runtime block B for wide groups.
+
+    Narrow groups step by the largest power of two <= B that leaves at least AUTO_MIN_CHOICES widths,
+    never below AUTO_MIN_STEP: with B=16, 16 channels step by 4 and 32 by 8, 64 and wider by 16.
+    Why: a 3x3 conv pair C -> k -> C in ORT CPU (AVX-512, 2 threads, interleaved;
+    benchmarks/round_steps.py) costs about linearly in k for C=16 and 32, so finer steps there
+    waste little time, while B-step rounding leaves a 16-channel group unprunable (ResNet-20 at
+    50% MACs: 24.5% test accuracy with 16 everywhere, 78.5% with 8).
+    """
+    if isinstance(round_to, int):
+        return max(1, round_to)
+    step = _auto_block(round_to)
+    while step > AUTO_MIN_STEP and -(-size // step) < AUTO_MIN_CHOICES:
+        step //= 2
+    return step
+
+
+def round_steps(analysis: Analysis, round_to: RoundTo) -> dict[int, int]:
+    """The rounding step of every prunable group, by group id."""
+    return {g.id: group_step(g.size, round_to) for g in analysis.prunable_groups()}
+
+
+def round_count(count: float, size: int, round_to: RoundTo) -> int:
+    """Kept count: a multiple of the group's step (or the full size), at least one step, never zero."""
+    n = group_step(size, round_to)
     if size <= n:
         return size
     k = int(round(count / n)) * n
@@ -52,7 +81,7 @@ def round_count(count: float, size: int, round_to: int) -> int:
 
 
 def auto_round_to() -> int:
-    """16 on a CPU with AVX-512 (ORT CPU blocks channels by 16 there), 8 otherwise."""
+    """The runtime block: 16 on a CPU with AVX-512 (ORT CPU blocks channels by 16 there), 8 otherwise."""
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as f:
             flags = f.read()
@@ -61,12 +90,23 @@ def auto_round_to() -> int:
     return 16 if "avx512f" in flags else 8
 
 
-def parse_round_to(value: str | int) -> int:
-    """'auto' or a positive integer."""
+def _auto_block(value: str) -> int:
+    """The block B of "auto" (this machine's) or "auto:B" (a power of two)."""
+    text = value.strip().lower()
+    if text == "auto":
+        return auto_round_to()
+    head, _, tail = text.partition(":")
+    if head != "auto" or not tail.isdigit() or int(tail) < 1 or int(tail) & (int(tail) - 1):
+        raise InputError(f"--round-to must be 'auto', 'auto:B' (B a power of two) or a positive integer, not {value!r}")
+    return int(tail)
+
+
+def parse_round_to(value: str | int) -> RoundTo:
+    """'auto' -> "auto:B" with this runtime's block B; 'auto:B' as given; a positive integer N -> N."""
     if isinstance(value, int):
         n = value
-    elif str(value).strip().lower() == "auto":
-        return auto_round_to()
+    elif str(value).strip().lower().startswith("auto"):
+        return f"auto:{_auto_block(str(value))}"
     else:
         try:
             n = int(value)
@@ -123,7 +163,7 @@ def plan_from_counts(analysis: Analysis, counts: Mapping[int, int], importance: 
     return Plan(kept)
 
 
-def counts_from_ratios(analysis: Analysis, ratios: Mapping[int, float], round_to: int = 16) -> dict[int, int]:
+def counts_from_ratios(analysis: Analysis, ratios: Mapping[int, float], round_to: RoundTo = 16) -> dict[int, int]:
     """Rounded keep counts of the prunable groups for keep ratios (missing groups keep all)."""
     out = {}
     for g in analysis.prunable_groups():
@@ -138,9 +178,9 @@ def plan_from_ratios(
     analysis: Analysis,
     ratios: Mapping[int, float],
     importance: str | ImportanceCache = "l1",
-    round_to: int = 16,
+    round_to: RoundTo = 16,
 ) -> Plan:
-    """Keep counts = round(ratio*size) to a multiple of `round_to`; channels chosen by importance."""
+    """Keep counts = round(ratio*size) to a multiple of the group's step (group_step); channels by importance."""
     plan = plan_from_counts(analysis, counts_from_ratios(analysis, ratios, round_to), importance)
     plan.ratios = {g.id: float(ratios.get(g.id, 1.0)) for g in analysis.prunable_groups()}
     return plan

@@ -110,6 +110,23 @@ def test_grid_is_bounded_and_repeated_layers_share_a_table() -> None:
         assert s.grid_out == sorted(set(s.grid_out))
 
 
+def test_auto_grids_follow_each_groups_step(r20: Analysis, tmp_path: Path) -> None:
+    """Under auto:16 the tables measure ResNet-20's 16/32/64-channel axes in steps of 4/8/16; a reload agrees."""
+    specs, _ = layer_specs(r20, "auto:16")
+    grids = {tuple(s.grid_out) for s in specs} | {tuple(s.grid_in) for s in specs}
+    assert {(4, 8, 12, 16), (8, 16, 24, 32), (16, 32, 48, 64)} <= grids
+    clock = FakeClock()
+    lm = build_latency_model(r20, 1, round_to="auto:16", cache_dir=tmp_path, timer=clock,
+                             runner_factory=synthetic(clock), machine="cpu-A", warmup=0, repeats=2)  # fmt: skip
+    table = json.loads((tmp_path / f"{lm.table.key}.json").read_text())
+    assert table["settings"]["round_to"] == "auto:16"
+    from agmc_onnx.latency import LatencyModel, LatencyTable
+
+    again = LatencyModel(r20, LatencyTable.from_json(table))
+    keep = {g.id: round_count(0.5 * g.size, g.size, "auto:16") for g in r20.prunable_groups()}
+    assert again.predict(keep) == pytest.approx(lm.predict(keep))
+
+
 def test_cache_hit_key_and_invalidation(r20: Analysis, tmp_path: Path) -> None:
     clock, calls = FakeClock(), []
 
@@ -127,7 +144,8 @@ def test_cache_hit_key_and_invalidation(r20: Analysis, tmp_path: Path) -> None:
     assert len(calls) == n and again.table.cached and again.table.key == first.table.key
     assert again.predict({}) == pytest.approx(first.predict({}))
     keys = {first.table.key}
-    for kw in ({"batch": 4}, {"threads": 2}, {"machine": "cpu-B"}, {"provider": "cuda"}, {"round_to": 8}):
+    for kw in ({"batch": 4}, {"threads": 2}, {"machine": "cpu-B"}, {"provider": "cuda"}, {"round_to": 8},
+               {"round_to": "auto:16"}):
         other = build(**kw)
         assert not other.table.cached and other.table.key not in keys
         keys.add(other.table.key)

@@ -14,7 +14,7 @@ from agmc_onnx.rl.search import Search
 from agmc_onnx.rl.states import FixedStates
 
 
-def chain_env(target: float, sizes: list[int], round_to: int = 1, a_min: float = 0.1) -> PruningEnv:
+def chain_env(target: float, sizes: list[int], round_to: int | str = 1, a_min: float = 0.1) -> PruningEnv:
     """A conv chain: MACs of layer i = keep[i-1] * keep[i] * 9 (bilinear, like real convs)."""
     ids = list(range(len(sizes)))
 
@@ -30,11 +30,14 @@ def test_allowed_counts_follow_round_to_and_floor() -> None:
     assert allowed_counts(40, 16, 0.05) == [16, 32, 40]
     assert allowed_counts(8, 16, 0.2) == [8]
     assert allowed_counts(10, 1, 0.5) == [5, 6, 7, 8, 9, 10]
+    assert allowed_counts(16, "auto:16", 0.05) == [4, 8, 12, 16]  # per-group steps (plan.group_step)
+    assert allowed_counts(32, "auto:16", 0.05) == [8, 16, 24, 32]
+    assert allowed_counts(64, "auto:16", 0.05) == [16, 32, 48, 64]
 
 
-@pytest.mark.parametrize("round_to", [1, 4])
+@pytest.mark.parametrize("round_to", [1, 4, "auto:16"])
 @pytest.mark.parametrize("target", [0.3, 0.5, 0.8])
-def test_action_wall_meets_target_for_any_actions(target: float, round_to: int) -> None:
+def test_action_wall_meets_target_for_any_actions(target: float, round_to: int | str) -> None:
     rng = np.random.default_rng(0)
     sizes = [16, 32, 32, 64, 64, 24]
     for _ in range(60):

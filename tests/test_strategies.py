@@ -10,13 +10,13 @@ import pytest
 
 from agmc_onnx.errors import InputError
 from agmc_onnx.importance import scores
-from agmc_onnx.plan import Plan, parse_round_to, plan_from_ratios, round_count
+from agmc_onnx.plan import Plan, group_step, parse_round_to, plan_from_ratios, round_count
 from agmc_onnx.strategies import REGISTRY, Budget, StrategyContext
 from agmc_onnx.surgery import prune
 from tests.conftest import check_plan
 
 
-def _propose(a: object, strategy: str, target: float | None = None, round_to: int = 1, **opts: object) -> Plan:
+def _propose(a: object, strategy: str, target: float | None = None, round_to: int | str = 1, **opts: object) -> Plan:
     """Run one strategy."""
     ctx = StrategyContext(analysis=a, budget=Budget(flops=target), round_to=round_to, options=dict(opts))
     return REGISTRY[strategy]().propose(ctx)
@@ -60,9 +60,71 @@ def test_round_count() -> None:
     assert round_count(40, 64, 16) == 48 or round_count(40, 64, 16) == 32
     assert round_count(63, 64, 16) == 64
     assert round_count(3, 8, 16) == 8
-    assert parse_round_to("auto") in (8, 16) and parse_round_to("4") == 4
-    with pytest.raises(InputError):
-        parse_round_to("0")
+    assert parse_round_to("auto") in ("auto:8", "auto:16") and parse_round_to("4") == 4
+    assert parse_round_to("AUTO:16") == "auto:16" and parse_round_to(16) == 16
+    for bad in ("0", "auto:12", "auto:", "auto:x", "16x"):
+        with pytest.raises(InputError):
+            parse_round_to(bad)
+
+
+@pytest.mark.parametrize(
+    ("block", "steps"),
+    [(16, {8: 4, 16: 4, 24: 4, 32: 8, 48: 8, 64: 16, 96: 16, 512: 16}),
+     (8, {8: 4, 16: 4, 24: 4, 32: 8, 64: 8, 512: 8})],
+)
+def test_auto_steps_per_width(block: int, steps: dict[int, int]) -> None:
+    """auto: the block for wide groups, a smaller power of two (>= 4) so each group keeps >= 4 widths."""
+    for size, step in steps.items():
+        assert group_step(size, f"auto:{block}") == step
+        widths = {round_count(k, size, f"auto:{block}") for k in range(1, size + 1)}
+        assert widths == {*range(step, size + 1, step), size}
+        assert len(widths) >= 4 or step == 4
+
+
+@pytest.mark.parametrize("n", [1, 4, 8, 16])
+def test_explicit_round_to_is_exact(n: int) -> None:
+    """An explicit N is the step of every group, narrow or wide."""
+    for size in (8, 16, 32, 64, 512):
+        assert group_step(size, n) == n
+        assert round_count(0, size, n) == min(n, size)
+
+
+@pytest.fixture(scope="module")
+def r20() -> object:
+    """The shipped ResNet-20 (groups of 16, 32 and 64 channels)."""
+    from agmc_onnx.api import analyze
+
+    return analyze(Path(__file__).resolve().parents[1] / "fixtures" / "models" / "resnet20.onnx")
+
+
+@pytest.mark.parametrize("strategy", ["uniform", "l1-global"])
+@pytest.mark.parametrize("round_to", ["auto:16", "auto:8", 16])
+def test_resnet20_auto_steps_meet_target(r20: object, strategy: str, round_to: int | str) -> None:
+    """On ResNet-20 per-group steps hold, every group can be pruned under auto, and MACs land within 1%."""
+    from agmc_onnx.cost import count_macs
+
+    plan = _propose(r20, strategy, 0.5, round_to=round_to)
+    for g in r20.prunable_groups():
+        k, step = len(plan.kept[g.id]), group_step(g.size, round_to)
+        assert k % step == 0 or k == g.size
+        if isinstance(round_to, str):
+            assert g.size // step >= 4  # ResNet-20 widths are 16/32/64: four widths each
+    out = prune(r20, plan)
+    got = count_macs(out) / r20.cost.total_macs
+    assert abs(got - 0.5) <= 0.01 or round_to == 16 and got <= 0.5
+
+
+def test_report_records_round_steps(tmp_path: Path) -> None:
+    """The report keeps --round-to as resolved and each prunable group's step."""
+    from agmc_onnx.api import prune_model
+
+    model = Path(__file__).resolve().parents[1] / "fixtures" / "models" / "resnet20.onnx"
+    rep = prune_model(model, 0.5, "uniform", round_to="auto:16").report
+    assert rep["round_to"] == "auto:16"
+    steps = {g["size"]: g["round_step"] for g in rep["groups"] if g["prunable"]}
+    assert steps == {16: 4, 32: 8, 64: 16}
+    rep = prune_model(model, 0.5, "uniform", round_to=8).report
+    assert {g["round_step"] for g in rep["groups"] if g["prunable"]} == {8}
 
 
 def test_unreachable_target(analyses: dict) -> None:

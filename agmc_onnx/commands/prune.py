@@ -25,7 +25,8 @@ from agmc_onnx.strategies import REGISTRY, SEARCH_STRATEGIES
               help="Output file (default MODEL.pruned.onnx; never the input).")
 @click.option("--report", type=click.Path(dir_okay=False), default=None, help="Write a JSON report here.")
 @click.option("--round-to", default="auto", show_default=True,
-              help="Kept widths are multiples of N (auto: 16 with AVX-512, else 8).")
+              help="Kept widths are multiples of N; auto: per group, the runtime block (16 with AVX-512, else 8) "
+                   "for wide groups, down to 4 so each group keeps >= 4 widths; auto:B sets the block.")
 @click.option("--importance", type=click.Choice(["l1", "l2", "bn"]), default="l1", show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--data", type=click.Path(exists=True), default=None,
@@ -109,7 +110,9 @@ def prune_cmd(model: str, target_flops: str | None, strategy: str | None, plan_p
                           f"{100 * (acc['pruned'] - acc['original']):+.2f} pts")  # fmt: skip
     console.print(table)
     pruned = sum(1 for g in rep["groups"] if g["kept_count"] < g["size"])
-    console.print(f"{pruned} of {len(rep['groups'])} groups pruned; round-to {rep['round_to']}")
+    steps = sorted({g["round_step"] for g in rep["groups"] if g.get("round_step")})
+    console.print(f"{pruned} of {len(rep['groups'])} groups pruned; round-to {rep['round_to']}"
+                  f" (steps {'/'.join(map(str, steps)) or '-'})")
     for note in result.notes:
         click.echo(f"agmc-onnx: warning: {note}", err=True)
     finish_prune(model, out, rep, report, kw)

@@ -8,14 +8,15 @@ from typing import Any
 import numpy as np
 
 from agmc_onnx.errors import InputError
+from agmc_onnx.plan import RoundTo, group_step
 
 DYN_FEATURES = 7  # MACs reduced so far, MACs still reducible, previous action, step / steps, target,
 # latency reduced so far, latency still reducible (both 0 without a latency budget)
 
 
-def allowed_counts(size: int, round_to: int, a_min: float) -> list[int]:
-    """Keep counts a group may take: multiples of `round_to` (or the full size), at least a_min*size."""
-    r = max(1, int(round_to))
+def allowed_counts(size: int, round_to: RoundTo, a_min: float) -> list[int]:
+    """Keep counts a group may take: multiples of its step (plan.group_step; or the full size), at least a_min*size."""
+    r = group_step(size, round_to)
     counts = sorted({c for c in range(r, size + 1, r)} | {size})
     floor = a_min * size - 1e-9
     above = [c for c in counts if c >= floor]
@@ -44,7 +45,7 @@ class PruningEnv:
         macs: Callable[[Mapping[int, int]], int],
         total_macs: int,
         target: float | None,
-        round_to: int = 1,
+        round_to: RoundTo = 1,
         a_min: float = 0.05,
         latency: Callable[[Mapping[int, int]], float] | None = None,
         latency_limit: float | None = None,
@@ -83,7 +84,7 @@ class PruningEnv:
         self.reset()
 
     @classmethod
-    def from_analysis(cls, analysis: Any, target: float | None, round_to: int = 1, a_min: float = 0.05,
+    def from_analysis(cls, analysis: Any, target: float | None, round_to: RoundTo = 1, a_min: float = 0.05,
                       latency: Any = None, latency_limit: float | None = None) -> PruningEnv:  # fmt: skip
         """The environment over an engine Analysis (its prunable groups, in their listed order).
 

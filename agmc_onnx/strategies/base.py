@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 from agmc_onnx.errors import InputError
-from agmc_onnx.plan import ImportanceCache, Plan, plan_from_counts, round_count
+from agmc_onnx.plan import ImportanceCache, Plan, RoundTo, group_step, plan_from_counts, round_count
 
 if TYPE_CHECKING:
     from agmc_onnx.groups import Analysis
@@ -31,7 +31,7 @@ class StrategyContext:
 
     analysis: Analysis
     budget: Budget
-    round_to: int
+    round_to: RoundTo  # parse_round_to's value: N, or "auto:B" (per-group steps, see group_step)
     importance: str = "l1"
     evaluator: Any = None  # agmc_onnx.evaluate.Evaluator for search strategies
     seed: int = 0
@@ -103,7 +103,7 @@ class MacsSolver:
         return cost.macs(counts) if cost.counts_exact else cost.plan_macs(self.plan(counts))
 
     def minimum(self) -> dict[int, int]:
-        """Smallest allowed counts: one rounding unit per group."""
+        """Smallest allowed counts: one rounding step per group."""
         return {g.id: round_count(0, g.size, self.ctx.round_to) for g in self.groups}
 
     def solve_counts(self, family: Callable[[float], dict[int, int]]) -> dict[int, int]:
@@ -118,7 +118,7 @@ class MacsSolver:
         if err > TOLERANCE:
             self.notes.append(
                 f"could not land within 1% of the target: got {got / self.total:.4f} of MACs for a "
-                f"target of {self.target_frac:g} (rounding to {self.ctx.round_to} channels is too coarse)"
+                f"target of {self.target_frac:g} (--round-to {self.ctx.round_to} is too coarse)"
             )
         plan = self.plan(best)
         plan.ratios = {g.id: best[g.id] / g.size for g in self.groups}
@@ -213,8 +213,8 @@ class MacsSolver:
 
     def _step(self, counts: dict[int, int], gid: int, up: bool) -> dict[int, int] | None:
         """Counts with group `gid` one rounding unit wider (up) or narrower; None at the limit."""
-        n = max(1, self.ctx.round_to)
         size = self.analysis.groups[gid].size
+        n = group_step(size, self.ctx.round_to)
         k = counts[gid]
         new = round_count(k + n, size, n) if up else round_count(k - n, size, n)
         if new == k:
