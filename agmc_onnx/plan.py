@@ -48,14 +48,19 @@ AUTO_MIN_STEP = 4  # ... unless that would need a step below this
 
 
 def group_step(size: int, round_to: RoundTo) -> int:
-    """Rounding step of a group of `size` channels: N when explicit; under "auto:B" the runtime block B for wide groups.
+    """Rounding step of a group of `size` channels: N when explicit; under "auto:B" B for wide groups, finer for narrow.
 
     Narrow groups step by the largest power of two <= B that leaves at least AUTO_MIN_CHOICES widths,
-    never below AUTO_MIN_STEP: with B=16, 16 channels step by 4 and 32 by 8, 64 and wider by 16.
-    Why: a 3x3 conv pair C -> k -> C in ORT CPU (AVX-512, 2 threads, interleaved;
-    benchmarks/round_steps.py) costs about linearly in k for C=16 and 32, so finer steps there
-    waste little time, while B-step rounding leaves a 16-channel group unprunable (ResNet-20 at
-    50% MACs: 24.5% test accuracy with 16 everywhere, 78.5% with 8).
+    never below AUTO_MIN_STEP: with B=16, 16 channels step by 4, 24 by 4, 32 by 8, 64 and wider by 16.
+    Measured (benchmarks/round_steps.py: 3x3 conv pair C -> k -> C, ORT CPU AVX-512, 2 threads,
+    interleaved, load 6-7 on 2 cores): C=16 at 28x28, k=4/8/12/16: 0.055/0.064/0.073/0.078 ms at
+    batch 1, 18.7/20.4/20.3/20.2 ms at batch 64, so a 16-channel group loses no speed with step 4
+    and becomes prunable (with B it cannot be pruned at all); C=32 at 14x14, batch 1: k=4..16 cost
+    0.032-0.042 ms and k=20..32 all 0.072 ms, so B=16 is the real block there: step 8 adds the width
+    24 for accuracy (ResNet-20 at 50% MACs: 24.5% test accuracy with 16 everywhere, 78.5% with 8) but
+    24 runs no faster than 32. Groups of 64 and wider keep B: they have >= 4 widths already.
+    Why 4 widths, not 2 (16 by 8, 32 by 16): on the README demo (agmc, seed 0) 81.05% vs 67.75% test
+    accuracy, and an l1-global ResNet-56 at 50% MACs ran no faster at batch 64 (1.40x vs 1.42x).
     """
     if isinstance(round_to, int):
         return max(1, round_to)
