@@ -68,7 +68,7 @@ class Search:
 
     With an agent, the first `warmup` episodes take uniform random actions (inside the action
     wall), then the policy acts with truncated-normal noise decaying by `noise_decay` per episode
-    and learns after every episode (one update per step). `episodes=0` with an agent plays one
+    (from the end of warm-up, down to `noise_floor`) and learns after every episode (one update per step). `episodes=0` with an agent plays one
     greedy episode (a loaded policy used zero-shot). Every finished episode is checkpointed in
     `checkpoint/search.pt` when a directory is given; `run(resume=True)` continues from it and
     reaches the same result as an uninterrupted run. Ctrl-C stops after the running episode's
