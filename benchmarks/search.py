@@ -159,8 +159,46 @@ def markdown(rows: list[dict[str, Any]], models: list[dict[str, Any]], command: 
                          f"{m_('reward_bn')} | {m_('reward_raw')} | {m_('written_reward')} | {m_('written_test')} | "
                          f"{m_('s_per_episode', False)} | {m_('episodes_to_99pct', False)} |")  # fmt: skip
         lines.append("")
+        lines += targets(rows, m)
     lines.append("Accuracies in percent; MACs as a fraction of the original. No fine-tuning.")
     return "\n".join(lines) + "\n"
+
+
+def targets(rows: list[dict[str, Any]], m: dict[str, Any]) -> list[str]:
+    """Issue 4's targets, met or not, from this run's own rows and curves (means over the seeds run)."""
+    name = m["model"]
+
+    def mean(strategy: str, key: str) -> float | None:
+        v = [r[key] for r in rows if r["model"] == name and r["strategy"] == strategy and not r["skipped"] and r.get(key) is not None]
+        return float(np.mean(v)) if v else None
+
+    agmc = mean("agmc", "reward_bn")
+    if agmc is None:
+        return []
+    out = ["Targets (reward split with BN re-calibration, mean over the seeds run; test split in brackets):", ""]
+    for other, margin, label in (("amc", 2.0, "agmc >= amc + 2 points"), ("uniform", 4.0, "agmc >= uniform + 4 points"),
+                                 ("random", 0.0, "agmc above the best of as many random plans")):  # fmt: skip
+        ref = mean(other, "reward_bn")
+        if ref is None:
+            continue
+        t_a, t_r = mean("agmc", "written_test"), mean(other, "written_test")
+        test = f" (test {100 * t_a:.2f} vs {100 * t_r:.2f})" if t_a is not None and t_r is not None else ""
+        ok = 100 * agmc > 100 * ref + margin if other == "random" else 100 * agmc >= 100 * ref + margin
+        out.append(f"- {label}: {100 * agmc:.2f} vs {100 * ref:.2f}{test}: **{'met' if ok else 'NOT met'}**")
+    faster = []
+    for key, amc_best in m["curves"].items():
+        strategy, seed = key.split("/")
+        if strategy != "amc" or f"agmc/{seed}" not in m["curves"]:
+            continue
+        final = amc_best[-1]
+        amc_ep = next(i for i, b in enumerate(amc_best) if b >= final)
+        agmc_ep = next((i for i, b in enumerate(m["curves"][f"agmc/{seed}"]) if b >= final), None)
+        faster.append((seed, amc_ep, agmc_ep))
+    if faster:
+        ok = all(a is not None and a < e for _, e, a in faster)
+        detail = ", ".join(f"seed {s}: amc {e}, agmc {'never' if a is None else a}" for s, e, a in faster)
+        out.append(f"- agmc reaches amc's final best reward in fewer episodes ({detail}): **{'met' if ok else 'NOT met'}**")
+    return out + [""]
 
 
 def plot(models: list[dict[str, Any]], out: Path) -> None:
