@@ -8,9 +8,9 @@ seconds per episode and episodes to reach 99% of the final best reward. Seeds ar
 next one would not fit, so a time-boxed run keeps the comparison balanced. Writes into --out:
 search.md, search.json, search.png (best reward per episode) — three files.
 
-CPU (ResNet-20, ~20 min on 2 busy cores; results in benchmarks/search_resnet20_cpu/):
-    python benchmarks/search.py --models fixtures/models/resnet20.onnx --episodes 300 --seeds 0 1 2 \
-        --time-budget 1380 --out benchmarks/search_resnet20_cpu
+CPU (ResNet-20, ~13 min on 2 busy cores; results in benchmarks/search_resnet20_cpu/):
+    python benchmarks/search.py --models fixtures/models/resnet20.onnx --episodes 150 --seeds 0 1 \
+        --time-budget 1600 --out benchmarks/search_resnet20_cpu
 GPU (ResNet-56, one H200, under 4.5 min wall: 2000 reward + 512 calibration images on the GPU, agent
 on one CPU thread; measured there at 200 episodes: agmc 0.24 s/episode, amc 0.19, random 0.09, one
 round of all five strategies 117 s wall; a run starts only if 1.2x its strategy's last run still fits):
