@@ -13,6 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from torch import nn
 
+from fixtures.engine_nets import randomize_bn_
 from tests.helpers_onnx import check_oracles, export_torch
 
 BLOCKS = (
@@ -326,11 +327,7 @@ def randomize(model: nn.Module, seed: int) -> nn.Module:
                 if m.bias is not None:
                     m.bias.copy_(torch.randn(m.bias.shape, generator=gen) * 0.1)
             elif isinstance(m, nn.BatchNorm2d):
-                c = m.num_features
-                m.weight.copy_(0.5 + torch.rand(c, generator=gen))
-                m.bias.copy_(torch.randn(c, generator=gen) * 0.1)
-                m.running_mean.copy_(torch.randn(c, generator=gen) * 0.1)
-                m.running_var.copy_(0.5 + torch.rand(c, generator=gen))
+                randomize_bn_(m, gen)
             elif isinstance(m, (nn.InstanceNorm2d, nn.LayerNorm, Affine)):
                 for pname, t in m.named_parameters(recurse=False):
                     scale = pname in ("weight", "a")
