@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import warnings
 
 import click
 
@@ -25,6 +26,8 @@ class _Group(click.Group):
 @click.version_option(__version__, prog_name="agmc-onnx")
 def main() -> None:
     """Prune the channels of a CNN given as an ONNX file, at a FLOPs or latency budget."""
+    # torch-geometric still calls torch.jit.script at import; the deprecation is not the user's to act on.
+    warnings.filterwarnings("ignore", message=r"`torch\.jit\.script` is deprecated", category=FutureWarning)
 
 
 def _register() -> None:
