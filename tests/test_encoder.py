@@ -91,3 +91,19 @@ def test_lstm_decoder_states_and_policy_decoder_check(resnet20, tmp_path: Path) 
     with pytest.raises(InputError, match="decoder 'lstm'"):
         DDPG(GraphStates(resnet20), steps, seed=0).load_policy(saved)
     DDPG(LSTMGraphStates(resnet20), steps, seed=0).load_policy(saved)
+
+
+def test_standardized_group_states(resnet20) -> None:  # noqa: ANN001
+    """standardize (the default): each group-embedding column has zero mean, unit std over the groups; the graph part is untouched."""
+    from agmc_onnx.rl.states import GraphStates
+
+    torch.manual_seed(0)
+    plain = GraphStates(resnet20, standardize=False)
+    std = GraphStates(resnet20, encoder=plain.encoder)
+    a, b = plain(), std()
+    half = plain.encoder.embed
+    assert torch.equal(a[:, :half], b[:, :half])
+    assert torch.allclose(b[:, half:].mean(0), torch.zeros(half), atol=1e-5)
+    assert torch.allclose(b[:, half:].std(0, unbiased=False), torch.ones(half), atol=0.1)
+    b.sum().backward()
+    assert plain.encoder.inp[0].weight.grad is not None

@@ -160,7 +160,7 @@ def test_learn_encodes_once_per_phase_and_moves_the_encoder() -> None:
 
     for schedule, forwards in (("episode", 1), ("update", 5)):
         src = Counting()
-        agent = DDPG(src, 4, DDPGConfig(hidden=16, batch=8, encoder_schedule=schedule), seed=0)
+        agent = DDPG(src, 4, DDPGConfig(hidden=16, batch=8, encoder_schedule=schedule, critic_warmup=0), seed=0)
         for i in range(16):
             agent.buffer.add(i % 4, np.zeros(DYN_FEATURES, np.float32), 0.5, float(i % 2), 0,
                              np.zeros(DYN_FEATURES, np.float32), False)  # fmt: skip
@@ -170,3 +170,24 @@ def test_learn_encodes_once_per_phase_and_moves_the_encoder() -> None:
         assert src.calls == forwards
         assert not torch.equal(w0, src.lin.weight.detach())
         assert any(not torch.equal(a, b) for a, b in zip(a0, agent.actor.parameters(), strict=True))
+
+
+def test_critic_warmup_fits_the_critic_before_the_actor_moves() -> None:
+    """critic_warmup: the first learn() first fits the critic alone; the flag survives a checkpoint."""
+    agent = DDPG(FixedStates(torch.eye(4)), 4, DDPGConfig(hidden=16, batch=8, critic_warmup=30), seed=0)
+    for i in range(32):
+        agent.buffer.add(i % 4, np.zeros(DYN_FEATURES, np.float32), (i % 4) / 4, float(i % 4 == 0), 0,
+                         np.zeros(DYN_FEATURES, np.float32), False)  # fmt: skip
+    a0, c0 = [p.clone() for p in agent.actor.parameters()], [p.clone() for p in agent.critic.parameters()]
+    agent._warm_critic(30)
+    assert all(torch.equal(a, b) for a, b in zip(a0, agent.actor.parameters(), strict=True))
+    assert any(not torch.equal(a, b) for a, b in zip(c0, agent.critic.parameters(), strict=True))
+    assert all(torch.equal(a, b) for a, b in zip(agent.critic.parameters(), agent.critic_target.parameters(), strict=True))
+    fresh = DDPG(FixedStates(torch.eye(4)), 4, DDPGConfig(hidden=16, batch=8, critic_warmup=30), seed=0)
+    assert not fresh.critic_warmed and agent.critic_warmed
+    fresh.load_state_dict(agent.state_dict())
+    assert fresh.critic_warmed
+    other = DDPG(FixedStates(torch.eye(4)), 4, DDPGConfig(hidden=16, batch=8, critic_warmup=30), seed=0)
+    other.buffer.load_state_dict(agent.buffer.state_dict())
+    other.learn(1)  # the warm-up runs inside the first learn()
+    assert other.critic_warmed

@@ -27,7 +27,7 @@ def build_agent(kind: str, analysis: Any, steps: int, seed: int, options: dict[s
     decoder = options.get("decoder", "groups")
     if decoder not in DECODERS:
         raise InputError(f"unknown decoder {decoder!r} (available: {', '.join(DECODERS)})")
-    source = DECODERS[decoder](analysis) if kind == "agmc" else HandStates(analysis)
+    source = DECODERS[decoder](analysis, standardize=bool(options.get("standardize", True))) if kind == "agmc" else HandStates(analysis)
     overrides = {k: options[k] for k in DDPGConfig.__dataclass_fields__ if k in options}
     overrides.setdefault("a_min", options.get("a_min", DEFAULT_A_MIN))
     return DDPG(source, steps, DDPGConfig(**overrides), seed=seed)
