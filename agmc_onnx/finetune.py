@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from agmc_onnx.errors import AgmcError, InputError
+from agmc_onnx.evaluate import evaluate_onnx
 
 # The exported model's test accuracy must match the torch model's within this many points.
 MAX_EXPORT_GAP_POINTS = 0.1
@@ -159,21 +160,6 @@ def torch_accuracy(module: nn.Module, data: Data, device: torch.device, batch_si
         finally:
             torch.backends.cuda.matmul.allow_tf32 = prev
     module.train(was_training)
-    return correct / max(1, len(data.y))
-
-
-def onnx_accuracy(
-    model: onnx.ModelProto | str | Path, data: Data, batch_size: int = 256, provider: str = "cpu"
-) -> float:
-    """Top-1 accuracy of an ONNX model in ONNX Runtime."""
-    from agmc_onnx.runtime import session
-
-    sess = session(model, kind=provider)
-    name = sess.get_inputs()[0].name
-    correct = 0
-    for i in range(0, len(data.y), batch_size):
-        out = sess.run(None, {name: np.ascontiguousarray(data.x[i : i + batch_size])})[0]
-        correct += int((out.argmax(1) == data.y[i : i + batch_size]).sum())
     return correct / max(1, len(data.y))
 
 
@@ -326,7 +312,7 @@ def finetune(
     proto = to_onnx(student)
     check = test if test is not None else held_out
     acc_torch = torch_accuracy(student, check, device, cfg.eval_batch_size)
-    acc_onnx = onnx_accuracy(proto, check)
+    acc_onnx = evaluate_onnx(proto, check)
     gap = 100 * abs(acc_torch - acc_onnx)
     if gap > MAX_EXPORT_GAP_POINTS:
         raise AgmcError(
@@ -413,8 +399,8 @@ def run_finetune(
     baseline = original or distill
     stages: dict[str, dict[str, Any]] = {}
     if baseline is not None:
-        stages["original"] = report.model_facts(baseline, onnx_accuracy(baseline, test))
-    stages["pruned"] = report.model_facts(model, onnx_accuracy(model, test))
+        stages["original"] = report.model_facts(baseline, evaluate_onnx(baseline, test))
+    stages["pruned"] = report.model_facts(model, evaluate_onnx(model, test))
     stages["finetuned"] = report.model_facts(output, result.test_accuracy_onnx)
     latency = None
     if do_bench:
@@ -475,8 +461,8 @@ def after_prune(
     test = None
     if data_dir is not None:
         train, held, test = load_splits(data_dir, source, None, seed)
-        stages["original"] = report.model_facts(source, onnx_accuracy(source, test))
-        stages["pruned"] = report.model_facts(output, onnx_accuracy(pruned_proto, test))
+        stages["original"] = report.model_facts(source, evaluate_onnx(source, test))
+        stages["pruned"] = report.model_facts(output, evaluate_onnx(pruned_proto, test))
     else:
         stages["original"] = report.model_facts(source)
         stages["pruned"] = report.model_facts(output)

@@ -168,8 +168,8 @@ def _name_nodes(graph: onnx.GraphProto) -> None:
         used.add(name)
 
 
-def _toposort(graph: onnx.GraphProto) -> None:
-    """Sort nodes topologically (exporters usually do; hand-written files may not)."""
+def topological_order(graph: onnx.GraphProto) -> list[onnx.NodeProto]:
+    """The graph's nodes in topological order (exporters usually write them so; hand-written files may not)."""
     available = {i.name for i in graph.input} | {t.name for t in graph.initializer} | {""}
     pending = list(graph.node)
     ordered: list[onnx.NodeProto] = []
@@ -185,6 +185,12 @@ def _toposort(graph: onnx.GraphProto) -> None:
             ordered.extend(rest)
             break
         pending = rest
+    return ordered
+
+
+def _toposort(graph: onnx.GraphProto) -> None:
+    """Sort the graph's nodes topologically, in place."""
+    ordered = topological_order(graph)
     del graph.node[:]
     graph.node.extend(ordered)
 

@@ -15,7 +15,8 @@ from torch import nn
 
 from agmc_onnx.cli import main
 from agmc_onnx.errors import InputError
-from agmc_onnx.finetune import FinetuneConfig, augment, finetune, onnx_accuracy, torch_accuracy
+from agmc_onnx.evaluate import evaluate_onnx
+from agmc_onnx.finetune import FinetuneConfig, augment, finetune, torch_accuracy
 from converters import to_onnx
 
 
@@ -88,7 +89,7 @@ def trained(data: tuple) -> onnx.ModelProto:
 def test_one_epoch_raises_accuracy_and_export_matches(data: tuple) -> None:
     """One epoch lifts a damaged model well above chance; ORT accuracy equals torch's within 0.1 points."""
     train, held, test = data
-    before = onnx_accuracy(damaged_model(), test)
+    before = evaluate_onnx(damaged_model(), test)
     cfg = FinetuneConfig(epochs=1, batch_size=32, lr=0.05, device="cpu")
     result = finetune(damaged_model(), train, held, cfg, test=test, progress=False)
     assert result.best_epoch == 1 and len(result.history) == 1
@@ -96,7 +97,7 @@ def test_one_epoch_raises_accuracy_and_export_matches(data: tuple) -> None:
     assert result.test_accuracy_onnx is not None and result.test_accuracy_torch is not None
     assert result.test_accuracy_onnx > before + 0.2, (before, result.test_accuracy_onnx)
     assert abs(result.test_accuracy_onnx - result.test_accuracy_torch) <= 0.001
-    assert onnx_accuracy(result.proto, test) == result.test_accuracy_onnx
+    assert evaluate_onnx(result.proto, test) == result.test_accuracy_onnx
     assert [n.op_type for n in result.proto.graph.node].count("BatchNormalization") == 2
     assert [i.name for i in result.proto.graph.input] == ["input"]
 
@@ -108,7 +109,7 @@ def test_best_epoch_kept_even_when_training_hurts(data: tuple, trained: onnx.Mod
     result = finetune(trained, train, held, cfg, progress=False)
     assert result.history[0].held_out_accuracy < result.initial_held_out
     assert result.best_epoch == 0 and result.best_held_out == result.initial_held_out
-    assert onnx_accuracy(result.proto, held) == pytest.approx(result.initial_held_out, abs=0.001)
+    assert evaluate_onnx(result.proto, held) == pytest.approx(result.initial_held_out, abs=0.001)
 
 
 def test_distillation_and_adamw_run(data: tuple, trained: onnx.ModelProto) -> None:

@@ -33,6 +33,8 @@ import torch
 from onnx import numpy_helper, shape_inference
 from torch_geometric.data import Data
 
+from agmc_onnx.model import topological_order
+
 OP_TYPES: tuple[str, ...] = (
     "Conv", "ConvTranspose", "Gemm", "MatMul", "BatchNormalization", "InstanceNormalization",
     "Relu", "Clip", "Sigmoid", "HardSigmoid", "HardSwish", "PRelu", "LeakyRelu", "Mul", "Add",
@@ -127,34 +129,13 @@ def _params(node: onnx.NodeProto, inits: dict[str, int]) -> int:
     return sum(inits.get(t, 0) for t in node.input)
 
 
-def _topo(proto: onnx.ModelProto) -> list[onnx.NodeProto]:
-    """Nodes in topological order (ONNX files normally are; this makes sure)."""
-    nodes = list(proto.graph.node)
-    available = {i.name for i in proto.graph.input} | {i.name for i in proto.graph.initializer} | {""}
-    order: list[onnx.NodeProto] = []
-    pending = nodes
-    while pending:
-        rest = []
-        for n in pending:
-            if all(t in available for t in n.input):
-                order.append(n)
-                available.update(n.output)
-            else:
-                rest.append(n)
-        if len(rest) == len(pending):  # a cycle or a dangling input: keep the file's order
-            order.extend(rest)
-            break
-        pending = rest
-    return order
-
-
 def graph_data(model: Any, groups: Sequence[Any]) -> tuple[Data, GraphInfo]:
     """Encode `model` (ModelProto or engine ModelGraph) and its channel groups as a PyG graph."""
     proto = model_proto(model)
     shapes = _shapes(proto)
     init_sizes = {i.name: int(np.prod(i.dims)) for i in proto.graph.initializer}
     inits = {i.name for i in proto.graph.initializer}
-    nodes = _topo(proto)
+    nodes = topological_order(proto.graph)
     names = [n.name or f"{n.op_type}_{i}" for i, n in enumerate(nodes)]
     index = {name: i for i, name in enumerate(names)}
     prunable = [g for g in groups if getattr(g, "prunable", g.frozen_reason is None)]
