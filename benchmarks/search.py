@@ -18,7 +18,8 @@ round of all five strategies 117 s wall; a run starts only if 1.2x its strategy'
         --seeds 0 1 --time-budget 225 --out OUT
 Needs only torch, torch-geometric, onnx, onnxruntime (CPU is fine: it evaluates the written files),
 numpy, networkx, click, rich, plus onnx2torch, onnxslim (+ colorama), onnx-graphsurgeon; torchvision
-and matplotlib are optional (a stub stands in for onnx2torch's NMS/RoiAlign import; no PNG).
+and matplotlib are optional (a stub stands in for onnx2torch's NMS/RoiAlign import; no PNG);
+torch-pruning==1.6.1 only for the tp-global-l2 / tp-local-l2 baselines (torch_pruning_baseline.py).
 """
 
 from __future__ import annotations
@@ -70,6 +71,8 @@ from agmc_onnx.surgery import prune  # noqa: E402
 SEARCHES = ("agmc", "amc", "random")
 VARIANTS = {"agmc-lstm": ("agmc", {"decoder": "lstm"})}  # extra searches, only when named
 RULES = ("uniform", "l1-global")
+# Torch-Pruning's L2 plans (benchmark-only dependency: pip install torch-pruning==1.6.1), mapped onto our groups
+TORCH_PRUNING = {"tp-global-l2": True, "tp-local-l2": False}
 
 
 def bench_model(path: str, args: argparse.Namespace, deadline: float) -> tuple[list[dict[str, Any]], dict[str, Any]]:
@@ -87,7 +90,7 @@ def bench_model(path: str, args: argparse.Namespace, deadline: float) -> tuple[l
              "original_test": evaluate_onnx(a.model.proto, sd.test) if sd.test is not None else None,
              "curves": {}}  # fmt: skip
     rows: list[dict[str, Any]] = []
-    runs = [(s, 0) for s in args.strategies if s in RULES]
+    runs = [(s, 0) for s in args.strategies if s in RULES or s in TORCH_PRUNING]
     runs += [(s, seed) for seed in args.seeds for s in args.strategies if s in SEARCHES or s in VARIANTS]
     per_run: dict[str, float] = {}  # strategy -> seconds of its last run (time-budget estimates)
     for strategy, seed in runs:
@@ -107,6 +110,10 @@ def bench_model(path: str, args: argparse.Namespace, deadline: float) -> tuple[l
             plan, res = run_search(ctx, kind)
             curve = res.curve
             facts["curves"][f"{strategy}/{seed}"] = [e.best for e in curve]
+        elif strategy in TORCH_PRUNING:
+            from torch_pruning_baseline import torch_pruning_plan
+
+            plan, _ = torch_pruning_plan(a, args.target, global_pruning=TORCH_PRUNING[strategy])
         else:
             plan = REGISTRY[strategy]().propose(ctx)
         seconds = time.perf_counter() - t0
@@ -177,13 +184,14 @@ def targets(rows: list[dict[str, Any]], m: dict[str, Any]) -> list[str]:
         return []
     out = ["Targets (reward split with BN re-calibration, mean over the seeds run; test split in brackets):", ""]
     for other, margin, label in (("amc", 2.0, "agmc >= amc + 2 points"), ("uniform", 4.0, "agmc >= uniform + 4 points"),
-                                 ("random", 0.0, "agmc above the best of as many random plans")):  # fmt: skip
+                                 ("random", 0.0, "agmc above the best of as many random plans"),
+                                 ("tp-global-l2", 0.0, "agmc above Torch-Pruning's global L2 plan")):  # fmt: skip
         ref = mean(other, "reward_bn")
         if ref is None:
             continue
         t_a, t_r = mean("agmc", "written_test"), mean(other, "written_test")
         test = f" (test {100 * t_a:.2f} vs {100 * t_r:.2f})" if t_a is not None and t_r is not None else ""
-        ok = 100 * agmc > 100 * ref + margin if other == "random" else 100 * agmc >= 100 * ref + margin
+        ok = 100 * agmc > 100 * ref + margin if other in ("random", "tp-global-l2") else 100 * agmc >= 100 * ref + margin
         out.append(f"- {label}: {100 * agmc:.2f} vs {100 * ref:.2f}{test}: **{'met' if ok else 'NOT met'}**")
     faster = []
     for key, amc_best in m["curves"].items():
@@ -221,7 +229,8 @@ def plot(models: list[dict[str, Any]], out: Path) -> None:
         ax.set_title(m["model"])
         ax.set_xlabel("episode")
         ax.set_ylabel("best reward-split accuracy (%)")
-        ax.legend(fontsize=7)
+        if m["curves"]:
+            ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(out, dpi=100)
     plt.close(fig)
@@ -235,8 +244,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--target", type=float, default=0.5)
     p.add_argument("--episodes", type=int, default=None, help="per search (default: 300 on a GPU, 100 on a CPU)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    p.add_argument("--strategies", nargs="+", default=list(SEARCHES + RULES),
-                   help=f"of {', '.join(SEARCHES + RULES + tuple(VARIANTS))}")
+    p.add_argument("--strategies", nargs="+", default=list(SEARCHES + RULES + tuple(TORCH_PRUNING)),
+                   help=f"of {', '.join(SEARCHES + RULES + tuple(TORCH_PRUNING) + tuple(VARIANTS))} "
+                        "(the tp-* baselines need torch-pruning installed)")
     p.add_argument("--reward-images", type=int, default=None, help="default: 2000 on a GPU, 1000 on a CPU")
     p.add_argument("--calib-images", type=int, default=None, help="default: 512 on a GPU, 256 on a CPU")
     p.add_argument("--round-to", type=int, default=1)
