@@ -120,6 +120,82 @@ def accuracy_study(name: str, args: argparse.Namespace, lines: list[str]) -> Non
             print(lines[-1], flush=True)
 
 
+def _fraction_as_fast(a: object, lm: object, limit: float, round_to: object) -> float | None:
+    """The largest MACs fraction (step 0.02) whose uniform plan the latency model predicts within `limit` ms."""
+    best = None
+    for f in np.arange(0.10, 1.0, 0.02):
+        try:
+            p = REGISTRY["uniform"]().propose(StrategyContext(a, Budget(flops=float(f)), round_to))
+        except Exception:  # noqa: BLE001 - unreachable fractions are skipped
+            continue
+        if lm.predict_plan(p) <= limit:
+            best = float(f)
+    return best
+
+
+def search_study(name: str, args: argparse.Namespace, lines: list[str]) -> None:
+    """(c): latency-budgeted agmc vs MACs-budgeted agmc vs uniform at one speed-up, before and after fine-tuning.
+
+    The MACs budget is the largest fraction whose uniform plan the latency model predicts as fast as the
+    speed-up target (what a user converting "2x faster" into a FLOPs number would pick at best); all
+    three plans are then re-measured together with the original, scored on the reward split and the
+    test split (written file, BN re-calibrated), and fine-tuned the same way.
+    """
+    import torch
+
+    from agmc_onnx.evaluate import Evaluator, evaluate_onnx, recalibrated_onnx
+    from agmc_onnx.finetune import FinetuneConfig, finetune
+    from agmc_onnx.plan import parse_round_to
+    from agmc_onnx.rl.runner import run_search
+    from agmc_onnx.search import load_search_data
+
+    torch.set_num_threads(args.torch_threads)
+    a = analyze(ROOT / "fixtures" / "models" / f"{name}.onnx")
+    rt = parse_round_to(args.search_round_to)
+    batch = args.accuracy_batch
+    lm = build_latency_model(a, batch, "cpu", args.threads, rt, cache_dir=args.cache)
+    sd = load_search_data(a.model, ROOT / "fixtures" / "data", args.search_reward_images, args.seed)
+    ev = Evaluator(a, sd.reward, sd.calibration, bn_recalibrate=True, calib_images=256, threads=args.torch_threads)
+    orig_test = evaluate_onnx(a.model.proto, sd.test)
+    base_ms = lm.predict({})
+    orig_ms: list[float] = []
+    for s in args.speedups:
+        f = _fraction_as_fast(a, lm, base_ms / s, rt)
+        if f is None:
+            print(f"{name} {s}x: no uniform plan is predicted that fast", flush=True)
+            continue
+        rows: list[tuple[str, object, str]] = []
+        for label, budget, latency in ((f"agmc, {s:g}x latency budget", Budget(speedup=s), lm),
+                                       (f"agmc, {f:.2f} MACs budget", Budget(flops=f), None)):  # fmt: skip
+            ctx = StrategyContext(a, budget, rt, evaluator=ev, seed=args.seed,
+                                  options={"episodes": args.search_episodes}, latency=latency)  # fmt: skip
+            t0 = time.perf_counter()
+            plan, _ = run_search(ctx, "agmc")
+            rows.append((label, plan, f"{time.perf_counter() - t0:.0f} s"))
+            print(f"{name} {label}: searched in {rows[-1][2]}", flush=True)
+        rows.append((f"uniform, {f:.2f} MACs budget",
+                     REGISTRY["uniform"]().propose(StrategyContext(a, Budget(flops=f), rt)), "-"))  # fmt: skip
+        written = [recalibrated_onnx(prune(a, p), ev.calib, ev.batch_size, "cpu") for _, p, _ in rows]
+        before = load()
+        repeats = args.repeats if batch == 1 else max(5, args.repeats // 4)
+        meas = measure_models([a.model.proto, *written], batch, args.threads, repeats)
+        orig_ms.append(meas[0])
+        for (label, plan, took), proto, m in zip(rows, written, meas[1:], strict=True):
+            cfg = FinetuneConfig(epochs=args.finetune_epochs, device="cpu", seed=args.seed)
+            ft = finetune(proto, sd.calibration, sd.reward, cfg, test=sd.test, progress=False)
+            lines.append(
+                f"| {name} | {s:g}x | {label} | {a.cost.plan_macs(plan) / a.cost.total_macs:.3f} | "
+                f"{lm.predict_plan(plan):.3f} | {m:.3f} | {meas[0] / m:.2f}x | {100 * ev.score(plan):.2f}% | "
+                f"{100 * evaluate_onnx(proto, sd.test):.2f}% | {100 * (ft.test_accuracy_onnx or 0):.2f}% | "
+                f"{took} | {before} |"
+            )
+            print(lines[-1], flush=True)
+    lines.append("")
+    lines.append(f"{name}: original measured {', '.join(f'{m:.3f}' for m in orig_ms)} ms (one per target), "
+                 f"{base_ms:.3f} ms predicted; original test accuracy {100 * orig_test:.2f}%.")  # fmt: skip
+    lines.append("")
+
+
 def main() -> None:
     """Run both studies and write the markdown."""
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -139,18 +215,30 @@ def main() -> None:
     ap.add_argument("--paired", action="store_true",
                     help="(a): measure each plan interleaved with the original alone, not all 21 models in one run")
     ap.add_argument("--skip-accuracy", action="store_true", help="run (a) only")
+    ap.add_argument("--search-models", nargs="+", default=[], help="(c): models for the agmc study (default none)")
+    ap.add_argument("--search-episodes", type=int, default=100)
+    ap.add_argument("--search-reward-images", type=int, default=1000)
+    ap.add_argument("--search-round-to", default="auto")
+    ap.add_argument("--finetune-epochs", type=int, default=3)
+    ap.add_argument("--torch-threads", type=int, default=1)
+    ap.add_argument("--skip-errors", action="store_true", help="skip (a)")
     args = ap.parse_args()
     cmd = "python benchmarks/latency_aware.py " + " ".join(sys.argv[1:])
     err_lines = ["| model | batch | plans | median abs error | p90 | max | median speed-up error | original measured ms "
                  "| original predicted ms | measured speed-ups | table measurements | table build s | load 1/5/15 |",
                  "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---|"]  # fmt: skip
-    for name in args.models:
+    for name in [] if args.skip_errors else args.models:
         for batch in args.batches:
             error_study(name, batch, args, err_lines)
     acc_lines = ["| model | target | plan | MACs budget | MACs kept | predicted ms | measured ms | measured speed-up "
                  "| reward-split acc (BN re-cal.) | load 1/5/15 |", "|---|---:|---|---:|---:|---:|---:|---:|---:|---|"]  # fmt: skip
     for name in [] if args.skip_accuracy else args.accuracy_models or args.models:
         accuracy_study(name, args, acc_lines)
+    search_lines = ["| model | target | plan | MACs kept | predicted ms | measured ms | measured speed-up "
+                    "| reward-split acc (BN re-cal.) | test acc, no fine-tuning | test acc, fine-tuned | search | "
+                    "load 1/5/15 |", "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"]  # fmt: skip
+    for name in args.search_models:
+        search_study(name, args, search_lines)
     text = "\n".join([
         "# Latency-aware pruning benchmark", "", f"`{cmd}`", "",
         f"Machine: {machine_id()}, ORT CPU, intra-op threads {args.threads}, round-to {args.round_to}. "
@@ -164,6 +252,13 @@ def main() -> None:
         "MACs-budgeted plans take the largest MACs fraction (step 0.02) that the latency model predicts no slower "
         "than the latency-budgeted plan; all three are re-measured together with the original. Accuracy: reward "
         "split of the train data, BN re-calibrated, no fine-tuning.", "", *acc_lines, "",
+        f"## (c) Searched plans at equal speed-up (batch {args.accuracy_batch}, round-to {args.search_round_to})", "",
+        f"agmc ({args.search_episodes} episodes, {args.search_reward_images} reward images) under the speed-up "
+        "budget (action wall on the predicted latency) vs agmc under the MACs budget whose uniform plan the "
+        "latency model predicts as fast vs that uniform plan. All three re-measured together with the original; "
+        f"written files BN re-calibrated; fine-tuned {args.finetune_epochs} epochs on the rest of the shipped "
+        "train subset (SGD, cosine, augmentation), best epoch on the reward split, ONNX Runtime test accuracy.",
+        "", *search_lines, "",
     ])  # fmt: skip
     Path(args.out).write_text(text)
     print(f"wrote {args.out}")
