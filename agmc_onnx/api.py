@@ -149,12 +149,16 @@ def prune_model(
     threads: int | None = None,
     latency_cache: PathLike | None = None,
     latency_model: Any = None,
+    latency_rounds: int = 0,
+    latency_measure: Any = None,
 ) -> PruneResult:
     """Load, analyse, plan with `strategy`, cut; write `output`/`report` (atomically) when given.
 
     `target_latency_ms` / `target_speedup` budget the latency predicted by a measured latency model
     (agmc_onnx.latency, for `provider`, `threads`, `latency_batch`; cached under `latency_cache`);
-    they may be combined with `target_flops`, every constraint is met.
+    they may be combined with `target_flops`, every constraint is met. With `latency_rounds` > 0 the
+    plan is then measured against the original (or by `latency_measure`, a plan -> (original ms,
+    pruned ms) callable) and shrunk while it misses the budget (agmc_onnx.latency_refine).
     """
     from agmc_onnx.latency import check_latency, check_speedup
 
@@ -195,6 +199,17 @@ def prune_model(
     notes = list(getattr(strat, "notes", []))
     if by_latency and strategy == "plan":
         notes.append("the latency budget does not change a given --plan: its predicted latency is reported only")
+    refinement = None
+    if by_latency and strategy != "plan" and latency_rounds > 0:
+        from agmc_onnx.latency_refine import ort_measure, refine_plan
+        from agmc_onnx.plan import ImportanceCache
+
+        measure = latency_measure or ort_measure(analysis, latency_model.batch, provider, threads)
+        refinement = refine_plan(analysis, chosen, latency_model, budget, measure, n_round,
+                                 ImportanceCache(analysis, importance), latency_rounds)  # fmt: skip
+        chosen = refinement.plan
+        if refinement.note:
+            notes.append(f"latency budget not met when measured: {refinement.note}")
     proto = _prune(analysis, chosen)
     rep = build_report(
         analysis, chosen, proto, input=str(path), output=str(output) if output else None, strategy=strategy,
@@ -207,6 +222,7 @@ def prune_model(
             "provider": provider, "threads": threads,
             "predicted_ms": latency_model.predict_plan(chosen), "predicted_original_ms": latency_model.predict({}),
             "measured_original_ms_at_build": latency_model.base_ms, "model": latency_model.summary(),
+            "refine": None if refinement is None else refinement.to_json(),
         }  # fmt: skip
     out_path = None
     if output is not None:

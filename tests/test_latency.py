@@ -282,5 +282,10 @@ def test_cli_latency_budget_end_to_end_real_measurement(tmp_path: Path) -> None:
     assert lb["measured"] is not None and lb["measured"]["pruned_ms"] > 0
     assert set(lb["measured"]) >= {"original_ms", "speedup", "error", "met"}
     assert list((tmp_path / "cache").glob("*.json"))  # the table was cached
+    refine = lb["refine"]  # --latency-rounds 2 by default: measured at least once, the last round decides
+    assert 1 <= len(refine["rounds"]) <= 3 and refine["met"] == refine["rounds"][-1]["met"]
+    none = CliRunner().invoke(main, ["prune", *args, "--latency-rounds", "0", "--no-bench"])
+    assert none.exit_code == 0, none.output
+    assert json.loads(rep.read_text())["latency_budget"]["refine"] is None
     bad = CliRunner().invoke(main, ["prune", str(MODELS / "resnet20.onnx"), "--target-speedup", "0.5"])
     assert bad.exit_code == 2

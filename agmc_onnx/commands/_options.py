@@ -54,6 +54,9 @@ def prune_run_options(func: Callable[..., Any]) -> Callable[..., Any]:
                      help="Batch size the latency budget is for."),
         click.option("--latency-cache", type=click.Path(file_okay=False), default=None,
                      help="Latency table cache (default ~/.cache/agmc-onnx/latency)."),
+        click.option("--latency-rounds", type=click.IntRange(min=0), default=2, show_default=True,
+                     help="Under a latency budget: measure the result against the original and, while it misses "
+                          "the budget, shrink it to a corrected limit, at most N times (0: trust the prediction)."),
     ]  # fmt: skip
     for option in reversed(options):
         func = option(func)
@@ -89,6 +92,11 @@ def finish_prune(model: str, output: str, prune_report: dict[str, Any], report_p
     for batch, speedup in (run.get("speedup") or {}).items():
         click.echo(f"measured speed-up at batch {batch}: {speedup:.2f}x (MACs kept {100 * run['macs_ratio']:.1f}%)")
     lb = run.get("latency_budget")
+    refine = (lb or {}).get("refine") or (prune_report.get("latency_budget") or {}).get("refine")
+    if refine:
+        steps = ", ".join(f"{r['original_ms'] / r['measured_ms']:.2f}x" for r in refine["rounds"])
+        click.echo(f"latency refinement: measured speed-up per round {steps} "
+                   f"({'met' if refine['met'] else 'NOT met'})")  # fmt: skip
     if lb and lb.get("measured"):
         m = lb["measured"]
         click.echo(f"latency at batch {lb['batch']}: predicted {lb['predicted_ms']:.3f} ms, measured {m['pruned_ms']:.3f} ms "

@@ -67,7 +67,8 @@ def prune_cmd(model: str, target_flops: str | None, strategy: str | None, plan_p
     out = output or str(default_output(model))
     latency = {"target_latency_ms": kw.pop("target_latency", None), "target_speedup": kw.pop("target_speedup", None),
                "latency_batch": kw.pop("latency_batch", 1), "latency_cache": kw.pop("latency_cache", None),
-               "provider": kw.get("provider", "cpu"), "threads": kw.get("threads")}  # fmt: skip
+               "provider": kw.get("provider", "cpu"), "threads": kw.get("threads"),
+               "latency_rounds": kw.pop("latency_rounds", 2)}  # fmt: skip
     if latency["target_latency_ms"] is None and latency["target_speedup"] is None:
         latency = {}
     accuracy = None
