@@ -145,6 +145,7 @@ def search_study(name: str, args: argparse.Namespace, lines: list[str]) -> None:
 
     from agmc_onnx.evaluate import Evaluator, evaluate_onnx, recalibrated_onnx
     from agmc_onnx.finetune import FinetuneConfig, finetune
+    from agmc_onnx.latency_refine import ort_measure, refine_plan
     from agmc_onnx.plan import parse_round_to
     from agmc_onnx.rl.runner import run_search
     from agmc_onnx.search import load_search_data
@@ -171,8 +172,19 @@ def search_study(name: str, args: argparse.Namespace, lines: list[str]) -> None:
                                   options={"episodes": args.search_episodes}, latency=latency)  # fmt: skip
             t0 = time.perf_counter()
             plan, _ = run_search(ctx, "agmc")
-            rows.append((label, plan, f"{time.perf_counter() - t0:.0f} s"))
+            took = f"{time.perf_counter() - t0:.0f} s"
+            if latency is not None and args.latency_rounds:  # what `prune --target-speedup` does by default
+                ref = refine_plan(a, plan, lm, budget, ort_measure(a, batch, "cpu", args.threads), rt,
+                                  ImportanceCache(a), args.latency_rounds)  # fmt: skip
+                plan = ref.plan
+                took += ", refined: " + " -> ".join(f"{r.original_ms / r.measured_ms:.2f}x" for r in ref.rounds)
+            rows.append((label, plan, took))
             print(f"{name} {label}: searched in {rows[-1][2]}", flush=True)
+        if args.latency_rounds:  # the MACs-budgeted plan brought to the speed-up by the same refinement
+            ref = refine_plan(a, rows[1][1], lm, Budget(speedup=s), ort_measure(a, batch, "cpu", args.threads), rt,
+                              ImportanceCache(a), args.latency_rounds)  # fmt: skip
+            rows.append((f"agmc, {f:.2f} MACs budget, then refined to {s:g}x", ref.plan,
+                         "refined: " + " -> ".join(f"{r.original_ms / r.measured_ms:.2f}x" for r in ref.rounds)))  # fmt: skip
         rows.append((f"uniform, {f:.2f} MACs budget",
                      REGISTRY["uniform"]().propose(StrategyContext(a, Budget(flops=f), rt)), "-"))  # fmt: skip
         written = [recalibrated_onnx(prune(a, p), ev.calib, ev.batch_size, "cpu") for _, p, _ in rows]
@@ -221,6 +233,7 @@ def main() -> None:
     ap.add_argument("--search-round-to", default="auto")
     ap.add_argument("--finetune-epochs", type=int, default=3)
     ap.add_argument("--torch-threads", type=int, default=1)
+    ap.add_argument("--latency-rounds", type=int, default=2, help="(c): measured refinement of the latency-budgeted plan")
     ap.add_argument("--skip-errors", action="store_true", help="skip (a)")
     args = ap.parse_args()
     cmd = "python benchmarks/latency_aware.py " + " ".join(sys.argv[1:])
@@ -254,7 +267,8 @@ def main() -> None:
         "split of the train data, BN re-calibrated, no fine-tuning.", "", *acc_lines, "",
         f"## (c) Searched plans at equal speed-up (batch {args.accuracy_batch}, round-to {args.search_round_to})", "",
         f"agmc ({args.search_episodes} episodes, {args.search_reward_images} reward images) under the speed-up "
-        "budget (action wall on the predicted latency) vs agmc under the MACs budget whose uniform plan the "
+        f"budget (action wall on the predicted latency, then {args.latency_rounds} measured refinement rounds at most, "
+        "as `prune --target-speedup` does) vs agmc under the MACs budget whose uniform plan the "
         "latency model predicts as fast vs that uniform plan. All three re-measured together with the original; "
         f"written files BN re-calibrated; fine-tuned {args.finetune_epochs} epochs on the rest of the shipped "
         "train subset (SGD, cosine, augmentation), best epoch on the reward split, ONNX Runtime test accuracy.",
