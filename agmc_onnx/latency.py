@@ -360,12 +360,17 @@ class LatencyModel:
         return self.predict(plan.keep_counts())
 
     def limit_ms(self, budget: Budget) -> float | None:
-        """The latency limit a budget sets (ms): the tighter of latency_ms and base / speedup; None if neither."""
+        """The latency limit a budget sets (ms): the tighter of latency_ms and predicted original / speedup.
+
+        A speed-up is a ratio of predictions (the original's predicted latency, not its measured one):
+        the tables predict ratios within a few percent while absolute latency drifts with the machine's
+        load, and mixing a measurement into the ratio would carry that drift into the budget.
+        """
         limits = []
         if budget.latency_ms is not None:
             limits.append(check_latency(budget.latency_ms))
         if budget.speedup is not None:
-            limits.append(self.base_ms / check_speedup(budget.speedup))
+            limits.append(self.predict({}) / check_speedup(budget.speedup))
         return min(limits) if limits else None
 
     def summary(self) -> dict[str, Any]:

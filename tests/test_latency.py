@@ -178,7 +178,7 @@ def test_solvers_meet_latency_budgets_on_the_predictor(r20: Analysis, lm20: Any,
     ctx = StrategyContext(r20, budget, 16, latency=lm20)
     plan = REGISTRY[strategy]().propose(ctx)
     limit = lm20.limit_ms(budget)
-    assert limit == pytest.approx(lm20.base_ms / 2.0)
+    assert limit == pytest.approx(lm20.predict({}) / 2.0)
     counts = plan.keep_counts()
     assert lm20.predict(counts) <= limit + 1e-12
     if flops is not None:
@@ -190,6 +190,17 @@ def test_solvers_meet_latency_budgets_on_the_predictor(r20: Analysis, lm20: Any,
             c = {**counts, g.id: wider}
             macs_ok = flops is None or r20.cost.macs(c) <= flops * r20.cost.total_macs
             assert lm20.predict(c) > limit or not macs_ok
+
+
+def test_speedup_is_a_ratio_of_predictions_not_of_a_measurement(r20: Analysis, lm20: Any) -> None:
+    """The build's measured original (base_ms) may differ from the fit's prediction: a speed-up uses the latter."""
+    from dataclasses import replace
+
+    from agmc_onnx.latency import LatencyModel
+
+    drifted = LatencyModel(r20, replace(lm20.table, base_ms=1.3 * lm20.table.base_ms))
+    assert drifted.limit_ms(Budget(speedup=2.0)) == pytest.approx(lm20.predict({}) / 2.0)
+    assert drifted.limit_ms(Budget(speedup=2.0, latency_ms=0.1 * lm20.predict({}))) == pytest.approx(0.1 * lm20.predict({}))
 
 
 def test_absolute_latency_target_and_unreachable_target(r20: Analysis, lm20: Any) -> None:
