@@ -206,7 +206,8 @@ def prune_model(
 
         measure = latency_measure or ort_measure(analysis, latency_model.batch, provider, threads)
         refinement = refine_plan(analysis, chosen, latency_model, budget, measure, n_round,
-                                 ImportanceCache(analysis, importance), latency_rounds)  # fmt: skip
+                                 ImportanceCache(analysis, importance), latency_rounds,
+                                 score=evaluator.score if evaluator is not None else None)  # fmt: skip
         chosen = refinement.plan
         if refinement.note:
             notes.append(f"latency budget not met when measured: {refinement.note}")

@@ -75,21 +75,29 @@ def _next_count(k: int, size: int, step: int) -> int | None:
 
 
 def shrink_plan(analysis: Analysis, plan: Plan, predict: Callable[[Mapping[int, int]], float], limit_ms: float,
-                round_to: RoundTo, cache: ImportanceCache) -> Plan | None:  # fmt: skip
+                round_to: RoundTo, cache: ImportanceCache, score: Callable[[Plan], float] | None = None,
+                candidates: int = 6) -> Plan | None:  # fmt: skip
     """Drop channels from `plan` until the predicted latency is <= `limit_ms`; None if it cannot get there.
 
-    Each move takes one rounding step off one group, choosing the move with the most predicted ms
-    saved per unit of (normalised) importance removed; the removed channels are the least important
-    of those the plan keeps, so the result keeps a subset of the plan's channels.
+    Each move takes one rounding step off one group: the move with the most predicted ms saved per
+    unit of (normalised) importance removed or, given `score` (a plan's accuracy, e.g. the search's
+    evaluator), the one of the `candidates` best such moves that loses the least score per ms saved
+    (NetAdapt's choice, on measured accuracy). The removed channels are the least important of those
+    the plan keeps, so the result keeps a subset of the plan's channels.
     """
     groups = {g.id: g for g in analysis.prunable_groups()}
     kept = {gid: list(plan.kept.get(gid, range(g.size))) for gid, g in groups.items()}
     scores = {gid: np.asarray(cache.scores(gid), dtype=np.float64) for gid in groups}
     totals = {gid: max(float(s.sum()), 1e-12) for gid, s in scores.items()}
     counts = {gid: len(k) for gid, k in kept.items()}
+
+    def cut(gid: int, k2: int) -> list[int]:
+        return sorted(sorted(kept[gid], key=lambda c, s=scores[gid]: -s[c])[:k2])
+
     current = predict(counts)
+    accuracy = score(_as_plan(analysis, kept, cache)) if score is not None and current > limit_ms else None
     while current > limit_ms:
-        best: tuple[float, int, int] | None = None
+        moves: list[tuple[float, float, int, int]] = []  # (value, ms saved, group, new count)
         for gid, g in groups.items():
             k2 = _next_count(counts[gid], g.size, group_step(g.size, round_to))
             if k2 is None:
@@ -99,21 +107,31 @@ def shrink_plan(analysis: Analysis, plan: Plan, predict: Callable[[Mapping[int, 
                 continue
             ranked = sorted(kept[gid], key=lambda c, s=scores[gid]: s[c])  # least important first
             lost = float(scores[gid][ranked[: counts[gid] - k2]].sum()) / totals[gid]
-            value = saved / max(lost, 1e-9)
-            if best is None or value > best[0]:
-                best = (value, gid, k2)
-        if best is None:
+            moves.append((saved / max(lost, 1e-9), saved, gid, k2))
+        if not moves:
             return None
-        _, gid, k2 = best
-        ranked = sorted(kept[gid], key=lambda c, s=scores[gid]: -s[c])
-        kept[gid] = sorted(ranked[:k2])
+        moves.sort(key=lambda m: -m[0])
+        _, _, gid, k2 = moves[0]
+        if score is not None and accuracy is not None:
+            trials = []
+            for _, saved, g_id, k in moves[:candidates]:
+                acc = score(_as_plan(analysis, {**kept, g_id: cut(g_id, k)}, cache))
+                trials.append(((accuracy - acc) / saved, -acc, g_id, k, acc))
+            _, _, gid, k2, accuracy = min(trials)
+        kept[gid] = cut(gid, k2)
         counts[gid] = k2
         current = predict(counts)
     _fill_back(groups, kept, counts, scores, plan, predict, limit_ms, round_to)
-    for gid, chans in analysis.partial_sets():  # a tensor holding part of a group must keep a channel
-        if gid in kept and not chans.intersection(kept[gid]):
-            kept[gid] = sorted(kept[gid] + [next(int(c) for c in cache.order(gid) if int(c) in chans)])
-    return Plan(kept)
+    return _as_plan(analysis, kept, cache)
+
+
+def _as_plan(analysis: Analysis, kept: Mapping[int, list[int]], cache: ImportanceCache) -> Plan:
+    """A Plan of these kept channels; a tensor holding part of a group keeps at least one of its channels."""
+    out = {gid: list(k) for gid, k in kept.items()}
+    for gid, chans in analysis.partial_sets():
+        if gid in out and not chans.intersection(out[gid]):
+            out[gid] = sorted(out[gid] + [next(int(c) for c in cache.order(gid) if int(c) in chans)])
+    return Plan(out)
 
 
 def _fill_back(groups: Mapping[int, Any], kept: dict[int, list[int]], counts: dict[int, int],
@@ -148,10 +166,12 @@ def _fill_back(groups: Mapping[int, Any], kept: dict[int, list[int]], counts: di
 
 
 def refine_plan(analysis: Analysis, plan: Plan, model: LatencyModel, budget: Budget, measure: MeasureFn,
-                round_to: RoundTo, cache: ImportanceCache, rounds: int = 2, margin: float = 0.01) -> Refinement:  # fmt: skip
+                round_to: RoundTo, cache: ImportanceCache, rounds: int = 2, margin: float = 0.01,
+                score: Callable[[Plan], float] | None = None) -> Refinement:  # fmt: skip
     """Measure `plan`; while it misses the budget and rounds remain, shrink it to a corrected limit.
 
-    `margin` asks the corrected limit for that much headroom (the measurement itself is noisy).
+    `margin` asks the corrected limit for that much headroom (the measurement itself is noisy);
+    `score` (a plan's accuracy) makes the shrinking accuracy-aware (see shrink_plan).
     The plan written is the last one measured; `met` says whether its measurement met the budget.
     """
     history: list[RefineRound] = []
@@ -169,7 +189,7 @@ def refine_plan(analysis: Analysis, plan: Plan, model: LatencyModel, budget: Bud
         if r == rounds:
             break
         limit = min(limit, need * pred / pruned_ms * (1.0 - margin))
-        smaller = shrink_plan(analysis, current, model.predict, limit, round_to, cache)
+        smaller = shrink_plan(analysis, current, model.predict, limit, round_to, cache, score)
         if smaller is None:
             return Refinement(current, history, False, "the plan cannot shrink to the corrected limit "
                               f"({limit:.3f} ms predicted): every group is at its smallest width")  # fmt: skip

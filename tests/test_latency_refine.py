@@ -113,3 +113,25 @@ def test_prune_model_reports_the_rounds_and_writes_the_refined_plan(r20: Analysi
     plain = prune_model(MODELS / "resnet20.onnx", None, "l1-global", target_speedup=1.5, latency_model=lm20,
                         analysis=r20)  # fmt: skip
     assert plain.report["latency_budget"]["refine"] is None
+
+
+def test_a_score_steers_the_shrinking_away_from_a_precious_group(r20: Analysis, lm20: Any) -> None:  # noqa: F811
+    """Magnitude alone cuts group P; a score that punishes cutting P makes the shrink cut elsewhere."""
+    start = solved(r20, lm20, 1.3)
+    limit = 0.9 * lm20.predict_plan(start)
+    blind = shrink_plan(r20, start, lm20.predict, limit, 16, ImportanceCache(r20))
+    assert blind is not None
+    cut = [g for g in blind.kept if len(blind.kept[g]) < len(start.kept[g])]
+    assert cut
+    precious = cut[0]
+    calls: list[Plan] = []
+
+    def score(plan: Plan) -> float:
+        calls.append(plan)
+        lost = {g: 1 - len(plan.kept[g]) / len(start.kept[g]) for g in start.kept}
+        return 1.0 - 10 * lost[precious] - 0.01 * sum(lost.values())
+
+    steered = shrink_plan(r20, start, lm20.predict, limit, 16, ImportanceCache(r20), score=score, candidates=50)
+    assert steered is not None and lm20.predict_plan(steered) <= limit
+    assert len(steered.kept[precious]) == len(start.kept[precious]) and calls
+    assert is_subset(steered, start)
