@@ -175,14 +175,16 @@ def search_study(name: str, args: argparse.Namespace, lines: list[str]) -> None:
             took = f"{time.perf_counter() - t0:.0f} s"
             if latency is not None and args.latency_rounds:  # what `prune --target-speedup` does by default
                 ref = refine_plan(a, plan, lm, budget, ort_measure(a, batch, "cpu", args.threads), rt,
-                                  ImportanceCache(a), args.latency_rounds)  # fmt: skip
+                                  ImportanceCache(a), args.latency_rounds,
+                                  score=ev.score if args.scored_refine else None)  # fmt: skip
                 plan = ref.plan
                 took += ", refined: " + " -> ".join(f"{r.original_ms / r.measured_ms:.2f}x" for r in ref.rounds)
             rows.append((label, plan, took))
             print(f"{name} {label}: searched in {rows[-1][2]}", flush=True)
         if args.latency_rounds:  # the MACs-budgeted plan brought to the speed-up by the same refinement
             ref = refine_plan(a, rows[1][1], lm, Budget(speedup=s), ort_measure(a, batch, "cpu", args.threads), rt,
-                              ImportanceCache(a), args.latency_rounds)  # fmt: skip
+                              ImportanceCache(a), args.latency_rounds,
+                                  score=ev.score if args.scored_refine else None)  # fmt: skip
             rows.append((f"agmc, {f:.2f} MACs budget, then refined to {s:g}x", ref.plan,
                          "refined: " + " -> ".join(f"{r.original_ms / r.measured_ms:.2f}x" for r in ref.rounds)))  # fmt: skip
         rows.append((f"uniform, {f:.2f} MACs budget",
@@ -234,6 +236,8 @@ def main() -> None:
     ap.add_argument("--finetune-epochs", type=int, default=3)
     ap.add_argument("--torch-threads", type=int, default=1)
     ap.add_argument("--latency-rounds", type=int, default=2, help="(c): measured refinement of the latency-budgeted plan")
+    ap.add_argument("--scored-refine", action="store_true",
+                    help="(c): the refinement picks its cuts by the evaluator's score, as `prune --data` does")
     ap.add_argument("--skip-errors", action="store_true", help="skip (a)")
     args = ap.parse_args()
     cmd = "python benchmarks/latency_aware.py " + " ".join(sys.argv[1:])
