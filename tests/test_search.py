@@ -9,7 +9,9 @@ import warnings
 from pathlib import Path
 
 import numpy as np
+import onnx
 import pytest
+import torch
 from click.testing import CliRunner
 
 from agmc_onnx.api import analyze
@@ -173,3 +175,45 @@ def test_cli_prune_with_search_options(net: Path, tmp_path: Path) -> None:
     assert (tmp_path / "p.onnx.search" / "search.pt").exists()
     bad = CliRunner().invoke(main, ["prune", str(net), "--target-flops", "0.5", "--strategy", "amc", "-o", str(tmp_path / "q.onnx")])
     assert bad.exit_code == 2 and "--data" in bad.output
+
+
+@pytest.mark.parametrize("name", ["mobilenetv2"])
+def test_sliced_scoring_follows_depthwise_convs(name: str, tmp_path: Path) -> None:
+    """Depthwise convs (surgery rewrites `group`): slice mode sets the conv's groups, equal to surgery."""
+    from types import SimpleNamespace
+
+    from fixtures.engine_nets import export_net
+
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+        warnings.simplefilter("ignore")
+        a = analyze(export_net(name, tmp_path, "bn"))
+    assert a.hooks  # the premise: this model needs a surgery hook
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((64, 3, 32, 32)).astype(np.float32)
+    reward = SimpleNamespace(x=x, y=rng.integers(0, 10, 64))
+    calib = SimpleNamespace(x=rng.standard_normal((64, 3, 32, 32)).astype(np.float32))
+    sliced = Evaluator(a, reward, calib, calib_images=64, device="cpu", threads=1)
+    assert sliced.mode == "slice", sliced.slice_fallback
+    env = PruningEnv.from_analysis(a, 0.5, 1, 0.2)
+    for _ in range(2):
+        env.reset()
+        while env.t < env.steps:
+            env.step(float(rng.random()))
+        plan = plan_from_counts(a, env.chosen)
+        module = sliced._sliced(plan)
+        want = _ort_outputs(prune(a, plan), x[:8])
+        with torch.inference_mode():
+            got = module(torch.as_tensor(x[:8])).numpy()
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+    sliced._restore_slices(sliced._slots)  # the original comes back whole, groups included
+    with torch.inference_mode():
+        whole = sliced.module(torch.as_tensor(x[:8])).numpy()
+    np.testing.assert_allclose(whole, _ort_outputs(a.model.proto, x[:8]), rtol=1e-4, atol=1e-4)
+
+
+def _ort_outputs(proto: onnx.ModelProto, x: np.ndarray) -> np.ndarray:
+    """ONNX Runtime's outputs for x (the independent oracle)."""
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+    return sess.run(None, {sess.get_inputs()[0].name: x})[0]
