@@ -47,9 +47,11 @@ def prune_run_options(func: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--provider", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True),
         click.option("--threads", type=click.IntRange(min=1), default=None, help="ORT intra-op threads."),
         click.option("--target-latency", type=float, default=None,
-                     help="Budget: predicted latency of the result at most MS milliseconds (measured tables)."),
+                     help="Budget: latency of the result at most MS milliseconds (planned on measured tables, then "
+                          "checked by measurement: --latency-rounds)."),
         click.option("--target-speedup", type=float, default=None,
-                     help="Budget: predicted speed-up over the original at least X (measured tables)."),
+                     help="Budget: speed-up over the original at least X (planned on measured tables, then checked "
+                          "by measurement: --latency-rounds)."),
         click.option("--batch", "latency_batch", type=click.IntRange(min=1), default=1, show_default=True,
                      help="Batch size the latency budget is for."),
         click.option("--latency-cache", type=click.Path(file_okay=False), default=None,
