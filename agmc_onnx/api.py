@@ -16,7 +16,7 @@ from agmc_onnx.groups import analyze as _analyze
 from agmc_onnx.io import check_output_path, write_json, write_model
 from agmc_onnx.model import ModelGraph
 from agmc_onnx.model import load as _load
-from agmc_onnx.plan import Plan, group_step, parse_round_to
+from agmc_onnx.plan import ImportanceCache, Plan, group_step, parse_round_to
 from agmc_onnx.strategies import REGISTRY, Budget, StrategyContext, check_target
 from agmc_onnx.surgery import prune as _prune
 
@@ -202,7 +202,6 @@ def prune_model(
     refinement = None
     if by_latency and strategy != "plan" and latency_rounds > 0:
         from agmc_onnx.latency_refine import ort_measure, refine_plan
-        from agmc_onnx.plan import ImportanceCache
 
         measure = latency_measure or ort_measure(analysis, latency_model.batch, provider, threads)
         refinement = refine_plan(analysis, chosen, latency_model, budget, measure, n_round,

@@ -188,6 +188,7 @@ class Evaluator:
         self.calib = torch.as_tensor(cx, device=self.device)
         self.module = _to_torch(analysis.model.proto).to(self.device).eval()
         self._slots: list[tuple[_Slot, int, Tensor]] = []
+        self._groups_hooks: list[tuple[nn.Module, str, int, int]] = []  # (conv, input tensor, per group, groups)
         self.slice_fallback: str | None = None  # why "auto" could not slice
         if mode in ("auto", "slice"):
             try:
@@ -196,6 +197,7 @@ class Evaluator:
                 if mode == "slice":
                     raise
                 self.slice_fallback = str(exc)
+                self._groups_hooks = []
             else:
                 mode = "slice"
         if mode == "auto":
@@ -225,7 +227,6 @@ class Evaluator:
         Each initializer is looked up in the converted module of every node that reads it (an
         initializer shared by two nodes becomes two torch tensors), by value within that module.
         """
-        self._groups_hooks: list[tuple[nn.Module, str, int, int]] = []  # (conv, input tensor, per group, groups)
         by_node = _node_modules(self.module)
         for node, kind, info in getattr(self.analysis, "hooks", None) or []:
             conv = by_node.get(_sanitize(node))
@@ -277,7 +278,7 @@ class Evaluator:
         """Put every original tensor back (buffers as copies: BN re-calibration writes into them)."""
         for slot, _, original in slots:
             slot.set(original.clone() if slot.kind == "buffer" else original)
-        for conv, _, _, groups in getattr(self, "_groups_hooks", []):
+        for conv, _, _, groups in self._groups_hooks:
             conv.groups = groups
 
     def _sliced(self, plan: Plan, slots: list[tuple[_Slot, int, Tensor]] | None = None) -> nn.Module:

@@ -366,12 +366,7 @@ class LatencyModel:
         the tables predict ratios within a few percent while absolute latency drifts with the machine's
         load, and mixing a measurement into the ratio would carry that drift into the budget.
         """
-        limits = []
-        if budget.latency_ms is not None:
-            limits.append(check_latency(budget.latency_ms))
-        if budget.speedup is not None:
-            limits.append(self.predict({}) / check_speedup(budget.speedup))
-        return min(limits) if limits else None
+        return budget_limit_ms(budget, self.predict({}))
 
     def summary(self) -> dict[str, Any]:
         """Facts for a report: settings, fit, size and build time of the table."""
@@ -402,6 +397,20 @@ def check_speedup(value: Any) -> float:
     if not np.isfinite(v) or v < 1:
         raise InputError(f"--target-speedup must be a number >= 1, got {value}")
     return v
+
+
+def budget_limit_ms(budget: Budget, original_ms: float) -> float | None:
+    """The latency a budget allows (ms), given the original's: the tighter of latency_ms and original / speedup.
+
+    In the predictor's units with the predicted original (LatencyModel.limit_ms), in measured units
+    with a measured one (latency_refine); None when the budget sets no latency.
+    """
+    limits = []
+    if budget.latency_ms is not None:
+        limits.append(check_latency(budget.latency_ms))
+    if budget.speedup is not None:
+        limits.append(original_ms / check_speedup(budget.speedup))
+    return min(limits) if limits else None
 
 
 def table_key(analysis: Analysis, settings: Mapping[str, Any]) -> str:

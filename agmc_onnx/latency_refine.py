@@ -58,20 +58,23 @@ class Refinement:
 
 def required_ms(budget: Budget, original_ms: float) -> float:
     """The measured latency the budget asks for, given the original's measured latency."""
-    limits = []
-    if budget.latency_ms is not None:
-        limits.append(float(budget.latency_ms))
-    if budget.speedup is not None:
-        limits.append(original_ms / float(budget.speedup))
-    if not limits:
+    from agmc_onnx.latency import budget_limit_ms
+
+    need = budget_limit_ms(budget, original_ms)
+    if need is None:
         raise ValueError("the budget sets no latency")
-    return min(limits)
+    return need
 
 
-def _next_count(k: int, size: int, step: int) -> int | None:
+def _next_count(k: int, step: int) -> int | None:
     """The next smaller width on the group's grid (multiples of the step), None when at the bottom."""
     lower = ((k - 1) // step) * step
-    return lower if lower >= step and lower >= 1 else None
+    return lower if lower >= step else None
+
+
+def _top(chans: list[int], scores: np.ndarray, k: int) -> list[int]:
+    """The k channels of `chans` with the highest importance, sorted by index."""
+    return sorted(sorted(chans, key=lambda c: -scores[c])[:k])
 
 
 def shrink_plan(analysis: Analysis, plan: Plan, predict: Callable[[Mapping[int, int]], float], limit_ms: float,
@@ -91,15 +94,12 @@ def shrink_plan(analysis: Analysis, plan: Plan, predict: Callable[[Mapping[int, 
     totals = {gid: max(float(s.sum()), 1e-12) for gid, s in scores.items()}
     counts = {gid: len(k) for gid, k in kept.items()}
 
-    def cut(gid: int, k2: int) -> list[int]:
-        return sorted(sorted(kept[gid], key=lambda c, s=scores[gid]: -s[c])[:k2])
-
     current = predict(counts)
     accuracy = score(_as_plan(analysis, kept, cache)) if score is not None and current > limit_ms else None
     while current > limit_ms:
         moves: list[tuple[float, float, int, int]] = []  # (value, ms saved, group, new count)
         for gid, g in groups.items():
-            k2 = _next_count(counts[gid], g.size, group_step(g.size, round_to))
+            k2 = _next_count(counts[gid], group_step(g.size, round_to))
             if k2 is None:
                 continue
             saved = current - predict({**counts, gid: k2})
@@ -115,10 +115,10 @@ def shrink_plan(analysis: Analysis, plan: Plan, predict: Callable[[Mapping[int, 
         if score is not None and accuracy is not None:
             trials = []
             for _, saved, g_id, k in moves[:candidates]:
-                acc = score(_as_plan(analysis, {**kept, g_id: cut(g_id, k)}, cache))
+                acc = score(_as_plan(analysis, {**kept, g_id: _top(kept[g_id], scores[g_id], k)}, cache))
                 trials.append(((accuracy - acc) / saved, -acc, g_id, k, acc))
             _, _, gid, k2, accuracy = min(trials)
-        kept[gid] = cut(gid, k2)
+        kept[gid] = _top(kept[gid], scores[gid], k2)
         counts[gid] = k2
         current = predict(counts)
     _fill_back(groups, kept, counts, scores, plan, predict, limit_ms, round_to)
@@ -153,15 +153,15 @@ def _fill_back(groups: Mapping[int, Any], kept: dict[int, list[int]], counts: di
             cost = predict({**counts, gid: k2}) - current
             if current + cost > limit_ms:
                 continue
-            ranked = sorted(original, key=lambda c, s=scores[gid]: -s[c])[:k2]
-            gain = float(scores[gid][[c for c in ranked if c not in set(kept[gid])]].sum())
+            ranked = _top(original, scores[gid], k2)
+            gain = float(scores[gid][sorted(set(ranked) - set(kept[gid]))].sum())
             value = gain / max(cost, 1e-9)
             if best is None or value > best[0]:
                 best = (value, gid, ranked)
         if best is None:
             return
         _, gid, ranked = best
-        kept[gid] = sorted(ranked)
+        kept[gid] = ranked
         counts[gid] = len(ranked)
 
 
@@ -175,7 +175,9 @@ def refine_plan(analysis: Analysis, plan: Plan, model: LatencyModel, budget: Bud
     The plan written is the last one measured; `met` says whether its measurement met the budget.
     """
     history: list[RefineRound] = []
-    limit = model.limit_ms(budget) or model.predict_plan(plan)
+    limit = model.limit_ms(budget)
+    if limit is None:
+        raise ValueError("the budget sets no latency")
     current = plan
     for r in range(rounds + 1):
         original_ms, pruned_ms = measure(current)

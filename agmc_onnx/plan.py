@@ -70,11 +70,6 @@ def group_step(size: int, round_to: RoundTo) -> int:
     return step
 
 
-def round_steps(analysis: Analysis, round_to: RoundTo) -> dict[int, int]:
-    """The rounding step of every prunable group, by group id."""
-    return {g.id: group_step(g.size, round_to) for g in analysis.prunable_groups()}
-
-
 def round_count(count: float, size: int, round_to: RoundTo) -> int:
     """Kept count: a multiple of the group's step (or the full size), at least one step, never zero."""
     n = group_step(size, round_to)

@@ -18,6 +18,7 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -96,14 +97,7 @@ def accuracy_study(name: str, args: argparse.Namespace, lines: list[str]) -> Non
         limit = lm.predict_plan(lat_plan)
         rows = [("l1-global, latency budget", lat_plan, None)]
         for strat in ("l1-global", "uniform"):
-            best = None
-            for f in np.arange(0.10, 1.0, 0.02):  # the largest MACs fraction predicted at most as slow
-                try:
-                    p = REGISTRY[strat]().propose(StrategyContext(a, Budget(flops=float(f)), args.round_to))
-                except Exception:  # noqa: BLE001 - unreachable fractions are skipped
-                    continue
-                if lm.predict_plan(p) <= limit:
-                    best = (p, float(f))
+            best = _as_fast(a, lm, limit, args.round_to, strat)
             if best is not None:
                 rows.append((f"{strat}, MACs budget", best[0], best[1]))
         protos = [a.model.proto] + [prune(a, p) for _, p, _ in rows]
@@ -120,16 +114,16 @@ def accuracy_study(name: str, args: argparse.Namespace, lines: list[str]) -> Non
             print(lines[-1], flush=True)
 
 
-def _fraction_as_fast(a: object, lm: object, limit: float, round_to: object) -> float | None:
-    """The largest MACs fraction (step 0.02) whose uniform plan the latency model predicts within `limit` ms."""
+def _as_fast(a: Any, lm: Any, limit: float, round_to: Any, strategy: str = "uniform") -> tuple[Any, float] | None:
+    """The `strategy` plan at the largest MACs fraction (step 0.02) predicted within `limit` ms, and that fraction."""
     best = None
     for f in np.arange(0.10, 1.0, 0.02):
         try:
-            p = REGISTRY["uniform"]().propose(StrategyContext(a, Budget(flops=float(f)), round_to))
+            p = REGISTRY[strategy]().propose(StrategyContext(a, Budget(flops=float(f)), round_to))
         except Exception:  # noqa: BLE001 - unreachable fractions are skipped
             continue
         if lm.predict_plan(p) <= limit:
-            best = float(f)
+            best = (p, float(f))
     return best
 
 
@@ -160,11 +154,20 @@ def search_study(name: str, args: argparse.Namespace, lines: list[str]) -> None:
     orig_test = evaluate_onnx(a.model.proto, sd.test)
     base_ms = lm.predict({})
     orig_ms: list[float] = []
+    measure_fn, cache = ort_measure(a, batch, "cpu", args.threads), ImportanceCache(a)
+
+    def refined(plan: Any, budget: Budget) -> tuple[Any, str]:
+        """The plan after the measured refinement `prune --target-speedup` applies, and its rounds."""
+        ref = refine_plan(a, plan, lm, budget, measure_fn, rt, cache, args.latency_rounds,
+                          score=ev.score if args.scored_refine else None)  # fmt: skip
+        return ref.plan, "refined: " + " -> ".join(f"{r.original_ms / r.measured_ms:.2f}x" for r in ref.rounds)
+
     for s in args.speedups:
-        f = _fraction_as_fast(a, lm, base_ms / s, rt)
-        if f is None:
+        fast = _as_fast(a, lm, base_ms / s, rt)
+        if fast is None:
             print(f"{name} {s}x: no uniform plan is predicted that fast", flush=True)
             continue
+        uniform_plan, f = fast
         rows: list[tuple[str, object, str]] = []
         for label, budget, latency in ((f"agmc, {s:g}x latency budget", Budget(speedup=s), lm),
                                        (f"agmc, {f:.2f} MACs budget", Budget(flops=f), None)):  # fmt: skip
@@ -174,21 +177,13 @@ def search_study(name: str, args: argparse.Namespace, lines: list[str]) -> None:
             plan, _ = run_search(ctx, "agmc")
             took = f"{time.perf_counter() - t0:.0f} s"
             if latency is not None and args.latency_rounds:  # what `prune --target-speedup` does by default
-                ref = refine_plan(a, plan, lm, budget, ort_measure(a, batch, "cpu", args.threads), rt,
-                                  ImportanceCache(a), args.latency_rounds,
-                                  score=ev.score if args.scored_refine else None)  # fmt: skip
-                plan = ref.plan
-                took += ", refined: " + " -> ".join(f"{r.original_ms / r.measured_ms:.2f}x" for r in ref.rounds)
+                plan, rounds = refined(plan, budget)
+                took += ", " + rounds
             rows.append((label, plan, took))
             print(f"{name} {label}: searched in {rows[-1][2]}", flush=True)
         if args.latency_rounds:  # the MACs-budgeted plan brought to the speed-up by the same refinement
-            ref = refine_plan(a, rows[1][1], lm, Budget(speedup=s), ort_measure(a, batch, "cpu", args.threads), rt,
-                              ImportanceCache(a), args.latency_rounds,
-                                  score=ev.score if args.scored_refine else None)  # fmt: skip
-            rows.append((f"agmc, {f:.2f} MACs budget, then refined to {s:g}x", ref.plan,
-                         "refined: " + " -> ".join(f"{r.original_ms / r.measured_ms:.2f}x" for r in ref.rounds)))  # fmt: skip
-        rows.append((f"uniform, {f:.2f} MACs budget",
-                     REGISTRY["uniform"]().propose(StrategyContext(a, Budget(flops=f), rt)), "-"))  # fmt: skip
+            rows.append((f"agmc, {f:.2f} MACs budget, then refined to {s:g}x", *refined(rows[1][1], Budget(speedup=s))))
+        rows.append((f"uniform, {f:.2f} MACs budget", uniform_plan, "-"))
         written = [recalibrated_onnx(prune(a, p), ev.calib, ev.batch_size, "cpu") for _, p, _ in rows]
         before = load()
         repeats = args.repeats if batch == 1 else max(5, args.repeats // 4)

@@ -43,12 +43,11 @@ def _producer_modules(analysis: Analysis, module: nn.Module) -> dict[int, list[i
     return found
 
 
-def _removed(analysis: Analysis, module: nn.Module, example: torch.Tensor, ratio: float,
+def _removed(module: nn.Module, owners: dict[int, list[int]], example: torch.Tensor, ratio: float,
              global_pruning: bool) -> dict[int, set[int]]:  # fmt: skip
     """Group id -> channel indices Torch-Pruning removes at this channel ratio (the model is not touched)."""
     import torch_pruning as tp
 
-    owners = _producer_modules(analysis, module)
     linears = [m for m in module.modules() if isinstance(m, nn.Linear)]
     pruner = tp.pruner.MetaPruner(
         module, example, importance=tp.importance.GroupMagnitudeImportance(p=2),
@@ -78,9 +77,10 @@ def torch_pruning_plan(analysis: Analysis, target_macs: float, global_pruning: b
     shape = [d if isinstance(d, int) else 1 for d in analysis.model.shape(analysis.model.proto.graph.input[0].name) or []]
     example = torch.zeros(shape)
     groups = {g.id: g for g in analysis.prunable_groups()}
+    owners = _producer_modules(analysis, module)  # weight matching: once, not per bisection step
 
     def plan_at(ratio: float) -> tuple[Plan, float]:
-        removed = _removed(analysis, module, example, ratio, global_pruning)
+        removed = _removed(module, owners, example, ratio, global_pruning)
         kept = {gid: [c for c in range(g.size) if c not in removed.get(gid, set())] or [0]
                 for gid, g in groups.items()}  # fmt: skip
         plan = Plan(kept)

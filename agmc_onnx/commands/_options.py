@@ -94,7 +94,7 @@ def finish_prune(model: str, output: str, prune_report: dict[str, Any], report_p
     for batch, speedup in (run.get("speedup") or {}).items():
         click.echo(f"measured speed-up at batch {batch}: {speedup:.2f}x (MACs kept {100 * run['macs_ratio']:.1f}%)")
     lb = run.get("latency_budget")
-    refine = (lb or {}).get("refine") or (prune_report.get("latency_budget") or {}).get("refine")
+    refine = (lb or {}).get("refine")  # the verification section carries the prune report's rounds
     if refine:
         steps = ", ".join(f"{r['original_ms'] / r['measured_ms']:.2f}x" for r in refine["rounds"])
         click.echo(f"latency refinement: measured speed-up per round {steps} "

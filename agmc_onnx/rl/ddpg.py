@@ -303,13 +303,7 @@ class DDPG:
         for _ in range(n):
             b = self._sample(self.cfg.batch)
             s = torch.cat([table[b["step"]], b["dyn"]], dim=1)
-            r = b["reward"]
-            mean_r = float(r.mean())
-            self.moving_average = mean_r if self.moving_average is None else self.moving_average + self.cfg.moving_alpha * (mean_r - self.moving_average)
-            loss = nn.functional.mse_loss(self.critic(s, b["action"]), r - self.moving_average)
-            self.critic_opt.zero_grad()
-            loss.backward()
-            self.critic_opt.step()
+            self._critic_step(s, b["action"], self._baselined(b["reward"]))
         self.critic_target.load_state_dict(self.critic.state_dict())
         self.critic_warmed = True
 
@@ -319,19 +313,12 @@ class DDPG:
         b = self._sample(cfg.batch)
         s = torch.cat([table[b["step"]], b["dyn"]], dim=1)
         s_detached = s.detach()
-        r = b["reward"]
-        mean_r = float(r.mean())
-        self.moving_average = mean_r if self.moving_average is None else self.moving_average + cfg.moving_alpha * (mean_r - self.moving_average)
-        target = r - self.moving_average
+        target = self._baselined(b["reward"])
         if t_table is not None:
             with torch.no_grad():
                 ns = torch.cat([t_table[b["next_step"].clamp(max=self.steps - 1)], b["next_dyn"]], dim=1)
                 target = target + cfg.gamma * (1 - b["done"]) * self.critic_target(ns, self.actor_target(ns))
-        q = self.critic(s_detached, b["action"])
-        critic_loss = nn.functional.mse_loss(q, target)
-        self.critic_opt.zero_grad()
-        critic_loss.backward()
-        self.critic_opt.step()
+        critic_loss = self._critic_step(s_detached, b["action"], target)
         actor_loss = -self.critic(s_detached, self.actor(s)).mean()
         self.actor_opt.zero_grad()
         actor_loss.backward()
@@ -339,14 +326,38 @@ class DDPG:
         self.soft_update(source=False)
         return float(critic_loss.detach()), float(actor_loss.detach())
 
+    def _baselined(self, r: Tensor) -> Tensor:
+        """Rewards minus the moving-average baseline, after moving the baseline towards this batch's mean."""
+        mean_r = float(r.mean())
+        a = self.cfg.moving_alpha
+        self.moving_average = mean_r if self.moving_average is None else self.moving_average + a * (mean_r - self.moving_average)
+        return r - self.moving_average
+
+    def _critic_step(self, s: Tensor, action: Tensor, target: Tensor) -> Tensor:
+        """One Adam step of the critic towards `target`; returns the loss."""
+        loss = nn.functional.mse_loss(self.critic(s, action), target)
+        self.critic_opt.zero_grad()
+        loss.backward()
+        self.critic_opt.step()
+        return loss
+
     def _sample(self, n: int) -> dict[str, Tensor]:
-        """n transitions uniformly from the ring buffer and the elite episodes together."""
+        """n transitions uniformly from the ring buffer and the elite episodes together.
+
+        Rows are gathered from each buffer by index (no copy of either buffer per minibatch).
+        """
         if self.elite.size == 0:
             return self.buffer.sample(n, self.rng)
         idx = self.rng.integers(0, self.buffer.size + self.elite.size, size=n)
-        names = ("step", "dyn", "action", "reward", "next_step", "next_dyn", "done")
-        return {k: torch.from_numpy(np.concatenate([getattr(self.buffer, k)[: self.buffer.size],
-                                                    getattr(self.elite, k)[: self.elite.size]])[idx]) for k in names}  # fmt: skip
+        in_ring = idx < self.buffer.size
+        out = {}
+        for k in ("step", "dyn", "action", "reward", "next_step", "next_dyn", "done"):
+            ring, elite = getattr(self.buffer, k), getattr(self.elite, k)
+            rows = np.empty((n, *ring.shape[1:]), ring.dtype)
+            rows[in_ring] = ring[idx[in_ring]]
+            rows[~in_ring] = elite[idx[~in_ring] - self.buffer.size]
+            out[k] = torch.from_numpy(rows)
+        return out
 
     def soft_update(self, source: bool = True) -> None:
         """target <- (1 - tau) target + tau online, for actor, critic and (unless told not) the state source."""
