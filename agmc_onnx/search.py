@@ -189,7 +189,9 @@ def search_prune(
         facts = {"bn_recalibrated": evaluator.bn_recalibrated, "reward_images": len(sd.reward),
                  "calibration_images": len(evaluator.calib), "evaluator_mode": evaluator.mode, "seed": seed,
                  "device": d.device, "threads": evaluator.threads, "defaults_note": d.note(),
-                 "scoring_seconds": evaluator.seconds, "scored_candidates": evaluator.calls}  # fmt: skip
+                 "scoring_seconds": evaluator.seconds, "scored_candidates": evaluator.calls,
+                 "agent": agent if strategy != "random" else None,
+                 "decoder": decoder if strategy == "agmc" else None}  # fmt: skip
         rep["search"] = search_section(search, strategy, **facts)
         if report is not None:
             png = plot_search(search, Path(report).with_suffix(".png"), f"{Path(str(model)).name}: {strategy}")

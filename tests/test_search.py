@@ -90,13 +90,14 @@ def test_sliced_scoring_equals_surgery(name: str, data: SearchData, tmp_path: Pa
             assert abs(sliced.score(plan) - by_prune.score(plan)) <= 1 / len(reward) + 1e-9
 
 
-@pytest.mark.parametrize("strategy", ["agmc", "amc", "random"])
-def test_every_search_strategy_end_to_end(strategy: str, net: Path, data: SearchData, tmp_path: Path) -> None:
-    r = run(net, data, strategy, tmp_path)
+@pytest.mark.parametrize(("strategy", "agent"), [("agmc", "ddpg"), ("amc", "ddpg"), ("random", "ddpg"), ("agmc", "ppo")])
+def test_every_search_strategy_end_to_end(strategy: str, agent: str, net: Path, data: SearchData, tmp_path: Path) -> None:
+    r = run(net, data, strategy, tmp_path, agent=agent)
     rep = json.loads((tmp_path / "report.json").read_text())
     assert rep["macs_ratio"] <= 0.5 + 1e-9 and rep["after"]["macs"] == rep["after"]["macs_predicted"]
     s = rep["search"]
     assert s["strategy"] == strategy and s["episodes"] == 6 and len(s["curve"]) == 6
+    assert s["agent"] == (None if strategy == "random" else agent)
     assert s["best_reward"] == max(e["reward"] for e in s["curve"]) and s["bn_recalibrated"]
     assert all(e["macs_ratio"] <= 0.5 + 1e-9 for e in s["curve"])
     assert set(rep["accuracy"]) == {"reward_split", "test"} and rep["accuracy"]["test"]["pruned"] is not None
@@ -130,21 +131,24 @@ def test_rule_strategies_with_data_write_recalibrated_bn(strategy: str, net: Pat
     assert all(np.array_equal(x, y) for x, y in zip(stats(raw.prune.proto), stats(prune(a, raw.prune.plan)), strict=True))
 
 
-def test_same_seed_same_plan_and_resume_equals_uninterrupted(net: Path, data: SearchData, tmp_path: Path) -> None:
-    full = run(net, data, "agmc", tmp_path / "a", episodes=8, seed=5)
-    again = run(net, data, "agmc", tmp_path / "b", episodes=8, seed=5)
+@pytest.mark.parametrize(("agent", "stop"), [("ddpg", 3), ("ppo", 4)])
+def test_same_seed_same_plan_and_resume_equals_uninterrupted(agent: str, stop: int, net: Path, data: SearchData,
+                                                             tmp_path: Path) -> None:  # fmt: skip
+    """PPO stops mid-batch (episodes 2-4 explored, the update due after 5): its pending episodes are checkpointed."""
+    full = run(net, data, "agmc", tmp_path / "a", episodes=8, seed=5, agent=agent, options={"episodes_per_update": 4})
+    again = run(net, data, "agmc", tmp_path / "b", episodes=8, seed=5, agent=agent, options={"episodes_per_update": 4})
     assert [e.reward for e in again.search.curve] == [e.reward for e in full.search.curve]
     assert again.search.best_counts == full.search.best_counts
 
-    def stop_after_3(e: Episode) -> None:
-        if e.episode == 3:
+    def stop_after(e: Episode) -> None:
+        if e.episode == stop:
             raise KeyboardInterrupt
 
-    cut = run(net, data, "agmc", tmp_path / "c", episodes=8, seed=5, progress=stop_after_3)
-    assert cut.search.interrupted and len(cut.search.curve) == 4
+    cut = run(net, data, "agmc", tmp_path / "c", episodes=8, seed=5, progress=stop_after, agent=agent, options={"episodes_per_update": 4})
+    assert cut.search.interrupted and len(cut.search.curve) == stop + 1
     assert (tmp_path / "c" / "out.onnx").exists()  # Ctrl-C still writes the best plan so far
-    resumed = run(net, data, "agmc", tmp_path / "c", episodes=8, seed=5, resume=True)
-    assert resumed.search.resumed_from == 4
+    resumed = run(net, data, "agmc", tmp_path / "c", episodes=8, seed=5, resume=True, agent=agent, options={"episodes_per_update": 4})
+    assert resumed.search.resumed_from == stop + 1
     assert [e.ratios for e in resumed.search.curve] == [e.ratios for e in full.search.curve]
     assert resumed.search.best_counts == full.search.best_counts
 
@@ -160,6 +164,8 @@ def test_policy_saved_and_reused_zero_shot_and_warm(net: Path, data: SearchData,
 
     with pytest.raises(InputError, match="saved by strategy 'agmc'"):
         run(net, data, "amc", tmp_path / "amc", episodes=1, policy=pol)
+    with pytest.raises(InputError, match="saved by agent 'ddpg'"):
+        run(net, data, "agmc", tmp_path / "ppo", episodes=1, policy=pol, agent="ppo")
 
 
 def test_cli_prune_with_search_options(net: Path, tmp_path: Path) -> None:

@@ -33,7 +33,8 @@ from agmc_onnx.strategies import REGISTRY, SEARCH_STRATEGIES
               help="Labelled data (train [+ test]) for search strategies: reward split, BN calibration, report.")
 @click.option("--episodes", type=int, default=None,
               help="Search episodes (agmc, amc, random; default 300 on a GPU, 100 on a CPU).")
-@click.option("--agent", type=click.Choice(["ddpg"]), default="ddpg", show_default=True)
+@click.option("--agent", type=click.Choice(["ddpg", "ppo"]), default="ddpg", show_default=True,
+              help="agmc / amc learner: AMC's DDPG, or PPO with a Beta policy (GNN-RL's choice; no random warm-up).")
 @click.option("--decoder", type=click.Choice(["groups", "lstm"]), default="groups", show_default=True,
               help="agmc state per step: the group's GNN embedding, or the paper's LSTM over the graph embedding.")
 @click.option("--policy", type=click.Path(dir_okay=False, exists=True), default=None,

@@ -414,6 +414,7 @@ class DDPG:
         """What --save-policy writes: the state source's trainable part, actor and critic."""
         src = {k: v for k, v in self.source.state_dict().items() if k != "table"}
         return {
+            "agent": "ddpg",
             "kind": getattr(self.source, "kind", "fixed"),
             "decoder": getattr(self.source, "decoder", None),
             "config": asdict(self.cfg),
@@ -424,10 +425,12 @@ class DDPG:
 
     def load_policy(self, d: dict[str, Any]) -> None:
         """Start from a saved policy (another model's is fine: sizes do not depend on the model)."""
+        from agmc_onnx.errors import InputError
+
+        if d.get("agent", "ddpg") != "ddpg":
+            raise InputError(f"this policy was saved by agent {d['agent']!r}, not 'ddpg'")
         mine = getattr(self.source, "decoder", None)
         if d.get("decoder", mine) != mine:
-            from agmc_onnx.errors import InputError
-
             raise InputError(f"this policy was saved with decoder {d.get('decoder')!r}, not {mine!r}")
         self.source.load_state_dict(d["source"], strict=False)
         self.actor.load_state_dict(d["actor"])

@@ -11,6 +11,7 @@ from agmc_onnx.errors import InputError
 from agmc_onnx.plan import ImportanceCache, Plan, plan_from_counts
 from agmc_onnx.rl.ddpg import DDPG, DDPGConfig
 from agmc_onnx.rl.env import PruningEnv
+from agmc_onnx.rl.ppo import PPO, PPOConfig
 from agmc_onnx.rl.search import Search, SearchResult
 from agmc_onnx.rl.states import DECODERS, HandStates
 
@@ -18,19 +19,23 @@ DEFAULT_EPISODES = 300
 DEFAULT_A_MIN = 0.2  # AMC's lower bound on the kept fraction of a layer
 
 
-def build_agent(kind: str, analysis: Any, steps: int, seed: int, options: dict[str, Any]) -> DDPG:
-    """A DDPG agent over the GNN ('agmc') or AMC's hand-made features ('amc')."""
+AGENTS = {"ddpg": (DDPG, DDPGConfig), "ppo": (PPO, PPOConfig)}
+
+
+def build_agent(kind: str, analysis: Any, steps: int, seed: int, options: dict[str, Any]) -> DDPG | PPO:
+    """A DDPG (default) or PPO agent over the GNN ('agmc') or AMC's hand-made features ('amc')."""
     agent_name = options.get("agent", "ddpg")
-    if agent_name != "ddpg":
-        raise InputError(f"unknown agent {agent_name!r} (available: ddpg)")
+    if agent_name not in AGENTS:
+        raise InputError(f"unknown agent {agent_name!r} (available: {', '.join(AGENTS)})")
+    agent_cls, config_cls = AGENTS[agent_name]
     torch.manual_seed(seed)
     decoder = options.get("decoder", "groups")
     if decoder not in DECODERS:
         raise InputError(f"unknown decoder {decoder!r} (available: {', '.join(DECODERS)})")
     source = DECODERS[decoder](analysis, standardize=bool(options.get("standardize", True))) if kind == "agmc" else HandStates(analysis)
-    overrides = {k: options[k] for k in DDPGConfig.__dataclass_fields__ if k in options}
+    overrides = {k: options[k] for k in config_cls.__dataclass_fields__ if k in options}
     overrides.setdefault("a_min", options.get("a_min", DEFAULT_A_MIN))
-    return DDPG(source, steps, DDPGConfig(**overrides), seed=seed)
+    return agent_cls(source, steps, config_cls(**overrides), seed=seed)
 
 
 def load_policy(path: str | Path, kind: str) -> dict[str, Any]:
@@ -64,6 +69,8 @@ def run_search(ctx: Any, kind: str) -> tuple[Plan, SearchResult]:
         raise InputError(f"--episodes must be >= 0, not {episodes}")
     agent = None if kind == "random" else build_agent(kind, analysis, env.steps, ctx.seed, opts)
     warmup = opts.get("warmup")
+    if isinstance(agent, PPO) and warmup is None:
+        warmup = 0  # on-policy: random warm-up episodes would be scored but not learned from
     if agent is not None and opts.get("policy"):
         agent.load_policy(load_policy(opts["policy"], kind))
         warmup = 0 if warmup is None else warmup  # a warm start needs no random warm-up
@@ -76,7 +83,8 @@ def run_search(ctx: Any, kind: str) -> tuple[Plan, SearchResult]:
 
     fingerprint = {"strategy": kind, "latency_limit_ms": limit_ms, "episodes_warmup": warmup, "round_to": ctx.round_to,
                    "importance": ctx.importance, "bn": getattr(ctx.evaluator, "bn_recalibrated", None),
-                   "decoder": opts.get("decoder", "groups") if kind == "agmc" else None}
+                   "decoder": opts.get("decoder", "groups") if kind == "agmc" else None,
+                   "agent": opts.get("agent", "ddpg") if agent is not None else None}
     search = Search(env, score, agent, episodes, None if warmup is None else int(warmup), ctx.seed,
                     opts.get("checkpoint"), fingerprint, opts.get("progress"))
     result = search.run(resume=bool(opts.get("resume")))

@@ -15,6 +15,7 @@ import torch
 from agmc_onnx.errors import InputError
 from agmc_onnx.rl.ddpg import DDPG
 from agmc_onnx.rl.env import PruningEnv
+from agmc_onnx.rl.ppo import PPO
 
 CHECKPOINT = "search.pt"
 
@@ -67,8 +68,9 @@ class Search:
     """Runs `episodes` episodes of `env` scored by `score(counts)`; `agent=None` is random search.
 
     With an agent, the first `warmup` episodes take uniform random actions (inside the action
-    wall), then the policy acts with truncated-normal noise decaying by `noise_decay` per episode
-    (from the end of warm-up, down to `noise_floor`) and learns after every episode (one update per step). `episodes=0` with an agent plays one
+    wall), then the policy explores (DDPG: truncated-normal noise decaying by `noise_decay` per
+    episode from the end of warm-up, down to `noise_floor`; PPO: draws from its Beta policy) and
+    learns after every episode (DDPG: one update per step; PPO: once per batch of episodes). `episodes=0` with an agent plays one
     greedy episode (a loaded policy used zero-shot). Every finished episode is checkpointed in
     `checkpoint/search.pt` when a directory is given; `run(resume=True)` continues from it and
     reaches the same result as an uninterrupted run. Ctrl-C stops after the running episode's
@@ -79,7 +81,7 @@ class Search:
         self,
         env: PruningEnv,
         score: Callable[[Mapping[int, int]], float],
-        agent: DDPG | None = None,
+        agent: DDPG | PPO | None = None,
         episodes: int = 300,
         warmup: int | None = None,
         seed: int = 0,
