@@ -509,8 +509,14 @@ def build_latency_model(
 def _calibrate(analysis: Analysis, specs: list[LayerSpec], nodes: dict[str, NodeTable], batch: int, round_to: RoundTo,
                factory: RunnerFactory, timer: Timer, warmup: int, repeats: int,
                ) -> tuple[float, float, float, list[dict[str, float]]]:  # fmt: skip
-    """Fit measured = scale * table sum + offset on the original and uniformly pruned copies, interleaved."""
-    from agmc_onnx.bench import measure
+    """Fit measured = scale * table sum + offset on the original and uniformly pruned copies, interleaved.
+
+    Each copy runs in bench.SESSIONS sessions (its fastest counts). A slope outside [0.25, 4] means
+    noise dominated the fit; the tables are then scaled by measured / table sum through the origin
+    (never an additive offset alone: one slow measurement once made that offset -324 ms and every
+    pruned plan's prediction negative).
+    """
+    from agmc_onnx.bench import SESSIONS, measure_sessions
     from agmc_onnx.plan import ImportanceCache, plan_from_counts, round_count
     from agmc_onnx.surgery import prune
 
@@ -526,15 +532,16 @@ def _calibrate(analysis: Analysis, specs: list[LayerSpec], nodes: dict[str, Node
         seen.add(sig)
         proto = analysis.model.proto if frac == 1.0 else prune(analysis, plan_from_counts(analysis, counts, cache))
         raws.append(sum(nodes[s.node].at(s.in_len.of_counts(counts), s.out_len.of_counts(counts)) for s in specs))
-        runners.append(factory(proto, _feeds(proto, batch)))
+        feeds = _feeds(proto, batch)
+        runners.append([factory(proto, feeds) for _ in range(SESSIONS)])
         fracs.append(frac)
-    samples = measure(runners, warmup, max(repeats, 10), timer)
+    samples = measure_sessions(runners, warmup, max(repeats, 10), timer)
     measured = [float(np.median(s)) for s in samples]
     x, y = np.array(raws), np.array(measured)
-    scale, offset = 1.0, float(np.mean(y - x))
+    scale, offset = float(y.sum() / x.sum()) if x.sum() > 0 else 1.0, 0.0
     if len(x) >= 2 and np.ptp(x) > 1e-9:
         a, b = np.polyfit(x, y, 1)
-        if 0.25 <= a <= 4.0:  # a fit far from 1 means noise dominated: keep the plain offset
+        if 0.25 <= a <= 4.0 and a * x.min() + b > 0:  # else noise dominated: keep the ratio through the origin
             scale, offset = float(a), float(b)
     calib = [{"keep": f, "table_sum_ms": r, "measured_ms": m, "predicted_ms": scale * r + offset}
              for f, r, m in zip(fracs, raws, measured, strict=True)]  # fmt: skip

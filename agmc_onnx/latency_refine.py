@@ -201,17 +201,23 @@ def refine_plan(analysis: Analysis, plan: Plan, model: LatencyModel, budget: Bud
 
 def ort_measure(analysis: Analysis, batch: int, provider: str = "cpu", threads: int | None = None,
                 repeats: int = 30, warmup: int = 3) -> MeasureFn:  # fmt: skip
-    """A MeasureFn timing the original and the pruned plan interleaved in ONNX Runtime (medians, ms)."""
-    from agmc_onnx.bench import _session, make_inputs, measure
+    """A MeasureFn timing the original and the pruned plan interleaved in ONNX Runtime (medians, ms).
+
+    Each model runs in bench.SESSIONS sessions, its fastest counts (bench.measure_sessions).
+    """
+    from agmc_onnx.bench import SESSIONS, _session, make_inputs, measure_sessions
     from agmc_onnx.surgery import prune
 
     original = analysis.model.proto
-    sess, feeds = _session(original, provider, threads), make_inputs(original, batch)
+    feeds = make_inputs(original, batch)
+    base = [_session(original, provider, threads) for _ in range(SESSIONS)]
 
     def run(plan: Plan) -> tuple[float, float]:
         proto = prune(analysis, plan)
-        psess, pfeeds = _session(proto, provider, threads), make_inputs(proto, batch)
-        samples = measure([lambda: sess.run(None, feeds), lambda: psess.run(None, pfeeds)], warmup, repeats)
+        pfeeds = make_inputs(proto, batch)
+        pruned = [_session(proto, provider, threads) for _ in range(SESSIONS)]
+        samples = measure_sessions([[lambda s=s: s.run(None, feeds) for s in base],
+                                    [lambda s=s: s.run(None, pfeeds) for s in pruned]], warmup, repeats)  # fmt: skip
         return float(np.median(samples[0])), float(np.median(samples[1]))
 
     return run

@@ -51,6 +51,18 @@ def test_measure_interleaves_and_rotates_the_start() -> None:
     assert samples[2] == pytest.approx([5.0, 5.0, 5.0])
 
 
+def test_measure_sessions_keeps_each_models_fastest_session() -> None:
+    """A session stuck 3x slower (seen on ResNet-56 in ORT) does not decide its model's figure; all run interleaved."""
+    clock = FakeClock()
+    slow, fast, other = ([6.0] * 4, [2.0, 2.1, 1.9, 2.0], [1.0] * 4)
+    groups = [[clock.runner(0, slow), clock.runner(1, fast)], [clock.runner(2, other)]]
+    samples = bench.measure_sessions(groups, warmup=1, repeats=3, timer=clock.timer)
+    assert samples[0] == pytest.approx([2.1, 1.9, 2.0]) and samples[1] == pytest.approx([1.0] * 3)
+    assert clock.calls[3:6] == [0, 1, 2]  # one interleaved round over every session of every model
+    with pytest.raises(InputError):
+        bench.measure_sessions([[clock.runner(0, fast)], []])
+
+
 def test_measure_rejects_zero_repeats() -> None:
     """At least one timed run is needed."""
     with pytest.raises(InputError):

@@ -87,6 +87,39 @@ def test_predictor_is_exact_on_a_synthetic_timer(r20: Analysis, lm20: Any) -> No
         assert lm20.predict_plan(plan) == pytest.approx(truth_ms(prune(r20, plan)), rel=1e-6)
 
 
+@pytest.mark.parametrize("slow_sessions", [1, 2])
+def test_calibration_survives_slow_sessions_of_the_original(r20: Analysis, tmp_path: Path, slow_sessions: int) -> None:
+    """The original's first session(s) run 30x slow: one slow session of two is ignored (fastest counts);
+    with both slow the fit's slope is rejected and the tables are scaled through the origin (no offset
+    that could make a prediction negative)."""
+    clock, full, made = FakeClock(), count_macs(r20.model.proto), []
+    base = synthetic(clock)
+
+    def make(proto: onnx.ModelProto, feeds: Mapping[str, np.ndarray]) -> Callable[[], None]:
+        run = base(proto, feeds)
+        if count_macs(proto) != full or len(made) >= slow_sessions:
+            return run
+        made.append(1)
+
+        def slow() -> None:
+            for _ in range(30):
+                run()
+
+        return slow
+
+    lm = build_latency_model(r20, 1, round_to=16, cache_dir=tmp_path, timer=clock, runner_factory=make,
+                             machine="test-cpu", warmup=1, repeats=3)  # fmt: skip
+    assert len(made) == slow_sessions
+    rng = np.random.default_rng(1)
+    if slow_sessions == 1:
+        assert lm.predict({}) == pytest.approx(truth_ms(r20.model.proto), rel=1e-6)
+        assert lm.table.base_ms == pytest.approx(truth_ms(r20.model.proto), rel=1e-6)
+    else:
+        assert lm.table.offset_ms == 0.0 and lm.table.scale > 1.0
+        assert lm.table.base_ms == pytest.approx(30 * truth_ms(r20.model.proto), rel=1e-6)
+    assert all(lm.predict(random_counts(r20, rng)) > 0 for _ in range(5))
+
+
 def test_node_table_interpolates_bilinearly_and_clamps() -> None:
     t = NodeTable([16, 32, 64], [16, 48], [[1.0, 3.0], [2.0, 6.0], [4.0, 12.0]])
     assert t.at(32, 48) == 6.0  # grid points exact
