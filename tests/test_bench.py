@@ -202,11 +202,12 @@ def test_bench_command_json(tmp_path: Path) -> None:
     _mlp(16, b)
     out = CliRunner().invoke(
         main,
-        ["bench", str(a), "--compare", str(b), "--batch", "1,2", "--repeats", "3", "--warmup", "1", "--json"],
-    )
+        ["bench", str(a), "--compare", str(b), "--batch", "1,2", "--repeats", "3", "--warmup", "1", "--sessions", "3",
+         "--json"],
+    )  # fmt: skip
     assert out.exit_code == 0, out.output
     doc = json.loads(out.output)
-    assert doc["models"] == ["a.onnx", "b.onnx"] and doc["batches"] == [1, 2]
+    assert doc["models"] == ["a.onnx", "b.onnx"] and doc["batches"] == [1, 2] and doc["sessions"] == 3
     assert {"model", "batch", "median_ms", "p90_ms", "speedup"} <= set(doc["results"][0])
     assert len(doc["results"]) == 4
 

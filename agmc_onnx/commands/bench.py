@@ -31,6 +31,8 @@ def parse_batches(value: str) -> list[int]:
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="ORT intra-op threads.")
 @click.option("--warmup", type=click.IntRange(min=0), default=5, show_default=True)
 @click.option("--repeats", type=click.IntRange(min=1), default=30, show_default=True)
+@click.option("--sessions", type=click.IntRange(min=1), default=bench.SESSIONS, show_default=True,
+              help="ORT sessions per model, all interleaved; each model is reported by its fastest.")
 @click.option("--profile", "top", type=click.IntRange(min=0), default=0,
               help="Also profile each model and list its N most costly layers.")  # fmt: skip
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
@@ -42,13 +44,15 @@ def bench_cmd(
     threads: int | None,
     warmup: int,
     repeats: int,
+    sessions: int,
     top: int,
     as_json: bool,
 ) -> None:
     """Time MODEL (and --compare models) in ONNX Runtime: median, p90 and speed-up vs MODEL."""
     batches = parse_batches(batch)
     paths = [model, *others]
-    result = bench.bench(paths, batches, provider=provider, threads=threads, warmup=warmup, repeats=repeats)
+    result = bench.bench(paths, batches, provider=provider, threads=threads, warmup=warmup, repeats=repeats,
+                         sessions=sessions)  # fmt: skip
     profiles = {}
     if top:
         for label, path in zip(result.models, paths, strict=True):
@@ -60,7 +64,8 @@ def bench_cmd(
         click.echo(json.dumps(doc, indent=2))
         return
     rows = bench.format_table(result)
-    table = Table(title=f"ONNX Runtime latency ({provider}, threads={threads or 'default'}, {repeats} runs)")
+    table = Table(title=f"ONNX Runtime latency ({provider}, threads={threads or 'default'}, {repeats} runs, "
+                        f"fastest of {sessions} sessions)")  # fmt: skip
     for head in rows[0]:
         table.add_column(head, justify="left" if head == "model" else "right")
     for row in rows[1:]:
