@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from agmc_onnx.api import analyze  # noqa: E402
-from agmc_onnx.bench import _session, make_inputs, measure  # noqa: E402
+from agmc_onnx.bench import SESSIONS, _session, make_inputs, measure_sessions  # noqa: E402
 from agmc_onnx.latency import build_latency_model, machine_id  # noqa: E402
 from agmc_onnx.plan import ImportanceCache, plan_from_counts, round_count  # noqa: E402
 from agmc_onnx.strategies import REGISTRY, Budget, StrategyContext  # noqa: E402
@@ -39,12 +39,13 @@ def load() -> str:
 
 
 def measure_models(protos: list, batch: int, threads: int, repeats: int) -> list[float]:
-    """Median ms of each model, all measured in one interleaved run."""
+    """Median ms of each model (its fastest of bench.SESSIONS sessions), all measured in one interleaved run."""
     runners = []
     for p in protos:
-        sess, feeds = _session(p, "cpu", threads), make_inputs(p, batch)
-        runners.append(lambda s=sess, f=feeds: s.run(None, f))
-    return [float(np.median(s)) for s in measure(runners, 3, repeats, time.perf_counter)]
+        feeds = make_inputs(p, batch)
+        sessions = [_session(p, "cpu", threads) for _ in range(SESSIONS)]
+        runners.append([lambda s=sess, f=feeds: s.run(None, f) for sess in sessions])
+    return [float(np.median(s)) for s in measure_sessions(runners, 3, repeats, time.perf_counter)]
 
 
 def error_study(name: str, batch: int, args: argparse.Namespace, lines: list[str]) -> None:
