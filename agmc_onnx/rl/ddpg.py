@@ -48,6 +48,7 @@ import torch
 from torch import Tensor, nn
 
 from agmc_onnx.rl.env import DYN_FEATURES
+from agmc_onnx.rl.policy import load_policy_source, policy_header
 
 
 @dataclass
@@ -412,27 +413,12 @@ class DDPG:
 
     def policy_dict(self) -> dict[str, Any]:
         """What --save-policy writes: the state source's trainable part, actor and critic."""
-        src = {k: v for k, v in self.source.state_dict().items() if k != "table"}
-        return {
-            "agent": "ddpg",
-            "kind": getattr(self.source, "kind", "fixed"),
-            "decoder": getattr(self.source, "decoder", None),
-            "config": asdict(self.cfg),
-            "source": src,
-            "actor": self.actor.state_dict(),
-            "critic": self.critic.state_dict(),
-        }
+        return {**policy_header("ddpg", self.source, self.cfg), "actor": self.actor.state_dict(),
+                "critic": self.critic.state_dict()}  # fmt: skip
 
     def load_policy(self, d: dict[str, Any]) -> None:
         """Start from a saved policy (another model's is fine: sizes do not depend on the model)."""
-        from agmc_onnx.errors import InputError
-
-        if d.get("agent", "ddpg") != "ddpg":
-            raise InputError(f"this policy was saved by agent {d['agent']!r}, not 'ddpg'")
-        mine = getattr(self.source, "decoder", None)
-        if d.get("decoder", mine) != mine:
-            raise InputError(f"this policy was saved with decoder {d.get('decoder')!r}, not {mine!r}")
-        self.source.load_state_dict(d["source"], strict=False)
+        load_policy_source(d, "ddpg", self.source)
         self.actor.load_state_dict(d["actor"])
         self.critic.load_state_dict(d["critic"])
         self.source_target.load_state_dict(self.source.state_dict())

@@ -23,9 +23,9 @@ import torch
 from torch import Tensor, nn
 from torch.distributions import Beta
 
-from agmc_onnx.errors import InputError
 from agmc_onnx.rl.ddpg import _one_thread
 from agmc_onnx.rl.env import DYN_FEATURES
+from agmc_onnx.rl.policy import load_policy_source, policy_header
 
 
 @dataclass
@@ -226,24 +226,12 @@ class PPO:
 
     def policy_dict(self) -> dict[str, Any]:
         """What --save-policy writes: the state source's trainable part, policy and value networks."""
-        return {
-            "agent": "ppo",
-            "kind": getattr(self.source, "kind", "fixed"),
-            "decoder": getattr(self.source, "decoder", None),
-            "config": asdict(self.cfg),
-            "source": {k: v for k, v in self.source.state_dict().items() if k != "table"},
-            "actor": self.actor.state_dict(),
-            "value": self.value.state_dict(),
-        }
+        return {**policy_header("ppo", self.source, self.cfg), "actor": self.actor.state_dict(),
+                "value": self.value.state_dict()}  # fmt: skip
 
     def load_policy(self, d: dict[str, Any]) -> None:
         """Start from a saved PPO policy (another model's is fine: sizes do not depend on the model)."""
-        if d.get("agent", "ddpg") != "ppo":
-            raise InputError(f"this policy was saved by agent {d.get('agent', 'ddpg')!r}, not 'ppo'")
-        mine = getattr(self.source, "decoder", None)
-        if d.get("decoder", mine) != mine:
-            raise InputError(f"this policy was saved with decoder {d.get('decoder')!r}, not {mine!r}")
-        self.source.load_state_dict(d["source"], strict=False)
+        load_policy_source(d, "ppo", self.source)
         self.actor.load_state_dict(d["actor"])
         self.value.load_state_dict(d["value"])
         self._table = None
