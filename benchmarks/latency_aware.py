@@ -175,8 +175,8 @@ def search_study(name: str, args: argparse.Namespace, lines: list[str]) -> None:
             ctx = StrategyContext(a, budget, rt, evaluator=ev, seed=args.seed,
                                   options={"episodes": args.search_episodes}, latency=latency)  # fmt: skip
             t0 = time.perf_counter()
-            plan, _ = run_search(ctx, "agmc")
-            took = f"{time.perf_counter() - t0:.0f} s"
+            plan, res = run_search(ctx, "agmc")
+            took = f"{time.perf_counter() - t0:.0f} s, search reward {100 * res.best_reward:.1f}%"
             if latency is not None and args.latency_rounds:  # what `prune --target-speedup` does by default
                 plan, rounds = refined(plan, budget)
                 took += ", " + rounds
