@@ -7,9 +7,9 @@ and timed with `bench.measure` (all widths of one configuration interleaved, wit
 whose time is subtracted). Identical configurations (op, shapes, attributes) are measured once.
 The predictor mirrors the cost model: per node, the table interpolated (bilinear) at the kept
 widths that `Length.of_counts` gives for the plan's keep counts; summed; then mapped to whole-model
-milliseconds by `scale * sum + offset`, both fitted on whole-model measurements of the original
-and of two uniformly pruned copies (the "rest" of the model and per-session overheads land in
-the offset). Tables are cached as JSON keyed by a hash of the model, provider, threads, batch,
+milliseconds by `scale * sum + offset`, both fitted on whole-model measurements of the original,
+two uniformly pruned copies and three random plans (the "rest" of the model and per-session
+overheads land in the offset; random plans make the fit see neighbouring layers of unequal widths). Tables are cached as JSON keyed by a hash of the model, provider, threads, batch,
 rounding, grid and machine.
 """
 
@@ -38,9 +38,11 @@ if TYPE_CHECKING:
     from agmc_onnx.plan import Plan, RoundTo
     from agmc_onnx.strategies.base import Budget
 
-FORMAT = 1
+FORMAT = 2  # 2: calibration rows name their plan (uniform cuts and random plans)
 FUSED_AFTER = ("BatchNormalization", "Relu", "Clip", "LeakyRelu", "HardSigmoid", "HardSwish", "Sigmoid", "Tanh")
 CALIBRATION_KEEP = (1.0, 0.5, 0.25)  # uniform keep fractions measured whole to fit scale and offset
+CALIBRATION_RANDOM = 3  # and as many seeded random plans (keep ratio per group uniform in [0.25, 1]), so the fit sees
+# widths that differ between neighbouring layers, as searched plans have, not only uniform cuts
 Timer = Callable[[], float]
 # (model, feeds) -> a zero-argument callable that runs it once
 RunnerFactory = Callable[[onnx.ModelProto, dict[str, np.ndarray]], Callable[[], Any]]
@@ -468,30 +470,17 @@ def build_latency_model(
                 return LatencyModel(analysis, table, specs)
         except (ValueError, KeyError, TypeError, json.JSONDecodeError):
             pass  # a stale or broken cache file is rebuilt below
-    from agmc_onnx.bench import measure
-
     factory = runner_factory or ort_runner_factory(provider, threads)
     t0 = time.perf_counter()
+    unique = list({s.config: s for s in specs}.values())
+    points = [(spec, ci, co) for spec in unique for ci in spec.grid_in for co in spec.grid_out]
+    meds = _measure_points(points, batch, factory, timer, warmup, repeats, progress)
     by_config: dict[str, NodeTable] = {}
-    count = 0
-    null = _null_model()
-    null_run = factory(null, _feeds(null, 1))
-    for i, spec in enumerate(specs):
-        if spec.config in by_config:
-            continue
-        if progress:
-            progress(f"layer {i + 1}/{len(specs)} {spec.node}: {len(spec.grid_in)}x{len(spec.grid_out)} widths")
-        points = [(ci, co) for ci in spec.grid_in for co in spec.grid_out]
-        runners = [null_run]
-        for ci, co in points:
-            proto = spec.build(ci, co, batch)
-            runners.append(factory(proto, _feeds(proto, batch)))
-        samples = measure(runners, warmup, repeats, timer)
-        overhead = float(np.median(samples[0]))
-        meds = [max(0.0, float(np.median(s)) - overhead) for s in samples[1:]]
-        count += len(points)
-        ms = np.array(meds, dtype=np.float64).reshape(len(spec.grid_in), len(spec.grid_out))
+    for spec in unique:
+        ms = np.array([meds[(spec.config, ci, co)] for ci in spec.grid_in for co in spec.grid_out], dtype=np.float64)
+        ms = ms.reshape(len(spec.grid_in), len(spec.grid_out))
         by_config[spec.config] = NodeTable(list(spec.grid_in), list(spec.grid_out), ms.tolist())
+    count = len(points)
     nodes = {s.node: by_config[s.config] for s in specs}
     if progress:
         progress("whole-model calibration")
@@ -506,15 +495,64 @@ def build_latency_model(
     return LatencyModel(analysis, table, specs)
 
 
+CHUNK_BYTES = 512 * 2**20  # activations + weights of the one-layer sessions held open together
+
+
+def _measure_points(points: list[tuple[LayerSpec, int, int]], batch: int, factory: RunnerFactory, timer: Timer,
+                    warmup: int, repeats: int, progress: Callable[[str], None] | None,
+                    ) -> dict[tuple[str, int, int], float]:  # fmt: skip
+    """Median ms of every (layer config, kept in, kept out) one-layer model, minus the per-run overhead.
+
+    Points are measured interleaved in as few chunks as CHUNK_BYTES allows (usually one), not one
+    layer at a time: measured one layer at a time, a layer shared by 9 ResNet-56 convs came out 14%
+    apart in two builds (the machine's load moved between layers), an error every plan inherits.
+    Every chunk also times the same reference layer, and each chunk's medians are scaled by the
+    reference's median over all chunks / its median in that chunk, so drift between chunks cancels.
+    """
+    from agmc_onnx.bench import measure
+
+    null = _null_model()
+    null_run = factory(null, _feeds(null, 1))
+    chunks: list[list[tuple[tuple[str, int, int], onnx.ModelProto]]] = [[]]
+    used = 0
+    for spec, ci, co in points:
+        proto = spec.build(ci, co, batch)
+        size = _session_bytes(proto)
+        if chunks[-1] and used + size > CHUNK_BYTES:
+            chunks.append([])
+            used = 0
+        chunks[-1].append(((spec.config, ci, co), proto))
+        used += size
+    ref_proto = chunks[0][0][1]
+    ref_run = factory(ref_proto, _feeds(ref_proto, batch))
+    raw: list[tuple[float, dict[tuple[str, int, int], float]]] = []
+    for k, chunk in enumerate(chunks):
+        if progress:
+            progress(f"layer tables: {len(points)} one-layer models" + (f", chunk {k + 1}/{len(chunks)}" if len(chunks) > 1 else ""))
+        runners = [null_run, ref_run] + [factory(proto, _feeds(proto, batch)) for _, proto in chunk]
+        samples = measure(runners, warmup, repeats, timer)
+        overhead = float(np.median(samples[0]))
+        ref = max(1e-9, float(np.median(samples[1])) - overhead)
+        raw.append((ref, {key: max(0.0, float(np.median(s)) - overhead) for (key, _), s in zip(chunk, samples[2:], strict=True)}))
+    ref_all = float(np.median([r for r, _ in raw]))
+    return {key: v * ref_all / r for r, vals in raw for key, v in vals.items()}
+
+
+def _session_bytes(proto: onnx.ModelProto) -> int:
+    """Rough memory of a one-layer session: weights, plus the input and (at most twice) its size as output."""
+    weights = sum(4 * int(np.prod(t.dims)) for t in proto.graph.initializer)
+    dims = [d.dim_value for d in proto.graph.input[0].type.tensor_type.shape.dim]
+    return weights + 3 * 4 * int(np.prod(dims))
+
+
 def _calibrate(analysis: Analysis, specs: list[LayerSpec], nodes: dict[str, NodeTable], batch: int, round_to: RoundTo,
                factory: RunnerFactory, timer: Timer, warmup: int, repeats: int,
                ) -> tuple[float, float, float, list[dict[str, float]]]:  # fmt: skip
-    """Fit measured = scale * table sum + offset on the original and uniformly pruned copies, interleaved.
+    """Fit measured = scale * table sum + offset on the original, uniform cuts and random plans, interleaved.
 
-    Each copy runs in bench.SESSIONS sessions (its fastest counts). A slope outside [0.25, 4] means
-    noise dominated the fit; the tables are then scaled by measured / table sum through the origin
-    (never an additive offset alone: one slow measurement once made that offset -324 ms and every
-    pruned plan's prediction negative).
+    Each copy runs in bench.SESSIONS sessions (its fastest counts); the line is fitted robustly
+    (_robust_line). The old least-squares fit fell back to an additive offset alone when rejected:
+    one slow measurement once made that offset -324 ms and every pruned plan's prediction negative.
     """
     from agmc_onnx.bench import SESSIONS, measure_sessions
     from agmc_onnx.plan import ImportanceCache, plan_from_counts, round_count
@@ -522,30 +560,51 @@ def _calibrate(analysis: Analysis, specs: list[LayerSpec], nodes: dict[str, Node
 
     cache = ImportanceCache(analysis, "l1")
     groups = analysis.prunable_groups()
-    raws, runners, fracs = [], [], []
+    rng = np.random.default_rng(0)
+    plans: list[tuple[str, dict[int, int]]] = [(f"uniform {f:g}", {g.id: round_count(f * g.size, g.size, round_to)
+                                                                     for g in groups}) for f in CALIBRATION_KEEP]
+    for k in range(CALIBRATION_RANDOM if groups else 0):
+        plans.append((f"random {k}", {g.id: round_count(rng.uniform(0.25, 1.0) * g.size, g.size, round_to) for g in groups}))
+    raws, runners, labels = [], [], []
     seen: set[tuple[int, ...]] = set()
-    for frac in CALIBRATION_KEEP:
-        counts = {g.id: round_count(frac * g.size, g.size, round_to) for g in groups}
+    for label, counts in plans:
         sig = tuple(counts[g.id] for g in groups)
         if sig in seen:
             continue
         seen.add(sig)
-        proto = analysis.model.proto if frac == 1.0 else prune(analysis, plan_from_counts(analysis, counts, cache))
+        whole = all(counts[g.id] == g.size for g in groups)
+        proto = analysis.model.proto if whole else prune(analysis, plan_from_counts(analysis, counts, cache))
         raws.append(sum(nodes[s.node].at(s.in_len.of_counts(counts), s.out_len.of_counts(counts)) for s in specs))
         feeds = _feeds(proto, batch)
         runners.append([factory(proto, feeds) for _ in range(SESSIONS)])
-        fracs.append(frac)
+        labels.append(label)
     samples = measure_sessions(runners, warmup, max(repeats, 10), timer)
     measured = [float(np.median(s)) for s in samples]
-    x, y = np.array(raws), np.array(measured)
-    scale, offset = float(y.sum() / x.sum()) if x.sum() > 0 else 1.0, 0.0
-    if len(x) >= 2 and np.ptp(x) > 1e-9:
-        a, b = np.polyfit(x, y, 1)
-        if 0.25 <= a <= 4.0 and a * x.min() + b > 0:  # else noise dominated: keep the ratio through the origin
-            scale, offset = float(a), float(b)
-    calib = [{"keep": f, "table_sum_ms": r, "measured_ms": m, "predicted_ms": scale * r + offset}
-             for f, r, m in zip(fracs, raws, measured, strict=True)]  # fmt: skip
+    scale, offset = _robust_line(np.array(raws), np.array(measured))
+    calib = [{"plan": p, "table_sum_ms": r, "measured_ms": m, "predicted_ms": scale * r + offset}
+             for p, r, m in zip(labels, raws, measured, strict=True)]  # fmt: skip
     return scale, offset, measured[0], calib
+
+
+def _robust_line(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    """y ~ scale * x + offset by Theil-Sen (median of pairwise slopes, then median offset).
+
+    One wild measurement among the six calibration plans (an ORT session stuck 3x slow) moves a
+    least-squares line; it does not move the medians. A slope outside [0.25, 4], or a line that goes
+    negative inside the data, means noise dominated: the tables are then scaled through the origin
+    by the median measured / table ratio.
+    """
+    ok = x > 0
+    through_origin = (float(np.median(y[ok] / x[ok])) if ok.any() else 1.0, 0.0)
+    slopes = [(y[j] - y[i]) / (x[j] - x[i]) for i in range(len(x)) for j in range(i + 1, len(x))
+              if abs(x[j] - x[i]) > 1e-9 * max(1.0, abs(x[i]))]  # fmt: skip
+    if not slopes:
+        return through_origin
+    a = float(np.median(slopes))
+    b = float(np.median(y - a * x))
+    if not 0.25 <= a <= 4.0 or a * float(x.min()) + b <= 0:
+        return through_origin
+    return a, b
 
 
 def verification(budget_section: Mapping[str, Any], latency: Mapping[str, Any] | None) -> dict[str, Any]:
