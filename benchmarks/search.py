@@ -103,8 +103,9 @@ def bench_model(path: str, args: argparse.Namespace, deadline: float) -> tuple[l
             rows.append({"model": facts["model"], "strategy": strategy, "seed": seed, "skipped": True})
             continue
         kind, extra = VARIANTS.get(strategy, (strategy, {}))
+        warm = {"warmup": args.warmup} if args.warmup is not None else {}
         ctx = StrategyContext(analysis=a, budget=Budget(flops=args.target), round_to=args.round_to,
-                              evaluator=ev, seed=seed, options={"episodes": d.episodes, **extra}, path=path)  # fmt: skip
+                              evaluator=ev, seed=seed, options={"episodes": d.episodes, **extra, **warm}, path=path)  # fmt: skip
         t0 = time.perf_counter()
         curve: list[Any] = []
         if searching:
@@ -244,6 +245,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data", default=str(ROOT / "fixtures" / "data"))
     p.add_argument("--target", type=float, default=0.5)
     p.add_argument("--episodes", type=int, default=None, help="per search (default: 300 on a GPU, 100 on a CPU)")
+    p.add_argument("--warmup", type=int, default=None, help="random warm-up episodes (default: a third of --episodes)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--strategies", nargs="+", default=list(SEARCHES + RULES + tuple(TORCH_PRUNING)),
                    help=f"of {', '.join(SEARCHES + RULES + tuple(TORCH_PRUNING) + tuple(VARIANTS))} "
