@@ -191,3 +191,14 @@ def test_critic_warmup_fits_the_critic_before_the_actor_moves() -> None:
     other.buffer.load_state_dict(agent.buffer.state_dict())
     other.learn(1)  # the warm-up runs inside the first learn()
     assert other.critic_warmed
+
+
+def test_default_warmup_is_a_third_capped_at_66() -> None:
+    """ResNet-56 at 300 episodes stalled after a 100-episode warm-up (see rl/search.py); the default caps it."""
+    from agmc_onnx.rl.search import MAX_DEFAULT_WARMUP
+
+    env = PruningEnv([0, 1], [8, 8], lambda k: sum(k.get(i, 8) for i in (0, 1)), 16, 0.5, 1, 0.1)
+    agent = DDPG(FixedStates(torch.eye(2)), 2, DDPGConfig(hidden=8), seed=0)
+    assert Search(env, lambda c: 0.0, agent, episodes=90).warmup == 30
+    assert Search(env, lambda c: 0.0, agent, episodes=300).warmup == MAX_DEFAULT_WARMUP == 66
+    assert Search(env, lambda c: 0.0, agent, episodes=300, warmup=100).warmup == 100
