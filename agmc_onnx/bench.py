@@ -150,15 +150,13 @@ def measure_sessions(
     and with two sessions both were once slow.
     The fastest of `SESSIONS` sessions (by median) is what the model can run at.
     """
-    flat = [run for group in runners for run in group]
-    owner = [i for i, group in enumerate(runners) for _ in group]
     if any(not group for group in runners):
         raise InputError("every model needs at least one session to time")
-    samples = measure(flat, warmup, repeats, timer)
-    out = []
-    for i in range(len(runners)):
-        mine = [s for s, o in zip(samples, owner, strict=True) if o == i]
-        out.append(min(mine, key=lambda x: float(np.median(x))))
+    samples = measure([run for group in runners for run in group], warmup, repeats, timer)
+    out, start = [], 0
+    for group in runners:
+        out.append(min(samples[start:start + len(group)], key=lambda x: float(np.median(x))))
+        start += len(group)
     return out
 
 

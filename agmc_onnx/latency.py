@@ -3,13 +3,15 @@
 For every prunable layer (Conv / Gemm with a weight initializer, plus the BatchNormalization and
 activation that follow it alone, which ORT fuses into it) a single-layer model is built with
 onnx.helper at each (kept input, kept output) width of a grid over the widths the rounding allows,
-and timed with `bench.measure` (all widths of one configuration interleaved, with an empty model
-whose time is subtracted). Identical configurations (op, shapes, attributes) are measured once.
+and timed with `bench.measure` (every width of every configuration interleaved in one run, with an
+empty model whose time is subtracted: _measure_points). Identical configurations (op, shapes,
+attributes) are measured once.
 The predictor mirrors the cost model: per node, the table interpolated (bilinear) at the kept
 widths that `Length.of_counts` gives for the plan's keep counts; summed; then mapped to whole-model
-milliseconds by `scale * sum + offset`, both fitted on whole-model measurements of the original,
-two uniformly pruned copies and three random plans (the "rest" of the model and per-session
-overheads land in the offset; random plans make the fit see neighbouring layers of unequal widths). Tables are cached as JSON keyed by a hash of the model, provider, threads, batch,
+milliseconds by `scale * sum + offset`, a robust line through whole-model measurements of the
+original, two uniformly pruned copies and three random plans (the "rest" of the model and
+per-session overheads land in the offset; random plans make the fit see neighbouring layers of
+unequal widths). Tables are cached as JSON keyed by a hash of the model, provider, threads, batch,
 rounding, grid and machine.
 """
 
@@ -528,12 +530,11 @@ def _measure_points(points: list[tuple[LayerSpec, int, int]], batch: int, factor
     raw: list[tuple[float, dict[tuple[str, int, int], float]]] = []
     for k, chunk in enumerate(chunks):
         if progress:
-            progress(f"layer tables: {len(points)} one-layer models" + (f", chunk {k + 1}/{len(chunks)}" if len(chunks) > 1 else ""))
+            progress(f"layer tables: {len(points)} one-layer models, chunk {k + 1}/{len(chunks)}")
         runners = [null_run, ref_run] + [factory(proto, _feeds(proto, batch)) for _, proto in chunk]
-        samples = measure(runners, warmup, repeats, timer)
-        overhead = float(np.median(samples[0]))
-        ref = max(1e-9, float(np.median(samples[1])) - overhead)
-        raw.append((ref, {key: max(0.0, float(np.median(s)) - overhead) for (key, _), s in zip(chunk, samples[2:], strict=True)}))
+        meds = [float(np.median(s)) for s in measure(runners, warmup, repeats, timer)]
+        ref = max(1e-9, meds[1] - meds[0])
+        raw.append((ref, {key: max(0.0, m - meds[0]) for (key, _), m in zip(chunk, meds[2:], strict=True)}))
     ref_all = float(np.median([r for r, _ in raw]))
     return {key: v * ref_all / r for r, vals in raw for key, v in vals.items()}
 
@@ -563,8 +564,9 @@ def _calibrate(analysis: Analysis, specs: list[LayerSpec], nodes: dict[str, Node
     rng = np.random.default_rng(0)
     plans: list[tuple[str, dict[int, int]]] = [(f"uniform {f:g}", {g.id: round_count(f * g.size, g.size, round_to)
                                                                      for g in groups}) for f in CALIBRATION_KEEP]
-    for k in range(CALIBRATION_RANDOM if groups else 0):
-        plans.append((f"random {k}", {g.id: round_count(rng.uniform(0.25, 1.0) * g.size, g.size, round_to) for g in groups}))
+    for k in range(CALIBRATION_RANDOM):
+        ratios = rng.uniform(0.25, 1.0, len(groups))
+        plans.append((f"random {k}", {g.id: round_count(r * g.size, g.size, round_to) for g, r in zip(groups, ratios, strict=True)}))
     raws, runners, labels = [], [], []
     seen: set[tuple[int, ...]] = set()
     for label, counts in plans:

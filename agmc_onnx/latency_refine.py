@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from agmc_onnx.latency import budget_limit_ms, ort_runner_factory
 from agmc_onnx.plan import ImportanceCache, Plan, RoundTo, group_step
 
 if TYPE_CHECKING:
@@ -58,8 +59,6 @@ class Refinement:
 
 def required_ms(budget: Budget, original_ms: float) -> float:
     """The measured latency the budget asks for, given the original's measured latency."""
-    from agmc_onnx.latency import budget_limit_ms
-
     need = budget_limit_ms(budget, original_ms)
     if need is None:
         raise ValueError("the budget sets no latency")
@@ -205,19 +204,18 @@ def ort_measure(analysis: Analysis, batch: int, provider: str = "cpu", threads: 
 
     Each model runs in bench.SESSIONS sessions, its fastest counts (bench.measure_sessions).
     """
-    from agmc_onnx.bench import SESSIONS, _session, make_inputs, measure_sessions
+    from agmc_onnx.bench import SESSIONS, make_inputs, measure_sessions
     from agmc_onnx.surgery import prune
 
+    make = ort_runner_factory(provider, threads)
     original = analysis.model.proto
     feeds = make_inputs(original, batch)
-    base = [_session(original, provider, threads) for _ in range(SESSIONS)]
+    base = [make(original, feeds) for _ in range(SESSIONS)]
 
     def run(plan: Plan) -> tuple[float, float]:
         proto = prune(analysis, plan)
         pfeeds = make_inputs(proto, batch)
-        pruned = [_session(proto, provider, threads) for _ in range(SESSIONS)]
-        samples = measure_sessions([[lambda s=s: s.run(None, feeds) for s in base],
-                                    [lambda s=s: s.run(None, pfeeds) for s in pruned]], warmup, repeats)  # fmt: skip
+        samples = measure_sessions([base, [make(proto, pfeeds) for _ in range(SESSIONS)]], warmup, repeats)
         return float(np.median(samples[0])), float(np.median(samples[1]))
 
     return run

@@ -26,8 +26,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from agmc_onnx.api import analyze  # noqa: E402
-from agmc_onnx.bench import SESSIONS, _session, make_inputs, measure_sessions  # noqa: E402
-from agmc_onnx.latency import build_latency_model, machine_id  # noqa: E402
+from agmc_onnx.bench import SESSIONS, make_inputs, measure_sessions  # noqa: E402
+from agmc_onnx.latency import build_latency_model, machine_id, ort_runner_factory  # noqa: E402
 from agmc_onnx.plan import ImportanceCache, plan_from_counts, round_count  # noqa: E402
 from agmc_onnx.strategies import REGISTRY, Budget, StrategyContext  # noqa: E402
 from agmc_onnx.surgery import prune  # noqa: E402
@@ -40,11 +40,11 @@ def load() -> str:
 
 def measure_models(protos: list, batch: int, threads: int, repeats: int) -> list[float]:
     """Median ms of each model (its fastest of bench.SESSIONS sessions), all measured in one interleaved run."""
+    make = ort_runner_factory("cpu", threads)
     runners = []
     for p in protos:
         feeds = make_inputs(p, batch)
-        sessions = [_session(p, "cpu", threads) for _ in range(SESSIONS)]
-        runners.append([lambda s=sess, f=feeds: s.run(None, f) for sess in sessions])
+        runners.append([make(p, feeds) for _ in range(SESSIONS)])
     return [float(np.median(s)) for s in measure_sessions(runners, 3, repeats, time.perf_counter)]
 
 

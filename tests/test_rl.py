@@ -202,3 +202,7 @@ def test_default_warmup_is_a_third_capped_at_66() -> None:
     assert Search(env, lambda c: 0.0, agent, episodes=90).warmup == 30
     assert Search(env, lambda c: 0.0, agent, episodes=300).warmup == MAX_DEFAULT_WARMUP == 66
     assert Search(env, lambda c: 0.0, agent, episodes=300, warmup=100).warmup == 100
+    from agmc_onnx.rl.ppo import PPO
+
+    ppo = PPO(FixedStates(torch.eye(2)), 2, seed=0)
+    assert Search(env, lambda c: 0.0, ppo, episodes=300).warmup == 0  # on-policy: learns only from its own draws

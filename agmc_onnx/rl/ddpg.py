@@ -155,7 +155,7 @@ def truncated_normal(rng: np.random.Generator, mean: float, sigma: float, lo: fl
 
 
 @contextlib.contextmanager
-def _one_thread() -> Iterator[None]:
+def one_thread() -> Iterator[None]:
     """Small networks run faster on one thread than fighting the evaluator for cores."""
     before = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -206,7 +206,7 @@ class DDPG:
     # acting -------------------------------------------------------------------------------
     def begin_episode(self) -> None:
         """Encode the model once for this episode's steps (no gradient, one thread)."""
-        with _one_thread(), torch.no_grad():
+        with one_thread(), torch.no_grad():
             self._table = self.source()
 
     def act(self, step: int, dyn: np.ndarray, explore: bool, lo: float = 0.0, hi: float = 1.0) -> float:
@@ -266,7 +266,7 @@ class DDPG:
         """n minibatch updates on one CPU thread, the encoder run once for all (see the module doc)."""
         if self.buffer.size < self.cfg.batch or n < 1:
             return 0.0, 0.0
-        with _one_thread():
+        with one_thread():
             if not self.critic_warmed:
                 self._warm_critic(self.cfg.critic_warmup)
             if self.cfg.encoder_schedule == "update":

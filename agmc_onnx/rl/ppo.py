@@ -23,7 +23,7 @@ import torch
 from torch import Tensor, nn
 from torch.distributions import Beta
 
-from agmc_onnx.rl.ddpg import _one_thread
+from agmc_onnx.rl.ddpg import one_thread
 from agmc_onnx.rl.env import DYN_FEATURES
 from agmc_onnx.rl.policy import load_policy_source, policy_header
 
@@ -81,6 +81,8 @@ _EPS = 1e-4  # Beta samples are kept off 0 and 1, where the log-density is unbou
 class PPO:
     """The agent: samples keep ratios from a Beta policy per step, learns in batches of episodes."""
 
+    on_policy = True  # learns only from its own draws: the search gives it no random warm-up by default
+
     def __init__(self, source: nn.Module, steps: int, config: PPOConfig | None = None, seed: int = 0) -> None:
         self.cfg = config or PPOConfig()
         torch.manual_seed(seed)
@@ -109,7 +111,7 @@ class PPO:
     def begin_episode(self) -> None:
         """Encode the model once for this episode's steps (no gradient, one thread)."""
         self._pending = []
-        with _one_thread(), torch.no_grad():
+        with one_thread(), torch.no_grad():
             self._table = self.source()
 
     def _state(self, step: int, dyn: np.ndarray) -> Tensor:
@@ -165,7 +167,7 @@ class PPO:
             return 0.0, 0.0
         batch = {k: torch.from_numpy(np.concatenate([e[k] for e in self.rollout])) for k in self.rollout[0]}
         self.rollout = []
-        with _one_thread():
+        with one_thread():
             return self._update(batch)
 
     def _update(self, b: dict[str, Tensor]) -> tuple[float, float]:

@@ -69,8 +69,6 @@ def run_search(ctx: Any, kind: str) -> tuple[Plan, SearchResult]:
         raise InputError(f"--episodes must be >= 0, not {episodes}")
     agent = None if kind == "random" else build_agent(kind, analysis, env.steps, ctx.seed, opts)
     warmup = opts.get("warmup")
-    if isinstance(agent, PPO) and warmup is None:
-        warmup = 0  # on-policy: random warm-up episodes would be scored but not learned from
     if agent is not None and opts.get("policy"):
         agent.load_policy(load_policy(opts["policy"], kind))
         warmup = 0 if warmup is None else warmup  # a warm start needs no random warm-up

@@ -24,6 +24,12 @@ CHECKPOINT = "search.pt"
 MAX_DEFAULT_WARMUP = 66
 
 
+def default_warmup(agent: DDPG | PPO | None, episodes: int) -> int:
+    """Random warm-up episodes when none are asked for: none for an on-policy agent (PPO learns only
+    from its own draws), else a third of the episodes, at most MAX_DEFAULT_WARMUP."""
+    return 0 if getattr(agent, "on_policy", False) else min(episodes // 3, MAX_DEFAULT_WARMUP)
+
+
 @dataclass
 class Episode:
     """One episode of the curve."""
@@ -71,10 +77,11 @@ class SearchResult:
 class Search:
     """Runs `episodes` episodes of `env` scored by `score(counts)`; `agent=None` is random search.
 
-    With an agent, the first `warmup` episodes (default: a third, at most MAX_DEFAULT_WARMUP) take uniform random actions (inside the action
-    wall), then the policy explores (DDPG: truncated-normal noise decaying by `noise_decay` per
-    episode from the end of warm-up, down to `noise_floor`; PPO: draws from its Beta policy) and
-    learns after every episode (DDPG: one update per step; PPO: once per batch of episodes). `episodes=0` with an agent plays one
+    With an agent, the first `warmup` episodes (default: `default_warmup`) take uniform random
+    actions (inside the action wall), then the policy explores (DDPG: truncated-normal noise
+    decaying by `noise_decay` per episode from the end of warm-up, down to `noise_floor`; PPO:
+    draws from its Beta policy) and learns after every episode (DDPG: one update per step; PPO:
+    once per batch of episodes). `episodes=0` with an agent plays one
     greedy episode (a loaded policy used zero-shot). Every finished episode is checkpointed in
     `checkpoint/search.pt` when a directory is given; `run(resume=True)` continues from it and
     reaches the same result as an uninterrupted run. Ctrl-C stops after the running episode's
@@ -97,7 +104,7 @@ class Search:
         self.score_fn = score
         self.agent = agent
         self.episodes = episodes
-        self.warmup = min(episodes // 3, MAX_DEFAULT_WARMUP) if warmup is None else warmup
+        self.warmup = default_warmup(agent, episodes) if warmup is None else warmup
         self.rng = np.random.default_rng(seed)
         self.checkpoint = Path(checkpoint) if checkpoint else None
         self.fingerprint = dict(fingerprint or {})
