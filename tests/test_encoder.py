@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import io
+import os
+import subprocess
+import sys
 import warnings
 from pathlib import Path
 
@@ -107,3 +110,11 @@ def test_standardized_group_states(resnet20) -> None:  # noqa: ANN001
     assert torch.allclose(b[:, half:].std(0, unbiased=False), torch.ones(half), atol=0.1)
     b.sum().backward()
     assert plain.encoder.inp[0].weight.grad is not None
+
+
+def test_building_the_encoder_leaves_no_temporary_files(tmp_path: Path) -> None:
+    """PyG's MessagePassing writes a generated module to the temp dir per process; FlowConv must not."""
+    code = "from agmc_onnx.encoder import GraphEncoder; GraphEncoder()"
+    env = {**os.environ, "TMPDIR": str(tmp_path)}
+    subprocess.run([sys.executable, "-c", code], check=True, env=env, capture_output=True)
+    assert list(tmp_path.iterdir()) == []

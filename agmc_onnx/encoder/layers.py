@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor, nn
-from torch_geometric.nn import MessagePassing
 from torch_geometric.utils import scatter, softmax
 
 
-class FlowConv(MessagePassing):
+class FlowConv(nn.Module):
     r"""Message passing along and against the data flow of a computational graph.
 
     .. math::
@@ -18,6 +17,8 @@ class FlowConv(MessagePassing):
 
     followed by a LayerNorm. Inputs (producers, :math:`j \to i`) and outputs (consumers,
     :math:`i \to k`) get separate weights: what feeds a layer and what it feeds matter differently.
+    The means are PyG's ``scatter``; not a ``MessagePassing`` subclass, whose generated ``propagate``
+    leaves a temporary file behind in every process that builds the layer.
 
     Args:
         channels (int): size of the node embeddings (input = output).
@@ -28,7 +29,7 @@ class FlowConv(MessagePassing):
     """
 
     def __init__(self, channels: int) -> None:
-        super().__init__(aggr="mean")
+        super().__init__()
         self.lin_self = nn.Linear(channels, channels)
         self.lin_in = nn.Linear(channels, channels, bias=False)
         self.lin_out = nn.Linear(channels, channels, bias=False)
@@ -36,14 +37,11 @@ class FlowConv(MessagePassing):
 
     def forward(self, x: Tensor, edge_index: Tensor) -> Tensor:
         """One round of two-way messages with a residual connection."""
-        from_inputs = self.propagate(edge_index, x=x)
-        from_outputs = self.propagate(edge_index.flip(0), x=x)
+        src, dst = edge_index
+        from_inputs = scatter(x[src], dst, dim=0, dim_size=x.size(0), reduce="mean")
+        from_outputs = scatter(x[dst], src, dim=0, dim_size=x.size(0), reduce="mean")
         h = self.lin_self(x) + self.lin_in(from_inputs) + self.lin_out(from_outputs)
         return self.norm(x + torch.relu(h))
-
-    def message(self, x_j: Tensor) -> Tensor:
-        """The neighbour's embedding, as it is."""
-        return x_j
 
 
 class SegmentPool(nn.Module):
