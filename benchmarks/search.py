@@ -5,8 +5,10 @@ search's own score), then the WRITTEN file (BN re-calibrated on the evaluator's 
 `agmc-onnx prune` writes it) evaluated in ONNX Runtime on the reward split and the test split;
 seconds per episode and episodes to reach 99% of the final best reward. Seeds are interleaved
 (seed 0 of every strategy, then seed 1, ...) and `--time-budget` stops starting new runs when the
-next one would not fit, so a time-boxed run keeps the comparison balanced. Writes into --out:
-search.md, search.json, search.png (best reward per episode) — three files.
+next one would not fit, so a time-boxed run keeps the comparison balanced. `--jobs N` runs N of
+them at a time, each in its own process (with `--threads 1`: one core each). Writes into --out:
+search.md, search.json (rows; per run the best-so-far curve and every episode's reward),
+search.png (best reward per episode) — three files.
 
 CPU (ResNet-20, ~13 min on 2 busy cores; results in benchmarks/search_resnet20_cpu/):
     python benchmarks/search.py --models fixtures/models/resnet20.onnx --episodes 150 --seeds 0 1 \
@@ -26,10 +28,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import platform
 import shlex
 import sys
 import time
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -76,65 +81,139 @@ RULES = ("uniform", "l1-global")
 TORCH_PRUNING = {"tp-global-l2": True, "tp-local-l2": False}
 
 
-def bench_model(path: str, args: argparse.Namespace, deadline: float) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """All strategies x seeds on one model (seeds interleaved); rows, curves and the model's own accuracy."""
+@dataclass
+class ModelSetup:
+    """What every run on one model shares: analysis, data, both evaluators (BN re-calibrated / raw)."""
+
+    path: str
+    defaults: Any
+    analysis: Any
+    data: Any
+    evaluators: dict[bool, Evaluator]  # BN re-calibrated (True) and raw (False)
+    ev: Evaluator  # the one the searches score with (--raw-search: the raw one)
+    cache: ImportanceCache
+
+
+def setup_model(path: str, args: argparse.Namespace) -> ModelSetup:
+    """Analyse the model, load the data, build the evaluators (once per process and model)."""
     d = search_defaults(args.device, args.episodes, args.reward_images, args.calib_images)
     a = analyze(path)
     sd = load_search_data(a.model, args.data, d.reward_images, 0)
     evs = {bn: Evaluator(a, sd.reward, sd.calibration, bn_recalibrate=bn, calib_images=d.calib_images,
                          device=d.device, threads=args.threads) for bn in (True, False)}  # fmt: skip
-    ev = evs[not args.raw_search]
-    cache = ImportanceCache(a, "l1")
-    facts = {"model": Path(path).name, "device": d.device, "reward_images": len(sd.reward),
-             "calib_images": len(ev.calib), "evaluator_mode": ev.mode, "threads": ev.threads,
-             "original_reward": evaluate_onnx(a.model.proto, sd.reward),
-             "original_test": evaluate_onnx(a.model.proto, sd.test) if sd.test is not None else None,
-             "curves": {}}  # fmt: skip
-    rows: list[dict[str, Any]] = []
+    return ModelSetup(path, d, a, sd, evs, evs[not args.raw_search], ImportanceCache(a, "l1"))
+
+
+def run_one(setup: ModelSetup, args: argparse.Namespace, strategy: str, seed: int) -> dict[str, Any]:
+    """One strategy (one seed of a search) on one model: the row, the best-so-far and per-episode rewards."""
+    a, d, sd, ev = setup.analysis, setup.defaults, setup.data, setup.ev
+    searching = strategy in SEARCHES or strategy in VARIANTS
+    kind, extra = VARIANTS.get(strategy, (strategy, {}))
+    warm = {"warmup": args.warmup} if args.warmup is not None else {}
+    ctx = StrategyContext(analysis=a, budget=Budget(flops=args.target), round_to=args.round_to,
+                          evaluator=ev, seed=seed, options={"episodes": d.episodes, **extra, **warm}, path=setup.path)  # fmt: skip
+    t0 = time.perf_counter()
+    curve: list[Any] = []
+    if searching:
+        plan, res = run_search(ctx, kind)
+        curve = res.curve
+    elif strategy in TORCH_PRUNING:
+        from torch_pruning_baseline import torch_pruning_plan
+
+        plan, _ = torch_pruning_plan(a, args.target, global_pruning=TORCH_PRUNING[strategy])
+    else:
+        plan = REGISTRY[strategy]().propose(ctx)
+    seconds = time.perf_counter() - t0
+    plan = plan_from_counts(a, plan.keep_counts(), setup.cache)
+    written = recalibrated_onnx(prune(a, plan), ev.calib, ev.batch_size, d.device)
+    best = max((e.reward for e in curve), default=None)
+    row = {
+        "model": Path(setup.path).name, "strategy": strategy, "seed": seed, "skipped": False,
+        "episodes": len(curve) or None, "macs_ratio": a.cost.macs(plan.keep_counts()) / a.cost.total_macs,
+        "reward_bn": setup.evaluators[True].score(plan), "reward_raw": setup.evaluators[False].score(plan),
+        "written_reward": evaluate_onnx(written, sd.reward),
+        "written_test": evaluate_onnx(written, sd.test) if sd.test is not None else None,
+        "seconds": seconds, "s_per_episode": seconds / len(curve) if curve else None,
+        "episodes_to_99pct": next((e.episode for e in curve if best and e.reward >= 0.99 * best), None),
+    }  # fmt: skip
+    return {"row": row, "best": [e.best for e in curve], "rewards": [e.reward for e in curve]}
+
+
+_WORKER: dict[str, Any] = {}  # one worker process's ModelSetup and args (set by _init_worker)
+
+
+def _init_worker(path: str, args: argparse.Namespace) -> None:
+    """Process-pool initializer: build the model's setup once per worker."""
+    _WORKER.update(setup=setup_model(path, args), args=args)
+
+
+def _worker_run(strategy: str, seed: int) -> dict[str, Any]:
+    """Process-pool task: one run with the worker's setup."""
+    return run_one(_WORKER["setup"], _WORKER["args"], strategy, seed)
+
+
+class _Inline:
+    """An executor that runs each task at submission (--jobs 1: no processes, same code path)."""
+
+    def __init__(self, setup: ModelSetup, args: argparse.Namespace) -> None:
+        self.setup, self.args = setup, args
+
+    def submit(self, _fn: Any, strategy: str, seed: int) -> Future:
+        fut: Future = Future()
+        fut.set_result(run_one(self.setup, self.args, strategy, seed))
+        return fut
+
+    def shutdown(self) -> None:
+        """Nothing to release."""
+
+
+def bench_model(path: str, args: argparse.Namespace, deadline: float) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """All strategies x seeds on one model (seeds interleaved, `args.jobs` at a time); rows and facts."""
+    setup = setup_model(path, args)
+    sd, ev = setup.data, setup.ev
+    facts = {"model": Path(path).name, "device": setup.defaults.device, "reward_images": len(sd.reward),
+             "calib_images": len(ev.calib), "evaluator_mode": ev.mode, "threads": ev.threads, "jobs": args.jobs,
+             "original_reward": evaluate_onnx(setup.analysis.model.proto, sd.reward),
+             "original_test": evaluate_onnx(setup.analysis.model.proto, sd.test) if sd.test is not None else None,
+             "curves": {}, "rewards": {}}  # fmt: skip
     runs = [(s, 0) for s in args.strategies if s in RULES or s in TORCH_PRUNING]
     runs += [(s, seed) for seed in args.seeds for s in args.strategies if s in SEARCHES or s in VARIANTS]
+    if args.jobs > 1:
+        pool: Any = ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn"),
+                                        initializer=_init_worker, initargs=(path, args))  # fmt: skip
+    else:
+        pool = _Inline(setup, args)
     per_run: dict[str, float] = {}  # strategy -> seconds of its last run (time-budget estimates)
-    for strategy, seed in runs:
-        left = deadline - time.perf_counter()
-        searching = strategy in SEARCHES or strategy in VARIANTS
-        need = 1.2 * per_run.get(strategy, max(per_run.values(), default=0.0))
-        if searching and per_run and left < need:
-            print(f"time budget: skipping {strategy} seed {seed} ({left:.0f} s left)", flush=True)
-            rows.append({"model": facts["model"], "strategy": strategy, "seed": seed, "skipped": True})
-            continue
-        kind, extra = VARIANTS.get(strategy, (strategy, {}))
-        warm = {"warmup": args.warmup} if args.warmup is not None else {}
-        ctx = StrategyContext(analysis=a, budget=Budget(flops=args.target), round_to=args.round_to,
-                              evaluator=ev, seed=seed, options={"episodes": d.episodes, **extra, **warm}, path=path)  # fmt: skip
-        t0 = time.perf_counter()
-        curve: list[Any] = []
-        if searching:
-            plan, res = run_search(ctx, kind)
-            curve = res.curve
-            facts["curves"][f"{strategy}/{seed}"] = [e.best for e in curve]
-        elif strategy in TORCH_PRUNING:
-            from torch_pruning_baseline import torch_pruning_plan
-
-            plan, _ = torch_pruning_plan(a, args.target, global_pruning=TORCH_PRUNING[strategy])
-        else:
-            plan = REGISTRY[strategy]().propose(ctx)
-        seconds = time.perf_counter() - t0
-        if searching:
-            per_run[strategy] = seconds
-        plan = plan_from_counts(a, plan.keep_counts(), cache)
-        written = recalibrated_onnx(prune(a, plan), ev.calib, ev.batch_size, d.device)
-        best = max((e.reward for e in curve), default=None)
-        rows.append({
-            "model": facts["model"], "strategy": strategy, "seed": seed, "skipped": False,
-            "episodes": len(curve) or None, "macs_ratio": a.cost.macs(plan.keep_counts()) / a.cost.total_macs,
-            "reward_bn": evs[True].score(plan), "reward_raw": evs[False].score(plan),
-            "written_reward": evaluate_onnx(written, sd.reward),
-            "written_test": evaluate_onnx(written, sd.test) if sd.test is not None else None,
-            "seconds": seconds, "s_per_episode": seconds / len(curve) if curve else None,
-            "episodes_to_99pct": next((e.episode for e in curve if best and e.reward >= 0.99 * best), None),
-        })  # fmt: skip
-        print(json.dumps(rows[-1]), flush=True)
-    return rows, facts
+    results: dict[int, dict[str, Any]] = {}
+    in_flight: dict[Future, int] = {}
+    queue = list(enumerate(runs))
+    try:
+        while queue or in_flight:
+            while queue and len(in_flight) < args.jobs:
+                i, (strategy, seed) = queue.pop(0)
+                left = deadline - time.time()
+                need = 1.2 * per_run.get(strategy, max(per_run.values(), default=0.0))
+                if (strategy in SEARCHES or strategy in VARIANTS) and per_run and left < need:
+                    print(f"time budget: skipping {strategy} seed {seed} ({left:.0f} s left)", flush=True)
+                    results[i] = {"row": {"model": facts["model"], "strategy": strategy, "seed": seed, "skipped": True}}
+                    continue
+                in_flight[pool.submit(_worker_run, strategy, seed)] = i
+            if not in_flight:
+                continue
+            done, _ = wait(list(in_flight), return_when=FIRST_COMPLETED)
+            for fut in done:
+                i = in_flight.pop(fut)
+                out = results[i] = fut.result()
+                row = out["row"]
+                if row["episodes"]:
+                    per_run[row["strategy"]] = row["seconds"]
+                    key = f"{row['strategy']}/{row['seed']}"
+                    facts["curves"][key], facts["rewards"][key] = out["best"], out["rewards"]
+                print(json.dumps(row), flush=True)
+    finally:
+        pool.shutdown()
+    facts["curves"] = {k: facts["curves"][k] for k in sorted(facts["curves"])}
+    return [results[i]["row"] for i in sorted(results)], facts
 
 
 def markdown(rows: list[dict[str, Any]], models: list[dict[str, Any]], command: str, wall: float) -> str:
@@ -245,7 +324,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data", default=str(ROOT / "fixtures" / "data"))
     p.add_argument("--target", type=float, default=0.5)
     p.add_argument("--episodes", type=int, default=None, help="per search (default: 300 on a GPU, 100 on a CPU)")
-    p.add_argument("--warmup", type=int, default=None, help="random warm-up episodes (default: a third of --episodes)")
+    p.add_argument("--warmup", type=int, default=None, help="random warm-up episodes (default: a third of --episodes, at most 66)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--strategies", nargs="+", default=list(SEARCHES + RULES + tuple(TORCH_PRUNING)),
                    help=f"of {', '.join(SEARCHES + RULES + tuple(TORCH_PRUNING) + tuple(VARIANTS))} "
@@ -255,12 +334,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--round-to", type=int, default=1)
     p.add_argument("--device", default=None, help="cuda / cpu (default: cuda when present)")
     p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--jobs", type=int, default=1, help="runs at a time, each in its own process (use with --threads 1)")
     p.add_argument("--raw-search", action="store_true", help="search with raw (not re-calibrated) rewards")
     p.add_argument("--time-budget", type=float, default=None, help="seconds: start no search run that would not fit")
     p.add_argument("--out", type=Path, default=None, help="directory for search.md, search.json, search.png")
     args = p.parse_args(argv)
     t0 = time.perf_counter()
-    deadline = t0 + (args.time_budget if args.time_budget else float("inf"))
+    deadline = time.time() + (args.time_budget if args.time_budget else float("inf"))
     rows, models = [], []
     for path in args.models:
         r, facts = bench_model(path, args, deadline)
