@@ -110,15 +110,16 @@ def test_update_changes_actor_critic_and_source_encoder() -> None:
         def forward(self) -> torch.Tensor:
             return self.table
 
-    src = Learned()
-    agent = DDPG(src, 4, DDPGConfig(hidden=16, batch=8), seed=0)
-    for i in range(16):
-        agent.buffer.add(i % 4, np.zeros(DYN_FEATURES, np.float32), 0.5, float(i % 2), 0, np.zeros(DYN_FEATURES, np.float32), False)
-    t0, c0 = src.table.detach().clone(), [p.clone() for p in agent.critic.parameters()]
-    agent.update()
-    assert not torch.equal(t0, src.table.detach())
-    assert any(not torch.equal(a, b) for a, b in zip(c0, agent.critic.parameters(), strict=True))
-    assert agent.moving_average is not None
+    for lr_encoder in (None, 0.0):  # 0: the encoder stays as built (not "fall back to lr_actor")
+        src = Learned()
+        agent = DDPG(src, 4, DDPGConfig(hidden=16, batch=8, lr_encoder=lr_encoder), seed=0)
+        for i in range(16):
+            agent.buffer.add(i % 4, np.zeros(DYN_FEATURES, np.float32), 0.5, float(i % 2), 0, np.zeros(DYN_FEATURES, np.float32), False)
+        t0, c0 = src.table.detach().clone(), [p.clone() for p in agent.critic.parameters()]
+        agent.update()
+        assert torch.equal(t0, src.table.detach()) == (lr_encoder == 0.0)
+        assert any(not torch.equal(a, b) for a, b in zip(c0, agent.critic.parameters(), strict=True))
+        assert agent.moving_average is not None
 
 
 def test_agent_learns_which_groups_to_keep() -> None:

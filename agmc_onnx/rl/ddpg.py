@@ -58,7 +58,7 @@ class DDPGConfig:
     hidden: int = 300
     lr_actor: float = 1e-4
     lr_critic: float = 1e-3
-    lr_encoder: float | None = None  # the state source's Adam (None: lr_actor, as before)
+    lr_encoder: float | None = None  # the state source's Adam (None: lr_actor; 0: the encoder stays as built)
     tau: float = 0.01
     batch: int = 64
     gamma: float = 0.0
@@ -193,7 +193,7 @@ class DDPG:
             net.requires_grad_(False)
         self.actor_opt = torch.optim.Adam(self.actor.parameters(), lr=self.cfg.lr_actor)
         self.source_params = [p for p in source.parameters() if p.requires_grad]
-        self.source_opt = torch.optim.Adam(self.source_params, lr=self.cfg.lr_encoder or self.cfg.lr_actor) if self.source_params else None
+        self.source_opt = torch.optim.Adam(self.source_params, lr=self.cfg.lr_actor if self.cfg.lr_encoder is None else self.cfg.lr_encoder) if self.source_params else None
         self.critic_opt = torch.optim.Adam(self.critic.parameters(), lr=self.cfg.lr_critic)
         self.buffer = ReplayBuffer(max(self.cfg.batch, self.cfg.buffer_episodes * steps))
         self.elite = ReplayBuffer(max(1, self.cfg.elite_episodes * steps))

@@ -39,7 +39,7 @@ class PPOConfig:
     hidden: int = 128
     lr_actor: float = 1e-3
     lr_critic: float = 1e-3
-    lr_encoder: float | None = None  # None: lr_actor
+    lr_encoder: float | None = None  # None: lr_actor; 0: the encoder stays as built
     episodes_per_update: int = 4
     epochs: int = 10
     clip: float = 0.2
@@ -101,7 +101,7 @@ class PPO:
         self.actor_opt = torch.optim.Adam(self.actor.parameters(), lr=self.cfg.lr_actor)
         self.value_opt = torch.optim.Adam(self.value.parameters(), lr=self.cfg.lr_critic)
         self.source_params = [p for p in source.parameters() if p.requires_grad]
-        self.source_opt = torch.optim.Adam(self.source_params, lr=self.cfg.lr_encoder or self.cfg.lr_actor) if self.source_params else None
+        self.source_opt = torch.optim.Adam(self.source_params, lr=self.cfg.lr_actor if self.cfg.lr_encoder is None else self.cfg.lr_encoder) if self.source_params else None
         self.rollout: list[dict[str, np.ndarray]] = []  # explored episodes since the last update
         self._pending: list[tuple[int, np.ndarray, float, float, bool]] = []  # this episode's (step, dyn, x, log p, free)
         self._table: Tensor | None = None
