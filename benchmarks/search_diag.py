@@ -5,7 +5,7 @@
 Prints one JSON line (best, the episode it came from, mean/max reward in warm-up and after it, the
 10-episode means, the mean std of the last 20 plans' keep ratios) and writes OUT/TAG.json with the
 whole curve (OUT: $SEARCH_DIAG_OUT or /tmp). Options are DDPGConfig fields (AMC's agent: noise_floor 0,
-elite_episodes 0, critic_warmup 0) and, for agmc, "standardize" (false: raw GNN group embeddings). Scoring as benchmarks/search.py on a CPU: 1000 reward images, BN re-calibrated.
+elite_episodes 0, critic_warmup 0) and, for agmc, "standardize" (false: raw GNN group embeddings). Scoring as benchmarks/search.py on a CPU: 1000 reward images, BN re-calibrated, one thread (run one per core).
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ def main(argv: list[str]) -> int:
     a = analyze(model)
     sd = load_search_data(a.model, str(ROOT / "fixtures" / "data"), d.reward_images, 0)
     ev = Evaluator(
-        a, sd.reward, sd.calibration, bn_recalibrate=True, calib_images=d.calib_images, device="cpu"
+        a, sd.reward, sd.calibration, bn_recalibrate=True, calib_images=d.calib_images, device="cpu", threads=1
     )
     ctx = StrategyContext(analysis=a, budget=Budget(flops=0.5), round_to=1, evaluator=ev, seed=seed,
                           options={"episodes": eps, **opts}, path=model)  # fmt: skip
