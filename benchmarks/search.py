@@ -8,7 +8,8 @@ seconds per episode and episodes to reach 99% of the final best reward. Seeds ar
 next one would not fit, so a time-boxed run keeps the comparison balanced. `--jobs N` runs N of
 them at a time, each in its own process (with `--threads 1`: one core each). Writes into --out:
 search.md, search.json (rows; per run the best-so-far curve and every episode's reward),
-search.png (best reward per episode) — three files.
+search.png (best reward per episode) — three files. `--render search.json` re-writes search.md and
+search.png from a finished run (after a change to the report).
 
 CPU (ResNet-20, ~13 min on 2 busy cores; results in benchmarks/search_resnet20_cpu/):
     python benchmarks/search.py --models fixtures/models/resnet20.onnx --episodes 150 --seeds 0 1 \
@@ -248,6 +249,7 @@ def markdown(rows: list[dict[str, Any]], models: list[dict[str, Any]], command: 
                          f"{m_('s_per_episode', False)} | {m_('episodes_to_99pct', False)} |")  # fmt: skip
         lines.append("")
         lines += targets(rows, m)
+        lines += window_means(m)
     lines.append("Accuracies in percent; MACs as a fraction of the original. No fine-tuning.")
     return "\n".join(lines) + "\n"
 
@@ -290,6 +292,27 @@ def targets(rows: list[dict[str, Any]], m: dict[str, Any]) -> list[str]:
     return out + [""]
 
 
+def window_means(m: dict[str, Any], width: int = 50) -> list[str]:
+    """Mean reward of the episodes in each `width`-episode window, per search strategy (mean over its
+    seeds): how fast each policy improves, which best-so-far curves hide."""
+    rewards = m.get("rewards") or {}
+    if not rewards:
+        return []
+    longest = max(len(r) for r in rewards.values())
+    starts = list(range(0, longest, width))
+    out = [f"Mean reward of the episodes in each {width}-episode window (percent, mean over seeds):", "",
+           "| strategy | " + " | ".join(f"{a}-{min(a + width, longest) - 1}" for a in starts) + " |",
+           "|---|" + "---|" * len(starts)]  # fmt: skip
+    for strategy in dict.fromkeys(k.split("/")[0] for k in rewards):
+        runs = [np.asarray(r) for k, r in rewards.items() if k.split("/")[0] == strategy]
+        cells = []
+        for a in starts:
+            parts = [r[a:a + width] for r in runs if len(r) > a]
+            cells.append(f"{100 * np.mean([p.mean() for p in parts]):.1f}" if parts else "-")
+        out.append(f"| {strategy} | " + " | ".join(cells) + " |")
+    return out + [""]
+
+
 def plot(models: list[dict[str, Any]], out: Path) -> None:
     """Best reward so far per episode, one line per search run (skipped without matplotlib)."""
     try:
@@ -320,7 +343,7 @@ def plot(models: list[dict[str, Any]], out: Path) -> None:
 def main(argv: list[str] | None = None) -> int:
     """Command line."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--models", nargs="+", required=True)
+    p.add_argument("--models", nargs="+", help="ONNX files (required unless --render)")
     p.add_argument("--data", default=str(ROOT / "fixtures" / "data"))
     p.add_argument("--target", type=float, default=0.5)
     p.add_argument("--episodes", type=int, default=None, help="per search (default: 300 on a GPU, 100 on a CPU)")
@@ -338,7 +361,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--raw-search", action="store_true", help="search with raw (not re-calibrated) rewards")
     p.add_argument("--time-budget", type=float, default=None, help="seconds: start no search run that would not fit")
     p.add_argument("--out", type=Path, default=None, help="directory for search.md, search.json, search.png")
+    p.add_argument("--render", type=Path, default=None, metavar="JSON",
+                   help="only re-write search.md (and search.png) beside an earlier run's search.json")
     args = p.parse_args(argv)
+    if args.render:
+        saved = json.loads(args.render.read_text())
+        text = markdown(saved["rows"], saved["models"], saved["command"], saved.get("wall", float("nan")))
+        (args.render.parent / "search.md").write_text(text)
+        plot(saved["models"], args.render.parent / "search.png")
+        print(text)
+        return 0
+    if not args.models:
+        p.error("--models is required")
     t0 = time.perf_counter()
     deadline = time.time() + (args.time_budget if args.time_budget else float("inf"))
     rows, models = [], []
@@ -352,7 +386,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.out:
         args.out.mkdir(parents=True, exist_ok=True)
         (args.out / "search.md").write_text(text)
-        (args.out / "search.json").write_text(json.dumps({"command": command, "rows": rows, "models": models}, indent=1))
+        wall = time.perf_counter() - t0
+        (args.out / "search.json").write_text(json.dumps({"command": command, "wall": wall, "rows": rows, "models": models}, indent=1))
         plot(models, args.out / "search.png")
     return 0
 
