@@ -82,6 +82,11 @@ RULES = ("uniform", "l1-global")
 TORCH_PRUNING = {"tp-global-l2": True, "tp-local-l2": False}
 
 
+def is_search(strategy: str) -> bool:
+    """A search (seeded, with episodes) rather than a one-shot rule."""
+    return strategy in SEARCHES or strategy in VARIANTS
+
+
 @dataclass
 class ModelSetup:
     """What every run on one model shares: analysis, data, both evaluators (BN re-calibrated / raw)."""
@@ -108,7 +113,7 @@ def setup_model(path: str, args: argparse.Namespace) -> ModelSetup:
 def run_one(setup: ModelSetup, args: argparse.Namespace, strategy: str, seed: int) -> dict[str, Any]:
     """One strategy (one seed of a search) on one model: the row, the best-so-far and per-episode rewards."""
     a, d, sd, ev = setup.analysis, setup.defaults, setup.data, setup.ev
-    searching = strategy in SEARCHES or strategy in VARIANTS
+    searching = is_search(strategy)
     kind, extra = VARIANTS.get(strategy, (strategy, {}))
     warm = {"warmup": args.warmup} if args.warmup is not None else {}
     ctx = StrategyContext(analysis=a, budget=Budget(flops=args.target), round_to=args.round_to,
@@ -179,7 +184,7 @@ def bench_model(path: str, args: argparse.Namespace, deadline: float) -> tuple[l
              "original_test": evaluate_onnx(setup.analysis.model.proto, sd.test) if sd.test is not None else None,
              "curves": {}, "rewards": {}}  # fmt: skip
     runs = [(s, 0) for s in args.strategies if s in RULES or s in TORCH_PRUNING]
-    runs += [(s, seed) for seed in args.seeds for s in args.strategies if s in SEARCHES or s in VARIANTS]
+    runs += [(s, seed) for seed in args.seeds for s in args.strategies if is_search(s)]
     if args.jobs > 1:
         pool: Any = ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn"),
                                         initializer=_init_worker, initargs=(path, args))  # fmt: skip
@@ -195,7 +200,7 @@ def bench_model(path: str, args: argparse.Namespace, deadline: float) -> tuple[l
                 i, (strategy, seed) = queue.pop(0)
                 left = deadline - time.time()
                 need = 1.2 * per_run.get(strategy, max(per_run.values(), default=0.0))
-                if (strategy in SEARCHES or strategy in VARIANTS) and per_run and left < need:
+                if is_search(strategy) and per_run and left < need:
                     print(f"time budget: skipping {strategy} seed {seed} ({left:.0f} s left)", flush=True)
                     results[i] = {"row": {"model": facts["model"], "strategy": strategy, "seed": seed, "skipped": True}}
                     continue
@@ -205,16 +210,18 @@ def bench_model(path: str, args: argparse.Namespace, deadline: float) -> tuple[l
             done, _ = wait(list(in_flight), return_when=FIRST_COMPLETED)
             for fut in done:
                 i = in_flight.pop(fut)
-                out = results[i] = fut.result()
-                row = out["row"]
+                results[i] = fut.result()
+                row = results[i]["row"]
                 if row["episodes"]:
                     per_run[row["strategy"]] = row["seconds"]
-                    key = f"{row['strategy']}/{row['seed']}"
-                    facts["curves"][key], facts["rewards"][key] = out["best"], out["rewards"]
                 print(json.dumps(row), flush=True)
     finally:
         pool.shutdown()
-    facts["curves"] = {k: facts["curves"][k] for k in sorted(facts["curves"])}
+    for i in sorted(results):  # curves in run order, whichever run finished first
+        row = results[i]["row"]
+        if row.get("episodes"):
+            key = f"{row['strategy']}/{row['seed']}"
+            facts["curves"][key], facts["rewards"][key] = results[i]["best"], results[i]["rewards"]
     return [results[i]["row"] for i in sorted(results)], facts
 
 

@@ -49,6 +49,7 @@ from torch import Tensor, nn
 
 from agmc_onnx.rl.env import DYN_FEATURES
 from agmc_onnx.rl.policy import load_policy_source, policy_header
+from agmc_onnx.rl.states import source_optimizer
 
 
 @dataclass
@@ -192,8 +193,7 @@ class DDPG:
         for net in (self.source_target, self.actor_target, self.critic_target):
             net.requires_grad_(False)
         self.actor_opt = torch.optim.Adam(self.actor.parameters(), lr=self.cfg.lr_actor)
-        self.source_params = [p for p in source.parameters() if p.requires_grad]
-        self.source_opt = torch.optim.Adam(self.source_params, lr=self.cfg.lr_actor if self.cfg.lr_encoder is None else self.cfg.lr_encoder) if self.source_params else None
+        self.source_params, self.source_opt = source_optimizer(source, self.cfg.lr_encoder, self.cfg.lr_actor)
         self.critic_opt = torch.optim.Adam(self.critic.parameters(), lr=self.cfg.lr_critic)
         self.buffer = ReplayBuffer(max(self.cfg.batch, self.cfg.buffer_episodes * steps))
         self.elite = ReplayBuffer(max(1, self.cfg.elite_episodes * steps))

@@ -26,6 +26,7 @@ from torch.distributions import Beta
 from agmc_onnx.rl.ddpg import one_thread
 from agmc_onnx.rl.env import DYN_FEATURES
 from agmc_onnx.rl.policy import load_policy_source, policy_header
+from agmc_onnx.rl.states import source_optimizer
 
 
 @dataclass
@@ -100,8 +101,7 @@ class PPO:
         self.value = Value(dim, self.cfg.hidden)
         self.actor_opt = torch.optim.Adam(self.actor.parameters(), lr=self.cfg.lr_actor)
         self.value_opt = torch.optim.Adam(self.value.parameters(), lr=self.cfg.lr_critic)
-        self.source_params = [p for p in source.parameters() if p.requires_grad]
-        self.source_opt = torch.optim.Adam(self.source_params, lr=self.cfg.lr_actor if self.cfg.lr_encoder is None else self.cfg.lr_encoder) if self.source_params else None
+        self.source_params, self.source_opt = source_optimizer(source, self.cfg.lr_encoder, self.cfg.lr_actor)
         self.rollout: list[dict[str, np.ndarray]] = []  # explored episodes since the last update
         self._pending: list[tuple[int, np.ndarray, float, float, bool]] = []  # this episode's (step, dyn, x, log p, free)
         self._table: Tensor | None = None

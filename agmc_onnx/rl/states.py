@@ -110,6 +110,14 @@ class HandStates(nn.Module):
         return self.table
 
 
+def source_optimizer(source: nn.Module, lr_encoder: float | None, lr_actor: float) -> tuple[list[nn.Parameter], torch.optim.Adam | None]:
+    """The state source's trainable parameters and their Adam (both agents): `lr_encoder`, or the
+    actor's rate when it is None; 0 leaves the encoder as built. None without trainable parameters (amc)."""
+    params = [p for p in source.parameters() if p.requires_grad]
+    lr = lr_actor if lr_encoder is None else lr_encoder
+    return params, torch.optim.Adam(params, lr=lr) if params else None
+
+
 class FixedStates(nn.Module):
     """A given fixed table of static states (tests, synthetic problems)."""
 
