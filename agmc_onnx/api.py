@@ -9,10 +9,10 @@ from typing import Any
 
 import onnx
 
+from agmc_onnx.analysis import Analysis
+from agmc_onnx.analysis import analyze as _analyze
 from agmc_onnx.cost import count_macs, count_params
 from agmc_onnx.errors import InputError
-from agmc_onnx.groups import Analysis
-from agmc_onnx.groups import analyze as _analyze
 from agmc_onnx.io import check_output_path, write_json, write_model
 from agmc_onnx.model import ModelGraph
 from agmc_onnx.model import load as _load

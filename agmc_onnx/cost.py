@@ -9,15 +9,15 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import onnx
 from onnx import numpy_helper
 
-if TYPE_CHECKING:
-    from agmc_onnx.groups import Analysis
-    from agmc_onnx.plan import Plan
+from agmc_onnx.groups import ChannelLayout, KeptChannels
+from agmc_onnx.model import ModelGraph, batch_one
+from agmc_onnx.protos import constants_to_initializers, fold_small_constants
 
 MAC_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 
@@ -64,11 +64,9 @@ def node_macs_static(node: onnx.NodeProto, inits: Mapping[str, np.ndarray], shap
 
 def count_macs(proto: onnx.ModelProto) -> int:
     """MACs of a model counted from its own (re-inferred) shapes: the independent oracle."""
-    from agmc_onnx.model import _constants_to_initializers, batch_one
-
     work = batch_one(proto)  # batch 1: dims that follow from the batch become numbers
-    _constants_to_initializers(work.graph)  # Slice/Reshape parameters in Constant nodes: shapes become known
-    _fold_small_constants(work.graph, list(work.opset_import))
+    constants_to_initializers(work.graph)  # Slice/Reshape parameters in Constant nodes: shapes become known
+    fold_small_constants(work.graph, list(work.opset_import))
     inferred = onnx.shape_inference.infer_shapes(work, data_prop=True)
     g = inferred.graph
     inits = {t.name: numpy_helper.to_array(t) for t in g.initializer}
@@ -79,38 +77,6 @@ def count_macs(proto: onnx.ModelProto) -> int:
                 d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in vi.type.tensor_type.shape.dim
             ]
     return int(sum(node_macs_static(n, inits, shapes) for n in g.node))
-
-
-_FOLDABLE = ("Unsqueeze", "Squeeze", "Concat", "Cast", "Reshape", "Gather", "Slice", "Add", "Sub", "Mul", "Div",
-             "Identity", "ConstantOfShape", "Range", "Neg", "Floor", "Ceil")
-
-
-def _fold_small_constants(graph: onnx.GraphProto, opsets: list[onnx.OperatorSetIdProto]) -> None:
-    """Evaluate small integer-parameter subgraphs (Unsqueeze of constants and such) so shapes infer."""
-    from onnx.reference import ReferenceEvaluator
-
-    consts = {t.name: t for t in graph.initializer}
-    keep = []
-    for node in graph.node:
-        ins = [i for i in node.input if i]
-        if (node.op_type in _FOLDABLE and ins and all(i in consts for i in ins)
-                and all(int(np.prod(consts[i].dims)) <= 4096 for i in ins) and len(node.output) == 1):
-            try:
-                sub = onnx.helper.make_graph(
-                    [node], "fold", [], [onnx.helper.make_tensor_value_info(node.output[0], onnx.TensorProto.UNDEFINED, None)],
-                    [consts[i] for i in dict.fromkeys(ins)],
-                )  # fmt: skip
-                value = ReferenceEvaluator(onnx.helper.make_model(sub, opset_imports=opsets)).run(None, {})[0]
-            except Exception:
-                keep.append(node)
-                continue
-            t = numpy_helper.from_array(np.asarray(value), node.output[0])
-            graph.initializer.append(t)
-            consts[t.name] = t
-            continue
-        keep.append(node)
-    del graph.node[:]
-    graph.node.extend(keep)
 
 
 def count_params(proto: onnx.ModelProto) -> int:
@@ -203,7 +169,7 @@ class CostModel:
             total += v
         return int(round(total))
 
-    def _masks(self, plan: Plan) -> dict[int, np.ndarray]:
+    def _masks(self, plan: KeptChannels) -> dict[int, np.ndarray]:
         """Per-group keep masks of a plan."""
         masks = {}
         for gid, kept in plan.kept.items():
@@ -213,7 +179,7 @@ class CostModel:
                 masks[gid] = m
         return masks
 
-    def plan_macs(self, plan: Plan) -> int:
+    def plan_macs(self, plan: KeptChannels) -> int:
         """Exact total MACs of the model a plan prunes to (accounts for which channels are kept)."""
         masks = self._masks(plan)
         total = 0
@@ -224,7 +190,7 @@ class CostModel:
             total += v
         return int(total)
 
-    def plan_params(self, plan: Plan) -> int:
+    def plan_params(self, plan: KeptChannels) -> int:
         """Exact float params of the model a plan prunes to."""
         masks = self._masks(plan)
         total = 0
@@ -254,9 +220,20 @@ def _length(channels: list[tuple[int, int] | None], prunable: Mapping[int, int])
     return Length(const, [(g, len(ch) / prunable[g], np.array(ch, dtype=np.int64)) for g, ch in per.items()])
 
 
-def build_cost_model(analysis: Analysis) -> CostModel:
+class _StaticShapes:
+    """Mapping-like view of ModelGraph.static_shape (what node_macs_static takes)."""
+
+    def __init__(self, model: ModelGraph) -> None:
+        self.model = model
+
+    def get(self, name: str, default: Any = None) -> Any:
+        """Static dims of a tensor."""
+        got = self.model.static_shape(name)
+        return default if got is None else got
+
+
+def build_cost_model(m: ModelGraph, analysis: ChannelLayout) -> CostModel:
     """Precompute per node and per initializer axis the group terms of their lengths."""
-    m = analysis.model
     prunable = {g.id: g.size for g in analysis.groups if g.prunable}
 
     def init_len(name: str, axis: int) -> Length:
@@ -269,8 +246,6 @@ def build_cost_model(analysis: Analysis) -> CostModel:
         if name in analysis.tensor_ids:
             return _length(analysis.tensor_channels(name), prunable)
         return Length(_static(static))
-
-    from agmc_onnx.model import _StaticShapes
 
     static = _StaticShapes(m)
     terms: list[_Term] = []

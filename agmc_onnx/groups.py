@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import numpy as np
 import onnx
@@ -19,11 +19,13 @@ import onnx
 from agmc_onnx.model import ModelGraph
 from agmc_onnx.ops import RULES, Unsupported
 
-if TYPE_CHECKING:
-    from agmc_onnx.cost import CostModel
-    from agmc_onnx.plan import Plan
-
 log = logging.getLogger(__name__)
+
+
+class KeptChannels(Protocol):
+    """What cost and masks read of a plan (agmc_onnx.plan.Plan): kept channel indices per group id."""
+
+    kept: dict[int, list[int]]
 
 
 @dataclass(frozen=True)
@@ -274,12 +276,10 @@ def _subgraph_inputs(node: onnx.NodeProto) -> list[str]:
 
 
 @dataclass
-class Analysis:
-    """Groups, cost model and frozen channels of one model."""
+class ChannelLayout:
+    """Where every group's channels sit: per tensor (activations) and per (initializer, axis) (members)."""
 
-    model: ModelGraph
     groups: list[ChannelGroup]
-    cost: CostModel
     frozen: list[tuple[str, str]]
     tensor_ids: dict[str, list[int]] = field(default_factory=dict)
     tensor_axis: dict[str, int] = field(default_factory=dict)  # tensor -> its channel axis (absent: 1)
@@ -323,26 +323,15 @@ class Analysis:
         """(group id, channel) of every position on a tensor's channel axis."""
         return [self.id_channel.get(i) for i in self.tensor_ids[tensor]]
 
-    def keep_mask(self, channels: list[tuple[int, int] | None], plan: Plan) -> np.ndarray:
-        """Boolean mask of kept positions for a list of (group, channel) entries under `plan`."""
-        kept = _kept_sets(self, plan)
-        return np.array([c is None or c[0] not in kept or c[1] in kept[c[0]] for c in channels], dtype=bool)
+    def keep_mask(self, channels: list[tuple[int, int] | None], plan: KeptChannels) -> np.ndarray:
+        """Boolean mask of kept positions for a list of (group, channel) entries under `plan` (frozen and
+        unlisted groups keep everything)."""
+        sets = {gid: set(k) for gid, k in plan.kept.items() if self.groups[gid].prunable}
+        return np.array([c is None or c[0] not in sets or c[1] in sets[c[0]] for c in channels], dtype=bool)
 
 
-def _kept_sets(analysis: Analysis, plan: Plan) -> dict[int, set[int]]:
-    """Kept channel sets of the prunable groups a plan touches (frozen groups keep everything)."""
-    out = {}
-    for gid, kept in plan.kept.items():
-        g = analysis.groups[gid]
-        if g.prunable:
-            out[gid] = set(kept)
-    return out
-
-
-def analyze(model: ModelGraph) -> Analysis:
-    """Find the channel groups of a model and build its cost model."""
-    from agmc_onnx.cost import build_cost_model
-
+def find_groups(model: ModelGraph) -> ChannelLayout:
+    """Propagate channel ids through the model and collect them into groups and members."""
     p = Propagator(model)
     for name in model.input_names:
         shape = model.shape(name)
@@ -353,10 +342,10 @@ def analyze(model: ModelGraph) -> Analysis:
     for name in model.output_names:
         if name in p.tensor_ids:
             p.freeze(p.tensor_ids[name], f"graph output {name}")
-    return _build(model, p, build_cost_model)
+    return _layout(model, p)
 
 
-def _build(model: ModelGraph, p: Propagator, build_cost_model: Any) -> Analysis:
+def _layout(model: ModelGraph, p: Propagator) -> ChannelLayout:
     """Turn propagated ids into classes, groups and members."""
     uf = p.uf
     n = len(uf.parent)
@@ -426,10 +415,8 @@ def _build(model: ModelGraph, p: Propagator, build_cost_model: Any) -> Analysis:
     for g in groups:
         if g.frozen_reason and not any(g.frozen_reason.startswith(r) for _, r in frozen_list):
             frozen_list.append((", ".join(g.producers[:2]), g.frozen_reason))
-    analysis = Analysis(
-        model=model,
+    return ChannelLayout(
         groups=groups,
-        cost=None,  # type: ignore[arg-type]
         frozen=frozen_list,
         tensor_ids=dict(p.tensor_ids),
         tensor_axis={t: a for t, a in p.tensor_axis.items() if t in p.tensor_ids},
@@ -437,5 +424,3 @@ def _build(model: ModelGraph, p: Propagator, build_cost_model: Any) -> Analysis:
         axis_map=axis_map,
         hooks=list(p.hooks),
     )
-    analysis.cost = build_cost_model(analysis)
-    return analysis

@@ -8,7 +8,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 if TYPE_CHECKING:
-    from agmc_onnx.groups import Analysis, ChannelGroup
+    from agmc_onnx.analysis import Analysis
+    from agmc_onnx.groups import ChannelGroup
 
 
 def _per_position(arr: np.ndarray, axis: int, power: int) -> np.ndarray:

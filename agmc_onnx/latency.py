@@ -35,10 +35,10 @@ from onnx import TensorProto, helper, numpy_helper
 from agmc_onnx.errors import InputError
 
 if TYPE_CHECKING:
+    from agmc_onnx.analysis import Analysis
+    from agmc_onnx.budget import Budget
     from agmc_onnx.cost import Length
-    from agmc_onnx.groups import Analysis
     from agmc_onnx.plan import Plan, RoundTo
-    from agmc_onnx.strategies.base import Budget
 
 FORMAT = 2  # 2: calibration rows name their plan (uniform cuts and random plans)
 FUSED_AFTER = ("BatchNormalization", "Relu", "Clip", "LeakyRelu", "HardSigmoid", "HardSwish", "Sigmoid", "Tanh")

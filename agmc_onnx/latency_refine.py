@@ -22,9 +22,9 @@ from agmc_onnx.latency import budget_limit_ms, ort_runner_factory
 from agmc_onnx.plan import ImportanceCache, Plan, RoundTo, group_step
 
 if TYPE_CHECKING:
-    from agmc_onnx.groups import Analysis
+    from agmc_onnx.analysis import Analysis
+    from agmc_onnx.budget import Budget
     from agmc_onnx.latency import LatencyModel
-    from agmc_onnx.strategies.base import Budget
 
 MeasureFn = Callable[[Plan], tuple[float, float]]  # plan -> (original ms, pruned ms) from one interleaved run
 

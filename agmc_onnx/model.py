@@ -8,14 +8,14 @@ import os
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-import networkx as nx
 import numpy as np
 import onnx
 from onnx import numpy_helper
 
 from agmc_onnx.errors import InputError
+from agmc_onnx.protos import Dim, constants_to_initializers, dims
+from agmc_onnx.protos import opset as default_opset
 
 log = logging.getLogger(__name__)
 logging.getLogger("agmc_onnx").addHandler(logging.NullHandler())  # no stray stderr lines from warnings
@@ -25,24 +25,6 @@ MAX_OPSET = 23
 # onnxslim passes we skip: fusion folds BN into Conv (we keep BN for re-calibration) and rewrites
 # Gemm/Conv patterns; weight tying makes two layers share one initializer (surgery slices per layer).
 _SLIM_SKIP = ["graph_fusion", "weight_tying"]
-
-Dim = int | str | None
-
-
-def _dims(type_proto: onnx.TypeProto) -> list[Dim] | None:
-    """Dims of a tensor type: int, symbol name, or None; None when the rank is unknown."""
-    if not type_proto.HasField("tensor_type") or not type_proto.tensor_type.HasField("shape"):
-        return None
-    out: list[Dim] = []
-    for d in type_proto.tensor_type.shape.dim:
-        if d.HasField("dim_value"):
-            out.append(int(d.dim_value))
-        elif d.HasField("dim_param"):
-            out.append(d.dim_param)
-        else:
-            out.append(None)
-    return out
-
 
 def _read(path: Path) -> onnx.ModelProto:
     """Read and check a model file; every failure is an InputError naming the file."""
@@ -56,7 +38,7 @@ def _read(path: Path) -> onnx.ModelProto:
         raise InputError(f"not a readable ONNX file ({type(exc).__name__}: {str(exc)[:80]})", path) from exc
     if not proto.graph.node and not proto.graph.output:
         raise InputError("not an ONNX model (empty or not a ModelProto)", path)
-    opset = _opset(proto)
+    opset = default_opset(proto)
     if opset is None or opset < MIN_OPSET or opset > MAX_OPSET:
         raise InputError(f"unsupported opset {opset} (supported: {MIN_OPSET}..{MAX_OPSET})", path)
     try:
@@ -71,41 +53,6 @@ def _read(path: Path) -> onnx.ModelProto:
         msg = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
         raise InputError(f"invalid ONNX model ({msg})", path) from exc
     return proto
-
-
-def _opset(proto: onnx.ModelProto) -> int | None:
-    """The default-domain opset version."""
-    for imp in proto.opset_import:
-        if imp.domain in ("", "ai.onnx"):
-            return int(imp.version)
-    return None
-
-
-def _constants_to_initializers(graph: onnx.GraphProto) -> None:
-    """Turn tensor-valued Constant nodes into initializers so weights are plain constants."""
-    keep = []
-    for node in graph.node:
-        if node.op_type == "Constant" and len(node.output) == 1:
-            attr = {a.name: a for a in node.attribute}
-            tensor = None
-            if "value" in attr:
-                tensor = onnx.TensorProto()
-                tensor.CopyFrom(attr["value"].t)
-            elif "value_float" in attr:
-                tensor = numpy_helper.from_array(np.array(attr["value_float"].f, dtype=np.float32))
-            elif "value_floats" in attr:
-                tensor = numpy_helper.from_array(np.array(list(attr["value_floats"].floats), dtype=np.float32))
-            elif "value_int" in attr:
-                tensor = numpy_helper.from_array(np.array(attr["value_int"].i, dtype=np.int64))
-            elif "value_ints" in attr:
-                tensor = numpy_helper.from_array(np.array(list(attr["value_ints"].ints), dtype=np.int64))
-            if tensor is not None:
-                tensor.name = node.output[0]
-                graph.initializer.append(tensor)
-                continue
-        keep.append(node)
-    del graph.node[:]
-    graph.node.extend(keep)
 
 
 def _bypass_identity_on_initializers(graph: onnx.GraphProto) -> None:
@@ -206,10 +153,10 @@ def _slim(proto: onnx.ModelProto) -> onnx.ModelProto:
         return proto
     if slimmed is None:
         return proto
-    before = [(o.name, _dims(o.type)) for o in proto.graph.output]
-    after = [(o.name, _dims(o.type)) for o in slimmed.graph.output]
-    ins_b = [(i.name, _dims(i.type)) for i in proto.graph.input if i.name not in {t.name for t in proto.graph.initializer}]
-    ins_a = [(i.name, _dims(i.type)) for i in slimmed.graph.input]
+    before = [(o.name, dims(o.type)) for o in proto.graph.output]
+    after = [(o.name, dims(o.type)) for o in slimmed.graph.output]
+    ins_b = [(i.name, dims(i.type)) for i in proto.graph.input if i.name not in {t.name for t in proto.graph.initializer}]
+    ins_a = [(i.name, dims(i.type)) for i in slimmed.graph.input]
     if [n for n, _ in before] != [n for n, _ in after] or ins_b != ins_a:
         log.warning("onnxslim changed graph inputs/outputs; analysing the graph as written")
         return proto
@@ -273,9 +220,9 @@ def normalise(proto: onnx.ModelProto) -> onnx.ModelProto:
     ins = [i for i in proto.graph.input if i.name not in init_names]
     del proto.graph.input[:]
     proto.graph.input.extend(ins)
-    _constants_to_initializers(proto.graph)
+    constants_to_initializers(proto.graph)
     proto = _slim(proto)
-    _constants_to_initializers(proto.graph)
+    constants_to_initializers(proto.graph)
     _bypass_identity_on_initializers(proto.graph)
     _unshare_initializers(proto.graph)
     _name_nodes(proto.graph)
@@ -311,7 +258,7 @@ class ModelGraph:
             inferred = infer_shapes(batch_one(self.proto))
             self._static = {}
             for vi in list(inferred.graph.input) + list(inferred.graph.value_info) + list(inferred.graph.output):
-                self._static[vi.name] = _dims(vi.type)
+                self._static[vi.name] = dims(vi.type)
             for name_, arr in self.inits.items():
                 self._static[name_] = list(arr.shape)
         got = self._static.get(name)
@@ -324,7 +271,7 @@ class ModelGraph:
         self.shapes = {}
         self.elem_types = {}
         for vi in list(g.input) + list(g.value_info) + list(g.output):
-            self.shapes[vi.name] = _dims(vi.type)
+            self.shapes[vi.name] = dims(vi.type)
             if vi.type.HasField("tensor_type"):
                 self.elem_types[vi.name] = vi.type.tensor_type.elem_type
         for name, arr in self.inits.items():
@@ -352,7 +299,7 @@ class ModelGraph:
     @property
     def opset(self) -> int:
         """Default-domain opset."""
-        return _opset(self.proto) or 0
+        return default_opset(self.proto) or 0
 
     @property
     def input_names(self) -> list[str]:
@@ -372,63 +319,6 @@ class ModelGraph:
         """Inferred dims of a tensor (None: unknown rank)."""
         return self.shapes.get(name)
 
-    def gs_graph(self) -> Any:
-        """The model as an onnx-graphsurgeon Graph (for tools that prefer that IR)."""
-        import onnx_graphsurgeon as gs
-
-        return gs.import_onnx(self.proto)
-
-    def node_info(self, node: onnx.NodeProto) -> dict[str, Any]:
-        """Per-node attributes for the NetworkX view: op, channels, kernel, stride, groups, out_hw, MACs, params."""
-        from agmc_onnx.cost import node_macs_static
-
-        attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
-        in_shape = self.shape(node.input[0]) if node.input and node.input[0] else None
-        out_shape = self.shape(node.output[0]) if node.output else None
-        c_in = in_shape[1] if in_shape and len(in_shape) > 1 and isinstance(in_shape[1], int) else 0
-        c_out = out_shape[1] if out_shape and len(out_shape) > 1 and isinstance(out_shape[1], int) else 0
-        kernel: list[int] = list(attrs.get("kernel_shape", []))
-        w = self.const(node.input[1]) if node.op_type in ("Conv", "ConvTranspose") and len(node.input) > 1 else None
-        if w is not None and not kernel:
-            kernel = list(w.shape[2:])
-        out_hw = [d if isinstance(d, int) else 0 for d in (out_shape[2:] if out_shape and len(out_shape) > 2 else [])]
-        params = int(sum(self.inits[i].size for i in node.input if i in self.inits and self.inits[i].dtype.kind == "f"))
-        return {
-            "op": node.op_type,
-            "c_in": int(c_in),
-            "c_out": int(c_out),
-            "kernel": kernel,
-            "stride": list(attrs.get("strides", [])),
-            "groups": int(attrs.get("group", 1)),
-            "out_hw": out_hw,
-            "macs": int(node_macs_static(node, self.inits, _StaticShapes(self))),
-            "params": params,
-        }
-
-    def to_networkx(self) -> nx.DiGraph:
-        """Nodes = ops (named as in ONNX) with per-node attributes; edges = tensors, labelled `tensor`."""
-        g = nx.DiGraph()
-        for node in self.proto.graph.node:
-            g.add_node(node.name, **self.node_info(node))
-        for node in self.proto.graph.node:
-            for t in node.input:
-                src = self.producer.get(t)
-                if src is not None:
-                    g.add_edge(src.name, node.name, tensor=t)
-        return g
-
-
-class _StaticShapes:
-    """Mapping-like view of ModelGraph.static_shape (what cost functions take)."""
-
-    def __init__(self, model: ModelGraph) -> None:
-        self.model = model
-
-    def get(self, name: str, default: Any = None) -> Any:
-        """Static dims of a tensor."""
-        got = self.model.static_shape(name)
-        return default if got is None else got
-
 
 def load(path: str | os.PathLike[str], normalise_graph: bool = True) -> ModelGraph:
     """Read, check and normalise an ONNX file; InputError (exit 2) on anything unusable."""
@@ -440,7 +330,7 @@ def load(path: str | os.PathLike[str], normalise_graph: bool = True) -> ModelGra
 
 def from_proto(proto: onnx.ModelProto, normalise_graph: bool = True) -> ModelGraph:
     """A ModelGraph from an in-memory proto (tests, converters)."""
-    opset = _opset(proto)
+    opset = default_opset(proto)
     if opset is None or opset < MIN_OPSET or opset > MAX_OPSET:
         raise InputError(f"unsupported opset {opset} (supported: {MIN_OPSET}..{MAX_OPSET})")
     norm = normalise(proto) if normalise_graph else infer_shapes(copy.deepcopy(proto))

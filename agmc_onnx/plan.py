@@ -12,7 +12,7 @@ import numpy as np
 from agmc_onnx.errors import InputError
 
 if TYPE_CHECKING:
-    from agmc_onnx.groups import Analysis
+    from agmc_onnx.analysis import Analysis
 
 
 @dataclass

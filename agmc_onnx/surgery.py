@@ -9,8 +9,8 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
+from agmc_onnx.analysis import Analysis
 from agmc_onnx.errors import AgmcError
-from agmc_onnx.groups import Analysis
 from agmc_onnx.ops import HOOKS
 from agmc_onnx.plan import Plan, validate
 

@@ -59,7 +59,7 @@ def _timed(fn: Callable[[], Any]) -> tuple[Any, float]:
 
 def run_once(path: Path, target: float, round_to: int, out: Path) -> dict[str, float]:
     """One load -> analyze -> plan -> prune -> save pass; seconds per stage."""
-    from agmc_onnx.groups import analyze
+    from agmc_onnx.analysis import analyze
     from agmc_onnx.model import load
     from agmc_onnx.strategies import REGISTRY, Budget, StrategyContext
     from agmc_onnx.surgery import prune

@@ -20,7 +20,7 @@ from torch import nn
 from agmc_onnx.plan import Plan, validate
 
 if TYPE_CHECKING:
-    from agmc_onnx.groups import Analysis
+    from agmc_onnx.analysis import Analysis
 
 
 def _producer_modules(analysis: Analysis, module: nn.Module) -> dict[int, list[int]]:

@@ -14,8 +14,8 @@ import pytest
 import torch
 from torch import nn
 
+from agmc_onnx.analysis import Analysis, analyze
 from agmc_onnx.cost import count_macs
-from agmc_onnx.groups import Analysis, analyze
 from agmc_onnx.model import load
 from agmc_onnx.plan import Plan
 from agmc_onnx.runtime import session

@@ -234,8 +234,8 @@ def check_oracles(
     path: str | Path, plan: Any, analysis: Any = None, batch: int = 2, seed: int = 0, tol: float = 1e-4
 ) -> dict[str, Any]:
     """Oracles 1-3 (and validity) for one plan on one file; returns measured facts for reports."""
+    from agmc_onnx.analysis import analyze
     from agmc_onnx.cost import count_macs
-    from agmc_onnx.groups import analyze
     from agmc_onnx.model import load
     from agmc_onnx.surgery import mask, prune
 

@@ -121,8 +121,8 @@ def uniform_plan(analysis: Any, target: float, round_to: int) -> Any:
 
 def prune_and_check(path: Path, strategy: str = "uniform", target: float = TARGET, round_to: int = 8) -> dict[str, Any]:
     """Analyse, plan with `strategy`, hold the oracles; return what happened (ratio, frozen groups, timings)."""
+    from agmc_onnx.analysis import analyze
     from agmc_onnx.errors import InputError
-    from agmc_onnx.groups import analyze
     from agmc_onnx.model import load
     from agmc_onnx.plan import plan_from_ratios
     from agmc_onnx.strategies import REGISTRY, Budget, StrategyContext

@@ -13,7 +13,7 @@ import pytest
 import torch
 from torch import nn
 
-from agmc_onnx.groups import Analysis, analyze
+from agmc_onnx.analysis import Analysis, analyze
 from agmc_onnx.model import load
 from agmc_onnx.plan import Plan, plan_from_ratios
 from tests.conftest import export, random_plan

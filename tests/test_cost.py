@@ -47,15 +47,6 @@ def test_fewer_channels_fewer_macs(analyses: dict) -> None:
         assert a.cost.macs({g.id: 1}) < a.cost.total_macs
 
 
-def test_node_macs_sum(analyses: dict) -> None:
-    """Per-node MACs sum to the total and match the NetworkX view."""
-    a = analyses["dense"]
-    per = a.cost.node_macs()
-    assert sum(per.values()) == a.cost.total_macs
-    g = a.model.to_networkx()
-    assert sum(d["macs"] for _, d in g.nodes(data=True)) == a.cost.total_macs
-
-
 def test_macs_call_is_cheap(analyses: dict) -> None:
     """The search calls macs() at every step: thousands of calls per second on a small net."""
     a = analyses["dense"]

@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from agmc_onnx.analysis import analyze
 from agmc_onnx.encoder import NUM_NODE_FEATURES, GraphEncoder, graph_data
 from agmc_onnx.encoder.features import OP_TYPES
-from agmc_onnx.groups import analyze
 from agmc_onnx.model import load
 
 

@@ -9,7 +9,7 @@ import onnx
 import torch
 from onnx import TensorProto, helper, numpy_helper
 
-from agmc_onnx.groups import analyze
+from agmc_onnx.analysis import analyze
 from agmc_onnx.model import from_proto, load
 from agmc_onnx.plan import plan_from_ratios
 from tests.conftest import check_plan, export, helper_model

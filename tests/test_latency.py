@@ -12,10 +12,10 @@ import onnx
 import pytest
 from click.testing import CliRunner
 
+from agmc_onnx.analysis import Analysis
 from agmc_onnx.api import analyze, prune_model
 from agmc_onnx.cost import count_macs
 from agmc_onnx.errors import InputError
-from agmc_onnx.groups import Analysis
 from agmc_onnx.latency import NodeTable, build_latency_model, layer_specs, verification
 from agmc_onnx.plan import ImportanceCache, plan_from_counts, round_count
 from agmc_onnx.rl.env import DYN_FEATURES, PruningEnv

@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
+from agmc_onnx.analysis import Analysis
 from agmc_onnx.api import prune_model
-from agmc_onnx.groups import Analysis
 from agmc_onnx.latency_refine import refine_plan, required_ms, shrink_plan
 from agmc_onnx.plan import ImportanceCache, Plan, group_step
 from agmc_onnx.strategies import REGISTRY, Budget, StrategyContext

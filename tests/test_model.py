@@ -1,4 +1,4 @@
-"""Graph import: checks, normalisation (BN kept, interface kept), shapes, NetworkX view, bad files."""
+"""Graph import: checks, normalisation (BN kept, interface kept), shapes, bad files."""
 
 from __future__ import annotations
 
@@ -30,20 +30,6 @@ def test_folded_variant_has_no_bn(nets: dict) -> None:
     """The BN-folded export loads with conv biases and no BN nodes."""
     m = load(nets["residual.folded"])
     assert not any(n.op_type == "BatchNormalization" for n in m.nodes)
-
-
-def test_shapes_and_networkx_view(nets: dict) -> None:
-    """Every node has the attributes the encoder reads; convs have channels, kernel, stride and MACs."""
-    m = load(nets["dwse"])
-    g = m.to_networkx()
-    assert g.number_of_nodes() == len(m.nodes) and g.number_of_edges() > 0
-    keys = {"op", "c_in", "c_out", "kernel", "stride", "groups", "out_hw", "macs", "params"}
-    for _, d in g.nodes(data=True):
-        assert keys <= set(d)
-    convs = [d for _, d in g.nodes(data=True) if d["op"] == "Conv"]
-    dw = [d for d in convs if d["groups"] > 1]
-    assert dw and all(d["c_in"] == d["groups"] for d in dw)
-    assert all(d["macs"] > 0 and d["params"] > 0 and d["out_hw"] for d in convs)
 
 
 def test_external_data_loaded(nets: dict, tmp_path: Path) -> None:

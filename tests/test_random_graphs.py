@@ -382,7 +382,7 @@ def _random_plan(analysis: Any, seed: int, round_to: int, importance: str) -> An
 
 def _check(tmp: Path, spec: Spec, fold: bool, seed: int, round_to: int, importance: str) -> None:
     """Export, analyse, plan, and hold the oracles."""
-    from agmc_onnx.groups import analyze
+    from agmc_onnx.analysis import analyze
     from agmc_onnx.model import load
 
     path = _export(spec, fold, tmp / "net.onnx")

@@ -46,8 +46,8 @@ def test_count_macs_symbolic_rows() -> None:
 
 def test_split_side_never_emptied(tmp_path: Path) -> None:
     """Keeping only the pass-through half of a split is refused, and planned keeps leave no zero-size tensor."""
+    from agmc_onnx.analysis import analyze
     from agmc_onnx.errors import InputError
-    from agmc_onnx.groups import analyze
     from agmc_onnx.model import load
     from agmc_onnx.plan import Plan, plan_from_ratios
     from agmc_onnx.surgery import prune

@@ -7,6 +7,7 @@ from typing import Any
 
 import torch
 
+from agmc_onnx.budget import latency_limit, macs_target
 from agmc_onnx.errors import InputError
 from agmc_onnx.plan import ImportanceCache, Plan, plan_from_counts
 from agmc_onnx.rl.ddpg import DDPG, DDPGConfig
@@ -52,10 +53,8 @@ def load_policy(path: str | Path, kind: str) -> dict[str, Any]:
 
 def run_search(ctx: Any, kind: str) -> tuple[Plan, SearchResult]:
     """Run the `kind` search ('agmc', 'amc' or 'random') described by a StrategyContext."""
-    from agmc_onnx.strategies.base import check_target, latency_limit
-
-    limit_ms = latency_limit(ctx)
-    target = check_target(ctx.budget.flops) if limit_ms is None or ctx.budget.flops is not None else None
+    limit_ms = latency_limit(ctx.budget, ctx.latency, ctx.path)
+    target = macs_target(ctx.budget, limit_ms)
     opts = dict(ctx.options)
     if ctx.evaluator is None:
         raise InputError(f"strategy {kind!r} scores candidates on data: give --data DIR", ctx.path)

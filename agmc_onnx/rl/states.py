@@ -8,8 +8,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from agmc_onnx.encoder import GraphEncoder, graph_data
-from agmc_onnx.encoder.features import _attr, _macs, _shapes, model_proto
+from agmc_onnx.encoder import GraphEncoder, graph_data, graph_view
+from agmc_onnx.protos import attr
 from agmc_onnx.rl.env import _prunable
 
 
@@ -82,22 +82,20 @@ class HandStates(nn.Module):
     def __init__(self, analysis: Any) -> None:
         super().__init__()
         groups = _prunable(analysis)
-        proto = model_proto(analysis.model)
-        shapes = _shapes(proto)
-        by_name = {n.name: n for n in proto.graph.node}
+        view = graph_view(analysis.model)
+        by_name = {n.name: n for n in analysis.model.nodes}
         total = max(1, analysis.cost.total_macs)
         rows = []
         for i, g in enumerate(groups):
             node = next((by_name[p] for p in g.producers if p in by_name), None)
             macs, cin, cout, kernel, stride, weight, op = 0, 0, g.size, 1, 1, 0, 0.0
             if node is not None:
-                macs, cin, cout, _ = _macs(node, shapes)
-                kshape = _attr(node, "kernel_shape", [1])
+                d = view.nodes[node.name]
+                macs, cin, cout, weight = d["macs"], d["c_in"], d["c_out"], d["weight"]
+                kshape = attr(node, "kernel_shape", [1])
                 kernel = int(max(kshape)) if kshape else 1
-                stride = int(max(_attr(node, "strides", [1])))
-                weight = math.prod(shapes.get(node.input[1], [0])) if len(node.input) > 1 else 0
-                grp = int(_attr(node, "group", 1))
-                op = {"Conv": 0.0 if grp == 1 else 0.5, "Gemm": 1.0, "MatMul": 1.0}.get(node.op_type, 0.25)
+                stride = d["stride"]
+                op = {"Conv": 0.0 if d["groups"] == 1 else 0.5, "Gemm": 1.0, "MatMul": 1.0}.get(node.op_type, 0.25)
             rows.append([
                 i / max(1, len(groups) - 1), op, math.log2(cin + 1) / 12, math.log2(cout + 1) / 12,
                 stride / 4, kernel / 7, math.log1p(weight) / 20, macs / total, math.log2(g.size + 1) / 12,

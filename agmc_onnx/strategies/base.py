@@ -2,27 +2,19 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
+from agmc_onnx.budget import Budget, check_target
+from agmc_onnx.budget import latency_limit as budget_latency_limit
 from agmc_onnx.errors import InputError
 from agmc_onnx.plan import ImportanceCache, Plan, RoundTo, group_step, plan_from_counts, round_count
 
 if TYPE_CHECKING:
-    from agmc_onnx.groups import Analysis
+    from agmc_onnx.analysis import Analysis
 
 TOLERANCE = 0.01  # solvers land within 1% of the MACs target
-
-
-@dataclass
-class Budget:
-    """What the pruned model may cost, as fractions of the original (None: no constraint)."""
-
-    flops: float | None = None
-    latency_ms: float | None = None
-    speedup: float | None = None
 
 
 @dataclass
@@ -50,27 +42,9 @@ class Strategy(Protocol):
         ...
 
 
-def check_target(flops: float | None, what: str = "--target-flops") -> float:
-    """A MACs target must be a number in (0, 1]."""
-    if flops is None:
-        raise InputError(f"{what} is required for this strategy")
-    try:
-        value = float(flops)
-    except (TypeError, ValueError) as exc:
-        raise InputError(f"{what} must be a number in (0, 1], got {flops!r}") from exc
-    if not math.isfinite(value) or not 0.0 < value <= 1.0:
-        raise InputError(f"{what} must be in (0, 1], got {flops}")
-    return value
-
-
 def latency_limit(ctx: StrategyContext) -> float | None:
     """The latency limit (ms) of ctx.budget, None without a latency or speed-up target."""
-    b = ctx.budget
-    if b.latency_ms is None and b.speedup is None:
-        return None
-    if ctx.latency is None:
-        raise InputError("a latency or speed-up budget needs a latency model (agmc_onnx.latency)", ctx.path)
-    return ctx.latency.limit_ms(b)
+    return budget_latency_limit(ctx.budget, ctx.latency, ctx.path)
 
 
 class MacsSolver:
