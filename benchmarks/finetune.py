@@ -18,8 +18,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from agmc_onnx.api import prune_model  # noqa: E402
-from agmc_onnx.finetune import after_prune  # noqa: E402
+from agmc_onnx.api import PruneOptions, run_prune  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -40,11 +39,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "pruned.onnx"
-        res = prune_model(args.model, args.target_flops, args.strategy, round_to=args.round_to, output=out)
-        run = after_prune(
-            args.model, out, res.report, report_path=Path(args.out).with_suffix(".json"), data_dir=args.data,
-            finetune_epochs=args.epochs, distill=args.distill, bench_batches=[int(b) for b in args.batch.split(",")],
-        )  # fmt: skip
+        run = run_prune(args.model, PruneOptions(
+            target_flops=args.target_flops, strategy=args.strategy, round_to=args.round_to, output=out,
+            report=Path(args.out).with_suffix(".json"), data=args.data, finetune_epochs=args.epochs,
+            distill=args.distill, bench_batches=tuple(int(b) for b in args.batch.split(",")),
+        )).report  # fmt: skip
     m = run["models"]
     command = "python benchmarks/finetune.py " + shlex.join(sys.argv[1:] if argv is None else argv)
     lines = [

@@ -85,8 +85,8 @@ def error_study(name: str, batch: int, args: argparse.Namespace, lines: list[str
 
 def accuracy_study(name: str, args: argparse.Namespace, lines: list[str]) -> None:
     """(b): accuracy at equal measured speed-up: latency-budgeted l1-global vs MACs-budgeted l1-global and uniform."""
+    from agmc_onnx.api import load_search_data
     from agmc_onnx.evaluate import Evaluator
-    from agmc_onnx.search import load_search_data
 
     a = analyze(ROOT / "fixtures" / "models" / f"{name}.onnx")
     batch = args.accuracy_batch
@@ -138,12 +138,12 @@ def search_study(name: str, args: argparse.Namespace, lines: list[str]) -> None:
     """
     import torch
 
+    from agmc_onnx.api import load_search_data
     from agmc_onnx.evaluate import Evaluator, evaluate_onnx, recalibrated_onnx
     from agmc_onnx.finetune import FinetuneConfig, finetune
     from agmc_onnx.latency_refine import ort_measure, refine_plan
     from agmc_onnx.plan import parse_round_to
     from agmc_onnx.rl.runner import run_search
-    from agmc_onnx.search import load_search_data
 
     torch.set_num_threads(args.torch_threads)
     a = analyze(ROOT / "fixtures" / "models" / f"{name}.onnx")

@@ -66,11 +66,14 @@ _torchvision_stub()
 
 import torch  # noqa: E402
 
-from agmc_onnx.api import analyze  # noqa: E402
+from agmc_onnx.api import (  # noqa: E402
+    analyze,  # noqa: E402
+    load_search_data,
+    search_defaults,
+)
 from agmc_onnx.evaluate import Evaluator, evaluate_onnx, recalibrated_onnx  # noqa: E402
 from agmc_onnx.plan import ImportanceCache, plan_from_counts  # noqa: E402
 from agmc_onnx.rl.runner import run_search  # noqa: E402
-from agmc_onnx.search import load_search_data, search_defaults  # noqa: E402
 from agmc_onnx.strategies import REGISTRY, Budget, StrategyContext  # noqa: E402
 from agmc_onnx.surgery import prune  # noqa: E402
 

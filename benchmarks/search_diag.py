@@ -22,10 +22,13 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 
 import benchmarks.search  # noqa: E402, F401  (torchvision stub)
-from agmc_onnx.api import analyze  # noqa: E402
+from agmc_onnx.api import (  # noqa: E402
+    analyze,  # noqa: E402
+    load_search_data,
+    search_defaults,
+)
 from agmc_onnx.evaluate import Evaluator  # noqa: E402
 from agmc_onnx.rl.runner import run_search  # noqa: E402
-from agmc_onnx.search import load_search_data, search_defaults  # noqa: E402
 from agmc_onnx.strategies import Budget, StrategyContext  # noqa: E402
 
 

@@ -28,7 +28,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from agmc_onnx.search import search_prune  # noqa: E402
+from agmc_onnx.api import search_prune  # noqa: E402
 
 
 def one(model: str, args: argparse.Namespace, strategy: str, seed: int, tmp: Path, label: str, **kw: Any) -> dict[str, Any]:

@@ -14,12 +14,11 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from agmc_onnx.api import analyze
+from agmc_onnx.api import SearchData, analyze, load_search_data, search_prune
 from agmc_onnx.evaluate import Evaluator, evaluate_onnx
 from agmc_onnx.plan import plan_from_counts
 from agmc_onnx.rl.env import PruningEnv
 from agmc_onnx.rl.search import Episode
-from agmc_onnx.search import SearchData, load_search_data, search_prune
 from agmc_onnx.surgery import mask, prune
 
 DATA = Path(__file__).resolve().parents[1] / "fixtures" / "data"

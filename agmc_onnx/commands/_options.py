@@ -1,4 +1,4 @@
-"""Click options shared by `prune` and `finetune`: the CI gates."""
+"""Click options shared by `prune` and `finetune` (the CI gates), and the rendering of a prune run's end."""
 
 from __future__ import annotations
 
@@ -65,35 +65,15 @@ def prune_run_options(func: Callable[..., Any]) -> Callable[..., Any]:
     return gate_options(func)
 
 
-def finish_prune(model: str, output: str, prune_report: dict[str, Any], report_path: str | None,
-                 kw: dict[str, Any]) -> None:  # fmt: skip
-    """After the cut: fine-tune, measure, write the run report, print, and enforce the gates."""
-    from agmc_onnx.commands.bench import parse_batches
-    from agmc_onnx.finetune import after_prune
-    from agmc_onnx.report import enforce
-
-    params = click.get_current_context().params
-    gates = gates_from(kw)
-    batches = parse_batches(kw.get("bench_batch", "1"))
-    do_bench = kw.get("do_bench", True)
-    budget = prune_report.get("latency_budget")
-    if budget:  # a latency-budgeted run is always measured, at the budget's batch too
-        do_bench = True
-        batches = tuple(dict.fromkeys([*batches, int(budget["batch"])]))
-    run = after_prune(
-        model, output, prune_report, report_path=report_path, data_dir=params.get("data"),
-        finetune_epochs=kw.get("finetune_epochs", 0), distill=kw.get("distill", False),
-        do_bench=do_bench, bench_batches=batches,
-        bench_repeats=kw.get("bench_repeats", 30), provider=kw.get("provider", "cpu"),
-        threads=kw.get("threads"), gates=gates, seed=params.get("seed", 0) or 0,
-    )  # fmt: skip
-    for stage, facts in run["models"].items():
+def render_run(report: dict[str, Any]) -> None:
+    """After the cut: the accuracies, measured speed-ups, latency checks and where the report went."""
+    for stage, facts in report["models"].items():
         acc = facts.get("accuracy")
         if acc is not None:
             click.echo(f"{stage:10s} test accuracy {100 * acc:.2f}%")
-    for batch, speedup in (run.get("speedup") or {}).items():
-        click.echo(f"measured speed-up at batch {batch}: {speedup:.2f}x (MACs kept {100 * run['macs_ratio']:.1f}%)")
-    lb = run.get("latency_budget")
+    for batch, speedup in (report.get("speedup") or {}).items():
+        click.echo(f"measured speed-up at batch {batch}: {speedup:.2f}x (MACs kept {100 * report['macs_ratio']:.1f}%)")
+    lb = report.get("latency_budget")
     refine = (lb or {}).get("refine")  # the verification section carries the prune report's rounds
     if refine:
         steps = ", ".join(f"{r['original_ms'] / r['measured_ms']:.2f}x" for r in refine["rounds"])
@@ -103,7 +83,4 @@ def finish_prune(model: str, output: str, prune_report: dict[str, Any], report_p
         m = lb["measured"]
         click.echo(f"latency at batch {lb['batch']}: predicted {lb['predicted_ms']:.3f} ms, measured {m['pruned_ms']:.3f} ms "
                    f"({100 * m['error']:+.1f}%), budget {'met' if m['met'] else 'NOT met'} when measured")
-    click.echo(f"report: {', '.join(run['report_paths'])}")
-    for warning in run["warnings"][len(prune_report.get("warnings", [])) :]:
-        click.echo(f"agmc-onnx: warning: {warning}", err=True)
-    enforce(run)
+    click.echo(f"report: {', '.join(report['report_paths'])}")

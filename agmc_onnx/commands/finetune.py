@@ -80,8 +80,8 @@ def _default_output(model: str) -> Path:
 def finetune_cmd(model: str, data_dir: str, **kw: Any) -> None:
     """Fine-tune MODEL on --data for --epochs, export it, measure it, write the report, apply gates."""
     from agmc_onnx import report
+    from agmc_onnx.api import run_finetune
     from agmc_onnx.commands.bench import parse_batches
-    from agmc_onnx.finetune import run_finetune
 
     gates = gates_from(kw)
     batches = parse_batches(kw.pop("bench_batch"))

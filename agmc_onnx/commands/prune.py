@@ -9,8 +9,9 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from agmc_onnx.api import default_output, prune_model
-from agmc_onnx.commands._options import finish_prune, prune_run_options
+from agmc_onnx.api import PruneOptions, run_prune, search_defaults
+from agmc_onnx.commands._options import gates_from, prune_run_options, render_run
+from agmc_onnx.report import enforce
 from agmc_onnx.strategies import REGISTRY, SEARCH_STRATEGIES
 
 
@@ -53,59 +54,45 @@ def prune_cmd(model: str, target_flops: str | None, strategy: str | None, plan_p
               agent: str, decoder: str, policy: str | None, save_policy: str | None, checkpoint: str | None, resume: bool,
               bn_recalibrate: bool, reward_images: int | None, **kw: Any) -> None:
     """Prune MODEL's channels to --target-flops and/or --target-latency / --target-speedup (or as --plan says)."""
-    if strategy is None:
-        strategy = "agmc" if data is not None and plan_path is None else "uniform"
-    if plan_path is not None and strategy == "uniform":
-        strategy = "plan"
+    from agmc_onnx.commands.bench import parse_batches
+    from agmc_onnx.errors import InputError
+
     target = None
     if target_flops is not None:
         try:
             target = float(target_flops)
         except ValueError:
-            from agmc_onnx.errors import InputError
-
             raise InputError(f"--target-flops must be a number in (0, 1], got {target_flops!r}") from None
-    out = output or str(default_output(model))
-    latency = {"target_latency_ms": kw.pop("target_latency", None), "target_speedup": kw.pop("target_speedup", None),
-               "latency_batch": kw.pop("latency_batch", 1), "latency_cache": kw.pop("latency_cache", None),
-               "provider": kw.get("provider", "cpu"), "threads": kw.get("threads"),
-               "latency_rounds": kw.pop("latency_rounds", 2)}  # fmt: skip
-    if latency["target_latency_ms"] is None and latency["target_speedup"] is None:
-        latency = {}
-    accuracy = None
-    if strategy in SEARCH_STRATEGIES or data is not None:
-        from agmc_onnx.search import ProgressBar, search_defaults, search_prune
-
-        if data is None:
-            from agmc_onnx.errors import InputError
-
-            raise InputError(f"--strategy {strategy} scores candidates on data: give --data DIR", model)
+    opts = PruneOptions(
+        target_flops=target, strategy=strategy, plan=plan_path, output=output, report=report, round_to=round_to,
+        importance=importance, seed=seed, data=data, episodes=episodes, reward_images=reward_images, agent=agent,
+        decoder=decoder, policy=policy, save_policy=save_policy, checkpoint=checkpoint, resume=resume,
+        bn_recalibrate=bn_recalibrate, finetune_epochs=kw.pop("finetune_epochs"), distill=kw.pop("distill"),
+        bench=kw.pop("do_bench"), bench_batches=tuple(parse_batches(kw.pop("bench_batch"))),
+        bench_repeats=kw.pop("bench_repeats"), provider=kw.pop("provider"), threads=kw.pop("threads"),
+        target_latency_ms=kw.pop("target_latency"), target_speedup=kw.pop("target_speedup"),
+        latency_batch=kw.pop("latency_batch"), latency_cache=kw.pop("latency_cache"),
+        latency_rounds=kw.pop("latency_rounds"), gates=gates_from(kw),
+    )  # fmt: skip
+    chosen = opts.chosen_strategy()
+    searching = chosen in SEARCH_STRATEGIES and data is not None
+    bar: Any = contextlib.nullcontext()
+    if searching:
         defaults = search_defaults(None, episodes, reward_images)
-        searching = strategy in SEARCH_STRATEGIES
-        if searching:
-            click.echo(defaults.note(), err=True)
-        with ProgressBar(defaults.episodes, strategy) if searching else contextlib.nullcontext() as bar:
-            searched = search_prune(
-                model, target, strategy, data=data, episodes=defaults.episodes, seed=seed, output=out,
-                report=report, round_to=round_to, importance=importance, checkpoint=checkpoint, resume=resume,
-                policy=policy, save_policy=save_policy, bn_recalibrate=bn_recalibrate,
-                reward_images=defaults.reward_images, agent=agent, decoder=decoder, progress=bar, latency=latency, plan=plan_path,
-            )  # fmt: skip
-        result, accuracy = searched.prune, searched.report.get("accuracy")
-    else:
-        result = prune_model(
-            model, target, strategy, plan=plan_path, round_to=round_to, importance=importance, output=out,
-            report=report, seed=seed, **latency,
-        )
-    rep = result.report
+        click.echo(defaults.note(), err=True)
+        opts.episodes, opts.reward_images = defaults.episodes, defaults.reward_images
+        bar = ProgressBar(defaults.episodes, chosen)
+    with bar as progress:
+        run = run_prune(model, opts, progress=progress)
+    rep = run.report
     console = Console(width=120)
-    table = Table(title=f"{model} -> {out} ({strategy})")
+    table = Table(title=f"{model} -> {run.output} ({run.strategy})")
     for col in ("", "before", "after", "ratio"):
         table.add_column(col)
     b, a = rep["before"], rep["after"]
     table.add_row("MACs", f"{b['macs']:,}", f"{a['macs']:,}", f"{a['macs'] / max(b['macs'], 1):.4f}")
     table.add_row("params", f"{b['params']:,}", f"{a['params']:,}", f"{a['params'] / max(b['params'], 1):.4f}")
-    for split, acc in (accuracy or {}).items():
+    for split, acc in (rep.get("accuracy") or {}).items():
         if acc:
             label = f"{split.replace('_', '-')} accuracy ({acc['images']} images)"
             table.add_row(label, f"{100 * acc['original']:.2f}%", f"{100 * acc['pruned']:.2f}%",
@@ -115,6 +102,32 @@ def prune_cmd(model: str, target_flops: str | None, strategy: str | None, plan_p
     steps = sorted({g["round_step"] for g in rep["groups"] if g.get("round_step")})
     console.print(f"{pruned} of {len(rep['groups'])} groups pruned; round-to {rep['round_to']}"
                   f" (steps {'/'.join(map(str, steps)) or '-'})")
-    for note in result.notes:
+    for note in run.notes:
         click.echo(f"agmc-onnx: warning: {note}", err=True)
-    finish_prune(model, out, rep, report, kw)
+    render_run(rep)
+    for warning in rep["warnings"][len(run.notes):]:
+        click.echo(f"agmc-onnx: warning: {warning}", err=True)
+    enforce(rep)
+
+
+class ProgressBar:
+    """A live rich progress bar for the search: episode, reward, best reward, MACs ratio."""
+
+    def __init__(self, episodes: int, label: str = "search") -> None:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                 TextColumn("{task.fields[info]}"), TimeElapsedColumn(), transient=False)  # fmt: skip
+        self.task = self.progress.add_task(label, total=max(1, episodes), info="")
+
+    def __enter__(self) -> ProgressBar:
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.progress.stop()
+
+    def __call__(self, e: Any) -> None:
+        """Advance to episode e (an agmc_onnx.rl.search.Episode)."""
+        info = f"reward {e.reward:.4f}  best {e.best:.4f}  MACs {e.macs_ratio:.3f}  {e.seconds:.2f}s/ep"
+        self.progress.update(self.task, completed=e.episode + 1, info=info)

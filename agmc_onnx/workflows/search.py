@@ -1,6 +1,6 @@
-"""Python API for the searches (agmc, amc, random): an ONNX file and data in, pruned model + curve out.
+"""The searches (agmc, amc, random) as a run: an ONNX file and data in, pruned model + curve out.
 
-    >>> from agmc_onnx.search import search_prune
+    >>> from agmc_onnx.api import search_prune
     >>> r = search_prune("resnet20.onnx", 0.5, data="fixtures/data", output="r20.pruned.onnx")
     >>> r.search.best_reward, r.report["search"]["curve"][-1]
 """
@@ -15,40 +15,28 @@ from typing import Any
 
 import numpy as np
 
-from agmc_onnx.api import PruneResult, analyze, prune_model
-from agmc_onnx.errors import InputError
+from agmc_onnx.analysis import analyze
+from agmc_onnx.data import reward_split
 from agmc_onnx.evaluate import Evaluator, bn_nodes, device_default, evaluate_onnx, recalibrated_onnx
+from agmc_onnx.model import load as load_model
 from agmc_onnx.rl.search import Episode, SearchResult
+from agmc_onnx.workflows.context import RunContext, SearchData, build_context
+from agmc_onnx.workflows.engine import PruneResult, prune_model
 
 PathLike = str | os.PathLike[str]
 
 
-@dataclass
-class SearchData:
-    """The three data roles: reward split (scores), calibration images (BN), test split (final report)."""
-
-    reward: Any
-    calibration: Any
-    test: Any | None = None
-
-
 def load_search_data(model: Any, data: PathLike | Any, reward_images: int = 2000, seed: int = 0) -> SearchData:
-    """Load DIR (train + test when present) for `model`, and cut the reward split out of train."""
-    from agmc_onnx.data import Preprocess, load_dataset, reward_split
-
+    """The search's data for `model` (a ModelGraph or path): DIR with the run's preprocessing (sidecar and
+    metadata included), a run's context, a Dataset (its reward split and rest), or a SearchData as it is."""
     if isinstance(data, SearchData):
         return data
+    if isinstance(data, RunContext):
+        return data.search_data(reward_images)
     if hasattr(data, "x") and hasattr(data, "y"):
         split = reward_split(data, min(reward_images, len(data) // 2), seed)
         return SearchData(split.reward, split.rest)
-    pre = Preprocess.for_model(model.proto)
-    train = load_dataset(data, "train", pre)
-    split = reward_split(train, min(reward_images, len(train) // 2), seed)
-    try:
-        test = load_dataset(data, "test", pre)
-    except InputError:
-        test = None
-    return SearchData(split.reward, split.rest, test)
+    return build_context(model, data, seed=seed).search_data(reward_images)
 
 
 @dataclass(frozen=True)
@@ -109,6 +97,7 @@ def search_prune(
     seed: int = 0,
     output: PathLike | None = None,
     report: PathLike | None = None,
+    png: PathLike | None = None,
     round_to: int | str = "auto",
     importance: str = "l1",
     checkpoint: PathLike | None = None,
@@ -143,7 +132,8 @@ def search_prune(
     from agmc_onnx.strategies import SEARCH_STRATEGIES
 
     d = search_defaults(device, episodes, reward_images, calib_images)
-    analysis = analyze(model)
+    ctx = data if isinstance(data, RunContext) else None
+    analysis = analyze(ctx.model if ctx is not None else load_model(model))
     if output is not None:
         check_output_path(output, model)
     sd = load_search_data(analysis.model, data, d.reward_images, seed)
@@ -184,7 +174,7 @@ def search_prune(
         "test": None if sd.test is None else {"original": evaluate_onnx(analysis.model.proto, sd.test),
                                               "pruned": evaluate_onnx(proto, sd.test), "images": len(sd.test)},
     }  # fmt: skip
-    png = None
+    written_png = None
     if search is not None and evaluator is not None:
         facts = {"bn_recalibrated": evaluator.bn_recalibrated, "reward_images": len(sd.reward),
                  "calibration_images": len(evaluator.calib), "evaluator_mode": evaluator.mode, "seed": seed,
@@ -193,32 +183,10 @@ def search_prune(
                  "agent": agent if strategy != "random" else None,
                  "decoder": decoder if strategy == "agmc" else None}  # fmt: skip
         rep["search"] = search_section(search, strategy, **facts)
-        if report is not None:
-            png = plot_search(search, Path(report).with_suffix(".png"), f"{Path(str(model)).name}: {strategy}")
-            rep["search"]["png"] = str(png)
+        png_path = png if png is not None else Path(report).with_suffix(".png") if report is not None else None
+        if png_path is not None:
+            written_png = plot_search(search, png_path, f"{Path(str(model)).name}: {strategy}")
+            rep["search"]["png"] = str(written_png)
     if report is not None:
         write_json(rep, report, model)
-    return SearchPruneResult(result, search, rep, png)
-
-
-class ProgressBar:
-    """A live rich progress bar for the search: episode, reward, best reward, MACs ratio."""
-
-    def __init__(self, episodes: int, label: str = "search") -> None:
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-        self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                 TextColumn("{task.fields[info]}"), TimeElapsedColumn(), transient=False)  # fmt: skip
-        self.task = self.progress.add_task(label, total=max(1, episodes), info="")
-
-    def __enter__(self) -> ProgressBar:
-        self.progress.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.progress.stop()
-
-    def __call__(self, e: Episode) -> None:
-        """Advance to episode e."""
-        info = f"reward {e.reward:.4f}  best {e.best:.4f}  MACs {e.macs_ratio:.3f}  {e.seconds:.2f}s/ep"
-        self.progress.update(self.task, completed=e.episode + 1, info=info)
+    return SearchPruneResult(result, search, rep, written_png)

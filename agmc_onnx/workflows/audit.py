@@ -1,0 +1,99 @@
+"""The engine's account of a run: model summaries for `inspect`, and the audit report of a plan (costs
+predicted and counted, every group's members and kept channels), so anyone can check what was removed."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import onnx
+
+from agmc_onnx.analysis import Analysis
+from agmc_onnx.cost import count_macs, count_params
+from agmc_onnx.plan import Plan, group_step
+
+PathLike = str | os.PathLike[str]
+
+
+def group_macs_share(analysis: Analysis) -> dict[int, float]:
+    """Fraction of the model's MACs that scale with each group's width."""
+    total = analysis.cost.total_macs or 1
+    return {g.id: (total - analysis.cost.macs({g.id: 0})) / total for g in analysis.groups}
+
+
+def summarize(analysis: Analysis) -> dict[str, Any]:
+    """Totals and per-group facts (what `inspect --json` prints)."""
+    share = group_macs_share(analysis)
+    return {
+        "model": analysis.model.path,
+        "opset": analysis.model.opset,
+        "nodes": len(analysis.model.nodes),
+        "macs": analysis.cost.total_macs,
+        "params": analysis.cost.total_params,
+        "groups": len(analysis.groups),
+        "prunable_groups": len(analysis.prunable_groups()),
+        "prunable_channels": sum(g.size for g in analysis.prunable_groups()),
+        "frozen_channels": sum(g.size for g in analysis.groups if not g.prunable),
+        "group_table": [
+            {
+                "id": g.id,
+                "size": g.size,
+                "macs_share": round(share[g.id], 6),
+                "prunable": g.prunable,
+                "frozen_reason": g.frozen_reason if g.frozen_reason else (None if g.prunable else "single channel"),
+                "producers": g.producers,
+                "members": len(g.members),
+            }
+            for g in analysis.groups
+        ],
+        "frozen": [{"node": n, "reason": r} for n, r in analysis.frozen],
+    }
+
+
+def build_report(analysis: Analysis, plan: Plan, proto: onnx.ModelProto, **facts: Any) -> dict[str, Any]:
+    """Report: before/after costs (predicted and counted), the plan, per group its members and kept indices."""
+    cost = analysis.cost
+    after_counted = count_macs(proto)
+    round_to = facts.get("round_to")
+    groups = []
+    for g in analysis.groups:
+        kept = plan.kept.get(g.id, list(range(g.size))) if g.prunable else list(range(g.size))
+        groups.append(
+            {
+                "id": g.id,
+                "size": g.size,
+                "kept_count": len(kept),
+                "kept": [int(i) for i in kept],
+                "prunable": g.prunable,
+                "round_step": group_step(g.size, round_to) if g.prunable and round_to is not None else None,
+                "frozen_reason": g.frozen_reason,
+                "producers": g.producers,
+                "members": [
+                    {"tensor": m.tensor, "node": m.node, "axis": m.axis, "role": m.role,
+                     "positions": list(m.positions), "channels": list(m.channels)}
+                    for m in g.members
+                ],
+            }
+        )
+    before = cost.total_macs
+    return {
+        **facts,
+        "before": {"macs": before, "params": cost.total_params},
+        "after": {
+            "macs": after_counted,
+            "params": count_params(proto),
+            "macs_predicted": cost.plan_macs(plan),
+            "params_predicted": cost.plan_params(plan),
+        },
+        "macs_ratio": after_counted / before if before else 1.0,
+        "plan": plan.to_json(),
+        "groups": groups,
+        "frozen": [{"node": n, "reason": r} for n, r in analysis.frozen],
+    }
+
+
+def default_output(path: PathLike) -> Path:
+    """MODEL.pruned.onnx beside the input."""
+    p = Path(path)
+    return p.with_name(p.name[: -len(".onnx")] + ".pruned.onnx" if p.name.endswith(".onnx") else p.name + ".pruned.onnx")

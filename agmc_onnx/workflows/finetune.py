@@ -1,0 +1,97 @@
+"""The `finetune` command's job (fine-tune a pruned file, export, measure, report) and the fine-tune step
+of a `prune` run; the training loop itself is agmc_onnx.finetune."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from agmc_onnx.evaluate import evaluate_onnx
+from agmc_onnx.finetune import FinetuneConfig, FinetuneResult, finetune
+from agmc_onnx.workflows.context import build_context
+
+
+@dataclass
+class FinetuneRun:
+    """What `agmc-onnx finetune` did: the fine-tune result, the report and where files went."""
+
+    result: FinetuneResult
+    report: dict[str, Any]
+    output: Path
+    report_json: Path
+    report_md: Path
+
+
+def run_finetune(
+    model: str | Path,
+    data_dir: str | Path,
+    *,
+    output: Path,
+    epochs: int = 10,
+    distill: str | Path | None = None,
+    original: str | Path | None = None,
+    report_path: str | Path | None = None,
+    optimizer: str = "sgd",
+    lr: float | None = None,
+    weight_decay: float | None = None,
+    batch_size: int = 128,
+    held_out: int | None = None,
+    augment: bool = True,
+    flip: bool = True,
+    distill_alpha: float = 0.5,
+    device: str | None = None,
+    seed: int = 0,
+    progress: bool = True,
+    do_bench: bool = True,
+    bench_batches: tuple[int, ...] | list[int] = (1,),
+    bench_repeats: int = 30,
+    provider: str = "cpu",
+    threads: int | None = None,
+    gates: Any = None,
+    command: str | None = None,
+) -> FinetuneRun:
+    """Fine-tune, write the model, measure accuracy (ORT) and latency, write the JSON + markdown report.
+
+    The data is read with the model's own preprocessing (flags > sidecar > what the file records),
+    so a file written by `prune` is fine-tuned on the inputs it was pruned with."""
+    from agmc_onnx import bench, report
+    from agmc_onnx.io import check_output_path, write_model
+
+    check_output_path(output, model)
+    ctx = build_context(model, data_dir, need_test=True, seed=seed)
+    (train, held), test = ctx.finetune_data(held_out), ctx.test
+    cfg = FinetuneConfig(
+        epochs=epochs, batch_size=batch_size, optimizer=optimizer, lr=lr, weight_decay=weight_decay,
+        augment=augment, flip=flip, distill_alpha=distill_alpha, device=device, seed=seed,
+    )  # fmt: skip
+    result = finetune(model, train, held, cfg, teacher=distill, test=test, progress=progress)
+    write_model(result.proto, output, model)
+    baseline = original or distill
+    stages: dict[str, dict[str, Any]] = {}
+    if baseline is not None:
+        stages["original"] = report.model_facts(baseline, evaluate_onnx(baseline, test))
+    stages["pruned"] = report.model_facts(model, evaluate_onnx(model, test))
+    stages["finetuned"] = report.model_facts(output, result.test_accuracy_onnx)
+    latency = None
+    if do_bench:
+        paths = ([baseline] if baseline is not None else []) + [output]
+        labels = (["original"] if baseline is not None else []) + ["finetuned"]
+        latency = bench.bench(
+            paths,
+            list(bench_batches),
+            provider=provider,
+            threads=threads,
+            repeats=bench_repeats,
+            labels=labels,
+        ).to_json()
+    extra = {"finetune": {**result.summary(), "config": asdict(cfg)}}
+    rep = report.build("finetune", stages, latency=latency, gates=gates, command=command, extra=extra)
+    rep["warnings"] = report.latency_warnings(rep, output, provider, threads)
+    json_path = (
+        Path(report_path)
+        if report_path
+        else output.with_name(output.name.removesuffix(".onnx") + ".report.json")
+    )
+    jp, mp = report.write(rep, json_path)
+    return FinetuneRun(result, rep, output, jp, mp)

@@ -1,0 +1,197 @@
+"""The `prune` command's whole job: plan (a rule or a search on data), cut, re-calibrate BN, fine-tune,
+measure, report and gate. Everything is computed in memory and written at the end, so a run that fails
+leaves no output behind; the written file is then read back and checked against the report."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import onnx
+
+from agmc_onnx.errors import AgmcError, InputError
+from agmc_onnx.report import Gates
+from agmc_onnx.strategies import SEARCH_STRATEGIES
+from agmc_onnx.workflows.audit import default_output
+from agmc_onnx.workflows.context import RunContext, build_context
+from agmc_onnx.workflows.engine import PruneResult, prune_model
+
+PathLike = str | os.PathLike[str]
+SELF_CHECK_POINTS = 0.1  # the written file's accuracy must equal the report's within this many points
+
+
+@dataclass
+class PruneOptions:
+    """Every choice of a `prune` run (the CLI's flags, typed)."""
+
+    target_flops: float | None = None
+    strategy: str | None = None  # None: agmc with data and no plan, else uniform (plan with a plan file)
+    plan: PathLike | None = None
+    output: PathLike | None = None  # None: MODEL.pruned.onnx
+    report: PathLike | None = None  # None: OUTPUT.report.json
+    round_to: int | str = "auto"
+    importance: str = "l1"
+    seed: int = 0
+    data: PathLike | None = None
+    episodes: int | None = None
+    reward_images: int | None = None
+    agent: str = "ddpg"
+    decoder: str = "groups"
+    policy: PathLike | None = None
+    save_policy: PathLike | None = None
+    checkpoint: PathLike | None = None
+    resume: bool = False
+    bn_recalibrate: bool = True
+    finetune_epochs: int = 0
+    distill: bool = False
+    bench: bool = True
+    bench_batches: tuple[int, ...] = (1,)
+    bench_repeats: int = 30
+    provider: str = "cpu"
+    threads: int | None = None
+    target_latency_ms: float | None = None
+    target_speedup: float | None = None
+    latency_batch: int = 1
+    latency_cache: PathLike | None = None
+    latency_rounds: int = 2
+    gates: Gates = field(default_factory=Gates)
+    command: str | None = None
+
+    def chosen_strategy(self) -> str:
+        """The strategy the run uses."""
+        if self.strategy is None:
+            return "agmc" if self.data is not None and self.plan is None else ("plan" if self.plan else "uniform")
+        return "plan" if self.plan is not None and self.strategy == "uniform" else self.strategy
+
+    def latency(self) -> dict[str, Any]:
+        """prune_model's latency keywords; empty without a latency budget."""
+        if self.target_latency_ms is None and self.target_speedup is None:
+            return {}
+        return {"target_latency_ms": self.target_latency_ms, "target_speedup": self.target_speedup,
+                "latency_batch": self.latency_batch, "latency_cache": self.latency_cache,
+                "provider": self.provider, "threads": self.threads, "latency_rounds": self.latency_rounds}  # fmt: skip
+
+
+@dataclass
+class PruneRun:
+    """What a `prune` run did: the merged report, the engine's result and where files went."""
+
+    report: dict[str, Any]
+    result: PruneResult
+    strategy: str
+    output: Path
+    report_paths: list[str]
+    notes: list[str]
+
+
+def _plan_and_cut(model: PathLike, opts: PruneOptions, ctx: RunContext | None, strategy: str,
+                  progress: Callable[..., None] | None, report_path: Path) -> tuple[PruneResult, dict[str, Any]]:  # fmt: skip
+    """The engine's result and the report so far: a search (or a rule scored on data) with data, else a rule."""
+    if ctx is None:
+        if strategy in SEARCH_STRATEGIES:
+            raise InputError(f"--strategy {strategy} scores candidates on data: give --data DIR", model)
+        result = prune_model(model, opts.target_flops, strategy, plan=opts.plan, round_to=opts.round_to,
+                             importance=opts.importance, seed=opts.seed, **opts.latency())  # fmt: skip
+        return result, result.report
+    from agmc_onnx.workflows.search import search_prune
+
+    out = Path(opts.output or default_output(model))
+    searched = search_prune(
+        model, opts.target_flops, strategy, data=ctx, episodes=opts.episodes, seed=opts.seed,
+        report=None, png=report_path.with_suffix(".png"), round_to=opts.round_to,
+        importance=opts.importance, checkpoint=opts.checkpoint or Path(str(out) + ".search"), resume=opts.resume,
+        policy=opts.policy, save_policy=opts.save_policy, bn_recalibrate=opts.bn_recalibrate,
+        reward_images=opts.reward_images, agent=opts.agent, decoder=opts.decoder, progress=progress,
+        latency=opts.latency(), plan=opts.plan, threads=ctx.threads,
+    )  # fmt: skip
+    return searched.prune, searched.report
+
+
+def _finetune(ctx: RunContext, proto: onnx.ModelProto, opts: PruneOptions, progress: bool) -> tuple[Any, dict[str, Any]]:
+    """Fine-tune the pruned model on the run's training data (distilling from the original with `distill`)."""
+    from agmc_onnx.finetune import FinetuneConfig, finetune
+
+    train, held = ctx.finetune_data()
+    cfg = FinetuneConfig(epochs=opts.finetune_epochs, seed=opts.seed)
+    res = finetune(proto, train, held, cfg, teacher=str(ctx.path) if opts.distill else None, test=ctx.test,
+                   progress=progress)  # fmt: skip
+    return res, {"finetune": {**res.summary(), "config": asdict(cfg)}}
+
+
+def run_prune(model: PathLike, opts: PruneOptions, progress: Callable[..., None] | None = None,
+              finetune_progress: bool = True) -> PruneRun:  # fmt: skip
+    """Plan, cut, re-calibrate, fine-tune, measure; write the model and the report; evaluate the gates."""
+    from agmc_onnx import bench, report
+    from agmc_onnx.evaluate import evaluate_onnx
+    from agmc_onnx.io import check_output_path, write_model
+
+    strategy = opts.chosen_strategy()
+    out = check_output_path(opts.output or default_output(model), model)
+    json_path = Path(opts.report) if opts.report else out.with_name(out.name.removesuffix(".onnx") + ".report.json")
+    check_output_path(json_path, model)
+    if opts.finetune_epochs and opts.data is None:
+        raise InputError("--finetune-epochs needs --data (training images)")
+    ctx = None
+    if opts.data is not None:
+        ctx = build_context(model, opts.data, seed=opts.seed, threads=None)
+    result, prune_report = _plan_and_cut(model, opts, ctx, strategy, progress, json_path)
+    proto = result.proto
+    stages: dict[str, dict[str, Any]] = {}
+    extra: dict[str, Any] = {}
+    test = ctx.test if ctx is not None else None
+    original = str(model)
+    stages["original"] = report.model_facts(original, None if test is None else evaluate_onnx(original, test))
+    stages["pruned"] = report.model_facts(proto, None if test is None else evaluate_onnx(proto, test))
+    final = "pruned"
+    if opts.finetune_epochs and ctx is not None:
+        res, extra = _finetune(ctx, proto, opts, finetune_progress)
+        proto, final = res.proto, "finetuned"
+        stages["finetuned"] = report.model_facts(proto, res.test_accuracy_onnx)
+    latency = None
+    batches = list(opts.bench_batches)
+    budget = prune_report.get("latency_budget")
+    if budget:  # a latency-budgeted run is always measured, at the budget's batch too
+        batches = list(dict.fromkeys([*batches, int(budget["batch"])]))
+    if opts.bench or budget:
+        latency = bench.bench([original, proto], batches, provider=opts.provider, threads=opts.threads,
+                              repeats=opts.bench_repeats, labels=["original", final]).to_json()  # fmt: skip
+    run = report.build("prune", stages, latency=latency, gates=opts.gates, command=opts.command, extra=extra)
+    merged = {**prune_report, **run}
+    merged["warnings"] = list(prune_report.get("warnings", [])) + report.latency_warnings(
+        run, proto, opts.provider, opts.threads)  # fmt: skip
+    if budget:  # predicted vs measured for latency-budgeted runs
+        from agmc_onnx.latency import verification
+
+        merged["latency_budget"] = verification(budget, latency)
+        got = merged["latency_budget"].get("measured")
+        if got is not None and not got["met"]:
+            merged["warnings"].append(
+                f"the latency budget was met on the predictor ({merged['latency_budget']['predicted_ms']:.3f} ms) "
+                f"but not when measured: {got['pruned_ms']:.3f} ms, {got['speedup']:.2f}x vs the original")
+    merged["output"] = str(out)
+    stages[final]["path"] = str(out)
+    written = write_model(proto, out, model)
+    try:
+        if test is not None:
+            _self_check(written, test, stages[final].get("accuracy"))
+        report.write(merged, json_path)
+    except BaseException:
+        written.unlink(missing_ok=True)
+        raise
+    paths = [str(json_path), str(report.markdown_path(json_path))]
+    png = (merged.get("search") or {}).get("png")
+    merged["report_paths"] = paths + ([png] if png else [])
+    return PruneRun(merged, result, strategy, out, merged["report_paths"], list(result.notes))
+
+
+def _self_check(path: Path, test: Any, reported: float | None) -> None:
+    """The written file, read back and run in ONNX Runtime, must score what the report says (run failure else)."""
+    from agmc_onnx.evaluate import evaluate_onnx
+
+    got = evaluate_onnx(onnx.load(str(path)), test)
+    if reported is not None and abs(100 * (got - reported)) > SELF_CHECK_POINTS:
+        raise AgmcError(f"the written model scores {100 * got:.2f}% on the test split, the report says "
+                        f"{100 * reported:.2f}%: the run's own check failed, nothing kept", path)
