@@ -201,7 +201,7 @@ def prune_model(
         notes.append("the latency budget does not change a given --plan: its predicted latency is reported only")
     refinement = None
     if by_latency and strategy != "plan" and latency_rounds > 0:
-        from agmc_onnx.latency_refine import ort_measure, refine_plan
+        from agmc_onnx.latency.refine import ort_measure, refine_plan
 
         measure = latency_measure or ort_measure(analysis, latency_model.batch, provider, threads)
         refinement = refine_plan(analysis, chosen, latency_model, budget, measure, n_round,

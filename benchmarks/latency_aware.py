@@ -140,7 +140,7 @@ def search_study(name: str, args: argparse.Namespace, lines: list[str]) -> None:
 
     from agmc_onnx.evaluate import Evaluator, evaluate_onnx, recalibrated_onnx
     from agmc_onnx.finetune import FinetuneConfig, finetune
-    from agmc_onnx.latency_refine import ort_measure, refine_plan
+    from agmc_onnx.latency.refine import ort_measure, refine_plan
     from agmc_onnx.plan import parse_round_to
     from agmc_onnx.rl.runner import run_search
     from agmc_onnx.search import load_search_data
