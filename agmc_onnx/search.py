@@ -16,8 +16,10 @@ from typing import Any
 import numpy as np
 
 from agmc_onnx.api import PruneResult, analyze, prune_model
+from agmc_onnx.bn import bn_nodes, recalibrated_onnx
+from agmc_onnx.devices import device_default
 from agmc_onnx.errors import InputError
-from agmc_onnx.evaluate import Evaluator, bn_nodes, device_default, evaluate_onnx, recalibrated_onnx
+from agmc_onnx.evaluate import Evaluator, evaluate_onnx
 from agmc_onnx.rl.search import Episode, SearchResult
 
 PathLike = str | os.PathLike[str]

@@ -67,7 +67,8 @@ _torchvision_stub()
 import torch  # noqa: E402
 
 from agmc_onnx.api import analyze  # noqa: E402
-from agmc_onnx.evaluate import Evaluator, evaluate_onnx, recalibrated_onnx  # noqa: E402
+from agmc_onnx.bn import recalibrated_onnx  # noqa: E402
+from agmc_onnx.evaluate import Evaluator, evaluate_onnx  # noqa: E402
 from agmc_onnx.plan import ImportanceCache, plan_from_counts  # noqa: E402
 from agmc_onnx.rl.runner import run_search  # noqa: E402
 from agmc_onnx.search import load_search_data, search_defaults  # noqa: E402
