@@ -16,21 +16,35 @@ import torch
 from agmc_onnx.api import analyze
 from agmc_onnx.data import Preprocess, load_dataset, reward_split
 from agmc_onnx.evaluate import Evaluator, evaluate_onnx
-from agmc_onnx.plan import plan_from_counts
+from agmc_onnx.groups import Analysis
+from agmc_onnx.plan import Plan, plan_from_counts
 from agmc_onnx.rl.env import PruningEnv
 from agmc_onnx.surgery import mask, prune
 
 DATA = Path(__file__).resolve().parents[1] / "fixtures" / "data"
 
 
-@pytest.fixture(scope="module")
-def net(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The engine's Flatten->Gemm fixture (1x28x28, BN kept): Fashion-MNIST shaped, tiny."""
+def _export(name: str, directory: Path) -> Path:
+    """An engine fixture net with BN kept, exported without the exporter's warnings and prints."""
     from fixtures.engine_nets import export_net
 
     with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
         warnings.simplefilter("ignore")
-        return export_net("flatten_gemm", tmp_path_factory.mktemp("evaluate"), "bn")
+        return export_net(name, directory, "bn")
+
+
+def _random_plan(a: Analysis, env: PruningEnv, rng: np.random.Generator) -> Plan:
+    """The plan of one episode of random actions (within the env's MACs budget)."""
+    env.reset()
+    while env.t < env.steps:
+        env.step(float(rng.random()))
+    return plan_from_counts(a, env.chosen)
+
+
+@pytest.fixture(scope="module")
+def net(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The engine's Flatten->Gemm fixture (1x28x28, BN kept): Fashion-MNIST shaped, tiny."""
+    return _export("flatten_gemm", tmp_path_factory.mktemp("evaluate"))
 
 
 @pytest.fixture(scope="module")
@@ -45,10 +59,7 @@ def test_masked_score_is_what_surgery_writes(net: Path, data: SimpleNamespace) -
     a = analyze(net)
     env = PruningEnv.from_analysis(a, 0.5, 1, 0.2)
     rng = np.random.default_rng(3)
-    env.reset()
-    while env.t < env.steps:
-        env.step(float(rng.random()))
-    plan = plan_from_counts(a, env.chosen)
+    plan = _random_plan(a, env, rng)
     raw = Evaluator(a, data.reward, data.calibration, bn_recalibrate=False, device="cpu", mode="mask")
     assert raw.score(plan) == evaluate_onnx(prune(a, plan), data.reward) == evaluate_onnx(mask(a, plan), data.reward)
     by_mask = Evaluator(a, data.reward, data.calibration, device="cpu", mode="mask")
@@ -60,11 +71,7 @@ def test_masked_score_is_what_surgery_writes(net: Path, data: SimpleNamespace) -
 @pytest.mark.parametrize("name", ["flatten_gemm", "vgg_bn"])
 def test_sliced_scoring_equals_surgery(name: str, data: SimpleNamespace, tmp_path: Path) -> None:
     """The auto evaluator slices the converted original; its scores equal surgery + conversion's."""
-    from fixtures.engine_nets import export_net
-
-    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
-        warnings.simplefilter("ignore")
-        a = analyze(export_net(name, tmp_path, "bn"))
+    a = analyze(_export(name, tmp_path))
     env = PruningEnv.from_analysis(a, 0.5, 1, 0.2)
     rng = np.random.default_rng(1)
     reward = data.reward.subset(np.arange(100))
@@ -73,23 +80,14 @@ def test_sliced_scoring_equals_surgery(name: str, data: SimpleNamespace, tmp_pat
         by_prune = Evaluator(a, reward, data.calibration, bn_recalibrate=bn, device="cpu", threads=1, mode="prune")
         assert sliced.mode == "slice"
         for _ in range(2):
-            env.reset()
-            while env.t < env.steps:
-                env.step(float(rng.random()))
-            plan = plan_from_counts(a, env.chosen)
+            plan = _random_plan(a, env, rng)
             assert abs(sliced.score(plan) - by_prune.score(plan)) <= 1 / len(reward) + 1e-9
 
 
 @pytest.mark.parametrize("name", ["mobilenetv2"])
 def test_sliced_scoring_follows_depthwise_convs(name: str, tmp_path: Path) -> None:
     """Depthwise convs (surgery rewrites `group`): slice mode sets the conv's groups, equal to surgery."""
-    from types import SimpleNamespace
-
-    from fixtures.engine_nets import export_net
-
-    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
-        warnings.simplefilter("ignore")
-        a = analyze(export_net(name, tmp_path, "bn"))
+    a = analyze(_export(name, tmp_path))
     assert a.hooks  # the premise: this model needs a surgery hook
     rng = np.random.default_rng(2)
     x = rng.standard_normal((64, 3, 32, 32)).astype(np.float32)
@@ -99,10 +97,7 @@ def test_sliced_scoring_follows_depthwise_convs(name: str, tmp_path: Path) -> No
     assert sliced.mode == "slice", sliced.slice_fallback
     env = PruningEnv.from_analysis(a, 0.5, 1, 0.2)
     for _ in range(2):
-        env.reset()
-        while env.t < env.steps:
-            env.step(float(rng.random()))
-        plan = plan_from_counts(a, env.chosen)
+        plan = _random_plan(a, env, rng)
         module = sliced._sliced(plan)
         want = _ort_outputs(prune(a, plan), x[:8])
         with torch.inference_mode():

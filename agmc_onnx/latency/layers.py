@@ -161,23 +161,31 @@ def _model(nodes: list[onnx.NodeProto], tensors: list[TensorProto], x_shape: lis
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=8)
 
 
+def _layer_model(op: str, w_shape: list[int], attrs: dict[str, Any], has_bias: bool, cout: int,
+                 followers: list[onnx.NodeProto], inits: Mapping[str, np.ndarray], x_shape: list[int],
+                 ) -> onnx.ModelProto:  # fmt: skip
+    """One `op` node (random weight of `w_shape`, bias of `cout` if the layer has one) and copies of its followers."""
+    rng = np.random.default_rng(0)
+    tensors = [_rand(w_shape, rng, "w")]
+    ins = ["x", "w"]
+    if has_bias:
+        tensors.append(_rand([cout], rng, "b"))
+        ins.append("b")
+    nodes = [helper.make_node(op, ins, ["c"], **attrs)]
+    more, more_t, out = _follow_nodes(followers, "c", cout, inits, rng)
+    return _model(nodes + more, tensors + more_t, x_shape, out)
+
+
 def _conv_builder(node: onnx.NodeProto, spatial: list[int], kernel: list[int], attrs: dict[str, Any], group: int,
                   depthwise: bool, mult: int, has_bias: bool, followers: list[onnx.NodeProto],
                   inits: Mapping[str, np.ndarray]) -> Callable[[int, int, int], onnx.ModelProto]:  # fmt: skip
     """Builder of a Conv (+ followers) at kept (input channels per conv group, output channels)."""
 
     def build(cin: int, cout: int, batch: int) -> onnx.ModelProto:
-        rng = np.random.default_rng(0)
         g = max(1, cout // mult) if depthwise else group
         cout = g * mult if depthwise else max(g, cout - cout % g)
-        tensors = [_rand([cout, cin, *kernel], rng, "w")]
-        ins = ["x", "w"]
-        if has_bias:
-            tensors.append(_rand([cout], rng, "b"))
-            ins.append("b")
-        nodes = [helper.make_node("Conv", ins, ["c"], group=g, **attrs)]
-        more, more_t, out = _follow_nodes(followers, "c", cout, inits, rng)
-        return _model(nodes + more, tensors + more_t, [batch, cin * g, *spatial], out)
+        return _layer_model("Conv", [cout, cin, *kernel], {"group": g, **attrs}, has_bias, cout, followers, inits,
+                            [batch, cin * g, *spatial])  # fmt: skip
 
     return build
 
@@ -187,15 +195,8 @@ def _gemm_builder(attrs: dict[str, Any], trans_b: int, has_bias: bool, followers
     """Builder of a Gemm (+ followers) at kept (input features, output features)."""
 
     def build(cin: int, cout: int, batch: int) -> onnx.ModelProto:
-        rng = np.random.default_rng(0)
-        tensors = [_rand([cout, cin] if trans_b else [cin, cout], rng, "w")]
-        ins = ["x", "w"]
-        if has_bias:
-            tensors.append(_rand([cout], rng, "b"))
-            ins.append("b")
-        nodes = [helper.make_node("Gemm", ins, ["c"], **attrs)]
-        more, more_t, out = _follow_nodes(followers, "c", cout, inits, rng)
-        return _model(nodes + more, tensors + more_t, [batch, cin], out)
+        return _layer_model("Gemm", [cout, cin] if trans_b else [cin, cout], attrs, has_bias, cout, followers, inits,
+                            [batch, cin])  # fmt: skip
 
     return build
 
