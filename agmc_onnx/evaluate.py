@@ -1,21 +1,18 @@
-"""Scoring candidate plans: accuracy on the reward split, masked fast path, BN re-calibration.
+"""Scoring candidate plans: accuracy on the reward split, by slicing or masking the converted original.
 
 The ORIGINAL model is converted to torch once (converters.to_torch / onnx2torch). A plan is applied
-by zeroing the removed channels' positions in every *consumer* weight (exactly what
-`surgery.mask` writes, and `run(mask) == run(prune)` is the engine's oracle), so scoring a
-candidate costs a few tensor multiplications instead of surgery + conversion. With BN in the
-model, each candidate's BN statistics are re-estimated first (EagleEye's adaptive BN: running
-stats reset, cumulative average over the calibration images, no gradient), which is what makes
-the accuracy of an un-fine-tuned candidate a usable reward. Folded-BN models are scored raw
-(`bn_recalibrated` is False then).
+by cutting every channel-holding tensor of the converted module to the plan (slice mode), or by
+zeroing the removed channels' positions in every *consumer* weight (exactly what `surgery.mask`
+writes, and `run(mask) == run(prune)` is the engine's oracle), so scoring a candidate costs a few
+tensor operations instead of surgery + conversion (converters.tensor_map finds the tensors). With
+BN in the model, each candidate's BN statistics are re-estimated first (agmc_onnx.bn, EagleEye's
+adaptive BN), which is what makes the accuracy of an un-fine-tuned candidate a usable reward.
+Folded-BN models are scored raw (`bn_recalibrated` is False then).
 """
 
 from __future__ import annotations
 
-import copy
-import re
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,125 +21,12 @@ import onnx
 import torch
 from torch import Tensor, nn
 
+from agmc_onnx.bn import bn_modules, recalibrate_bn
+from agmc_onnx.devices import default_threads, device_default
 from agmc_onnx.errors import AgmcError
 from agmc_onnx.plan import Plan
-
-
-@dataclass
-class _Target:
-    """One torch tensor that holds an ONNX initializer (maybe transposed, for Gemm transB=0)."""
-
-    tensor: Tensor
-    original: Tensor
-    transposed: bool
-
-
-@dataclass
-class _Slot:
-    """Where a tensor lives in a module: owner and attribute, as parameter, buffer or plain attribute."""
-
-    owner: nn.Module
-    name: str
-    kind: str  # "param", "buffer" or "attr"
-
-    def set(self, t: Tensor) -> None:
-        """Store `t` there."""
-        if self.kind == "param":
-            self.owner._parameters[self.name] = nn.Parameter(t, requires_grad=False)
-        elif self.kind == "buffer":
-            self.owner._buffers[self.name] = t
-        else:
-            self.owner.__dict__[self.name] = t
-
-
-def _sanitize(name: str) -> str:
-    """A node / module name with every run of punctuation as one '/' (onnx2torch turns '.' into '/')."""
-    return re.sub(r"[^0-9A-Za-z_]+", "/", name).strip("/")
-
-
-def _node_modules(module: nn.Module) -> dict[str, nn.Module]:
-    """Converted submodules by sanitised name (onnx2torch names each after its ONNX node)."""
-    return {_sanitize(name): m for name, m in module.named_modules() if name}
-
-
-def _own_matches(owner: nn.Module, arr: np.ndarray) -> list[tuple[_Slot, Tensor, bool]]:
-    """The module's own float tensors equal to `arr` (or to its transpose, for 2-D): (slot, tensor, transposed)."""
-    own: dict[int, tuple[_Slot, Tensor]] = {}
-    for name, p in owner._parameters.items():
-        if p is not None:
-            own.setdefault(id(p), (_Slot(owner, name, "param"), p))
-    for name, b in owner._buffers.items():
-        if b is not None:
-            own.setdefault(id(b), (_Slot(owner, name, "buffer"), b))
-    for name, v in vars(owner).items():
-        if isinstance(v, Tensor):
-            own.setdefault(id(v), (_Slot(owner, name, "attr"), v))
-    hits = []
-    for slot, t in own.values():
-        if not t.is_floating_point():
-            continue
-        v = t.detach().cpu().numpy()
-        if v.shape == arr.shape and np.array_equal(v, arr):
-            hits.append((slot, t, False))
-        elif arr.ndim == 2 and v.shape == arr.T.shape and np.array_equal(v, arr.T):
-            hits.append((slot, t, True))
-    return hits
-
-
-def device_default() -> torch.device:
-    """CUDA when torch sees it, else CPU."""
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
-def default_threads() -> int:
-    """CPU threads for scoring: the cores the 1-minute load average leaves free (at least one).
-
-    Measured on 2 busy cores: one thread scored 9x faster than two fighting other processes.
-    """
-    import os
-
-    cores = os.cpu_count() or 1
-    try:
-        busy = os.getloadavg()[0]
-    except OSError:
-        busy = 0.0
-    return max(1, min(cores, int(cores - busy + 0.5)))
-
-
-def _to_torch(proto: onnx.ModelProto) -> nn.Module:
-    """ONNX -> torch through the converters package (onnx2torch underneath)."""
-    from converters import to_torch
-
-    return to_torch(proto, trainable=False)
-
-
-def _array_views(module: nn.Module) -> list[tuple[Tensor, np.ndarray]]:
-    """Every float parameter / buffer / tensor attribute of the module, with a numpy copy."""
-    seen: dict[int, Tensor] = {}
-    for _, t in list(module.named_parameters()) + list(module.named_buffers()):
-        seen.setdefault(id(t), t)
-    for m in module.modules():
-        for v in vars(m).values():
-            if isinstance(v, Tensor) and v.is_floating_point():
-                seen.setdefault(id(v), v)
-    return [(t, t.detach().cpu().numpy()) for t in seen.values() if t.is_floating_point()]
-
-
-def map_initializers(module: nn.Module, inits: dict[str, np.ndarray], names: set[str]) -> dict[str, _Target]:
-    """Find the torch tensor holding each named initializer (by shape and exact value; 2-D may be transposed)."""
-    views = _array_views(module)
-    out: dict[str, _Target] = {}
-    for name in names:
-        arr = inits[name]
-        hits = [(t, False) for t, v in views if v.shape == arr.shape and np.array_equal(v, arr)]
-        if not hits and arr.ndim == 2:
-            hits = [(t, True) for t, v in views if v.shape == arr.T.shape and np.array_equal(v, arr.T)]
-        distinct = {id(t) for t, _ in hits}
-        if len(distinct) != 1:
-            raise LookupError(f"initializer {name!r} matches {len(distinct)} tensors of the converted model")
-        t, tr = hits[0]
-        out[name] = _Target(t, t.detach().clone(), tr)
-    return out
+from converters import to_torch
+from converters.tensor_map import Slot, Target, map_initializers, node_modules, own_matches, sanitize
 
 
 class Evaluator:
@@ -186,8 +70,8 @@ class Evaluator:
         cx = np.asarray(calibration.x if calibration is not None and hasattr(calibration, "x") else
                         calibration if calibration is not None else reward.x, np.float32)[:calib_images]
         self.calib = torch.as_tensor(cx, device=self.device)
-        self.module = _to_torch(analysis.model.proto).to(self.device).eval()
-        self._slots: list[tuple[_Slot, int, Tensor]] = []
+        self.module = to_torch(analysis.model.proto, trainable=False).to(self.device).eval()
+        self._slots: list[tuple[Slot, int, Tensor]] = []
         self._groups_hooks: list[tuple[nn.Module, str, int, int]] = []  # (conv, input tensor, per group, groups)
         self.slice_fallback: str | None = None  # why "auto" could not slice
         if mode in ("auto", "slice"):
@@ -204,7 +88,7 @@ class Evaluator:
             per_score = len(self.x) + (len(self.calib) if bn_recalibrate else 0)
             mode = "mask" if self.device.type == "cuda" or per_score < 1024 else "prune"
         self.mode = mode
-        self.bns = [m for m in self.module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+        self.bns = bn_modules(self.module)
         self.bn_recalibrated = bool(bn_recalibrate and self.bns)
         self._bn_state = [(m.running_mean.clone(), m.running_var.clone(), m.momentum) for m in self.bns]
         self._members: list[tuple[int, str, int, np.ndarray, np.ndarray]] = []
@@ -214,22 +98,22 @@ class Evaluator:
                 if m.role == "consumer":
                     self._members.append((g.id, m.tensor, m.axis, np.asarray(m.positions), np.asarray(m.channels)))
                     names.add(m.tensor)
-        self.targets: dict[str, _Target] = {}
+        self.targets: dict[str, Target] = {}
         if mode == "mask":
             self.targets = map_initializers(self.module, analysis.model.inits, names)
         self.calls = 0
         self.seconds = 0.0
 
     # slicing ------------------------------------------------------------------------------
-    def _slice_slots(self) -> list[tuple[_Slot, int, Tensor]]:
+    def _slice_slots(self) -> list[tuple[Slot, int, Tensor]]:
         """(where the tensor lives, transposed, original) for every initializer that holds group channels.
 
         Each initializer is looked up in the converted module of every node that reads it (an
         initializer shared by two nodes becomes two torch tensors), by value within that module.
         """
-        by_node = _node_modules(self.module)
+        by_node = node_modules(self.module)
         for node, kind, info in getattr(self.analysis, "hooks", None) or []:
-            conv = by_node.get(_sanitize(node))
+            conv = by_node.get(sanitize(node))
             if kind != "group_from_input" or not isinstance(conv, nn.modules.conv._ConvNd):
                 raise LookupError(f"the model needs surgery hook {kind!r} at {node!r}: slicing alone is not the pruned model")
             self._groups_hooks.append((conv, info["tensor"], int(info["per_group"]), conv.groups))
@@ -238,15 +122,15 @@ class Evaluator:
         for node in self.analysis.model.proto.graph.node:
             for name in node.input:
                 readers.setdefault(name, []).append(node.name)
-        slots: list[tuple[_Slot, int, Tensor]] = []
+        slots: list[tuple[Slot, int, Tensor]] = []
         self._slot_index: dict[str, list[int]] = {}
         for name in names:
             arr = self.analysis.model.inits[name]
             for node in dict.fromkeys(readers.get(name, [])):
-                owner = by_node.get(_sanitize(node))
+                owner = by_node.get(sanitize(node))
                 if owner is None:
                     raise LookupError(f"node {node!r} has no converted module")
-                hits = _own_matches(owner, arr)
+                hits = own_matches(owner, arr)
                 if len(hits) != 1:
                     raise LookupError(f"initializer {name!r} matches {len(hits)} tensors of {node!r}'s module")
                 slot, t, transposed = hits[0]
@@ -258,14 +142,14 @@ class Evaluator:
             self._restore_slices(slots)
         return slots
 
-    def _check_slicing(self, slots: list[tuple[_Slot, int, Tensor]]) -> None:
+    def _check_slicing(self, slots: list[tuple[Slot, int, Tensor]]) -> None:
         """Self-check: a sliced module computes what surgery + conversion computes, for one plan."""
         from agmc_onnx.plan import plan_from_ratios
         from agmc_onnx.surgery import prune
 
         plan = plan_from_ratios(self.analysis, {g.id: 0.5 for g in self.analysis.prunable_groups()}, round_to=1)
         x = self.calib[:4] if len(self.calib) else self.x[:4]
-        reference = _to_torch(prune(self.analysis, plan, check=False)).to(self.device).eval()
+        reference = to_torch(prune(self.analysis, plan, check=False), trainable=False).to(self.device).eval()
         module = self._sliced(plan, slots)
         with torch.inference_mode():
             want, got = reference(x), module(x)
@@ -274,14 +158,14 @@ class Evaluator:
         if want.shape != got.shape or not torch.allclose(want, got, rtol=1e-3, atol=1e-4):
             raise LookupError("sliced module differs from the pruned file's conversion")
 
-    def _restore_slices(self, slots: list[tuple[_Slot, int, Tensor]]) -> None:
+    def _restore_slices(self, slots: list[tuple[Slot, int, Tensor]]) -> None:
         """Put every original tensor back (buffers as copies: BN re-calibration writes into them)."""
         for slot, _, original in slots:
             slot.set(original.clone() if slot.kind == "buffer" else original)
         for conv, _, _, groups in self._groups_hooks:
             conv.groups = groups
 
-    def _sliced(self, plan: Plan, slots: list[tuple[_Slot, int, Tensor]] | None = None) -> nn.Module:
+    def _sliced(self, plan: Plan, slots: list[tuple[Slot, int, Tensor]] | None = None) -> nn.Module:
         """The converted original with every channel-holding tensor cut to the plan (no copies of the rest)."""
         from agmc_onnx.surgery import _axis_masks
 
@@ -338,7 +222,7 @@ class Evaluator:
             return self.module
         from agmc_onnx.surgery import prune
 
-        module = _to_torch(prune(self.analysis, plan, check=False)).to(self.device).eval()
+        module = to_torch(prune(self.analysis, plan, check=False), trainable=False).to(self.device).eval()
         return module
 
     # BN and accuracy ----------------------------------------------------------------------
@@ -382,76 +266,6 @@ class Evaluator:
         self.calls += 1
         self.seconds += time.perf_counter() - t0
         return acc
-
-
-def _bn_modules(module: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
-    """The module's BN layers in registration order."""
-    return [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-
-
-def recalibrate_bn(module: nn.Module, images: Tensor, batch_size: int = 256) -> None:
-    """EagleEye adaptive BN: reset running stats, cumulative average over `images` in train mode, no gradient."""
-    bns = _bn_modules(module)
-    for m in bns:
-        m.reset_running_stats()
-        m.momentum = None
-        m.train()
-    with torch.inference_mode():
-        for i in range(0, len(images), batch_size):
-            module(images[i : i + batch_size])
-    for m in bns:
-        m.eval()
-
-
-def bn_nodes(proto: onnx.ModelProto) -> list[onnx.NodeProto]:
-    """The BatchNormalization nodes of a model, in graph order."""
-    return [n for n in proto.graph.node if n.op_type == "BatchNormalization"]
-
-
-def write_bn_stats(proto: onnx.ModelProto, module: nn.Module) -> onnx.ModelProto:
-    """A copy of `proto` whose BN mean/var initializers hold `module`'s running statistics.
-
-    `module` is `proto` converted by onnx2torch, which adds one BN module per BatchNormalization
-    node in graph order; the pairing is checked (count, width, scale values) and a mismatch raises.
-    """
-    from onnx import numpy_helper
-
-    nodes, bns = bn_nodes(proto), _bn_modules(module)
-    if len(nodes) != len(bns):
-        raise LookupError(f"{len(nodes)} BatchNormalization nodes but {len(bns)} BN modules after conversion")
-    out = copy.deepcopy(proto)
-    inits = {t.name: i for i, t in enumerate(out.graph.initializer)}
-    written: dict[str, np.ndarray] = {}
-    for node, bn in zip(nodes, bns, strict=True):
-        scale = numpy_helper.to_array(out.graph.initializer[inits[node.input[1]]]) if node.input[1] in inits else None
-        if scale is None or scale.shape != (bn.num_features,) or (
-            bn.weight is not None and not np.allclose(scale, bn.weight.detach().cpu().numpy())
-        ):
-            raise LookupError(f"BN node {node.name!r} does not pair with the converted module's BN layer")
-        for name, value in ((node.input[3], bn.running_mean), (node.input[4], bn.running_var)):
-            if name not in inits:
-                raise LookupError(f"BN statistic {name!r} of {node.name!r} is not an initializer")
-            arr = value.detach().cpu().numpy()
-            if name in written and not np.array_equal(written[name], arr):
-                raise LookupError(f"BN statistic {name!r} is shared by BN layers with different statistics")
-            old = out.graph.initializer[inits[name]]
-            dtype = numpy_helper.to_array(old).dtype
-            old.CopyFrom(numpy_helper.from_array(arr.astype(dtype), name))
-            written[name] = arr
-    return out
-
-
-def recalibrated_onnx(proto: onnx.ModelProto, images: Any, batch_size: int = 256,
-                      device: str | torch.device | None = None) -> onnx.ModelProto:  # fmt: skip
-    """`proto` with BN statistics re-estimated on `images` exactly as the Evaluator scores (unchanged without BN)."""
-    if not bn_nodes(proto):
-        return proto
-    dev = torch.device(device) if device else device_default()
-    module = _to_torch(proto).to(dev).eval()
-    raw = getattr(images, "x", images)
-    x = raw.to(dev, torch.float32) if isinstance(raw, torch.Tensor) else torch.as_tensor(np.asarray(raw, np.float32), device=dev)
-    recalibrate_bn(module, x, batch_size)
-    return write_bn_stats(proto, module)
 
 
 def evaluate_onnx(model: onnx.ModelProto | str | Path, dataset: Any, batch_size: int = 256, kind: str = "cpu") -> float:

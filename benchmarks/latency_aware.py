@@ -139,9 +139,10 @@ def search_study(name: str, args: argparse.Namespace, lines: list[str]) -> None:
     import torch
 
     from agmc_onnx.api import load_search_data
-    from agmc_onnx.evaluate import Evaluator, evaluate_onnx, recalibrated_onnx
+    from agmc_onnx.bn import recalibrated_onnx
+    from agmc_onnx.evaluate import Evaluator, evaluate_onnx
     from agmc_onnx.finetune import FinetuneConfig, finetune
-    from agmc_onnx.latency_refine import ort_measure, refine_plan
+    from agmc_onnx.latency.refine import ort_measure, refine_plan
     from agmc_onnx.plan import parse_round_to
     from agmc_onnx.rl.runner import run_search
 

@@ -66,12 +66,9 @@ _torchvision_stub()
 
 import torch  # noqa: E402
 
-from agmc_onnx.api import (  # noqa: E402
-    analyze,  # noqa: E402
-    load_search_data,
-    search_defaults,
-)
-from agmc_onnx.evaluate import Evaluator, evaluate_onnx, recalibrated_onnx  # noqa: E402
+from agmc_onnx.api import analyze, load_search_data, search_defaults  # noqa: E402
+from agmc_onnx.bn import recalibrated_onnx  # noqa: E402
+from agmc_onnx.evaluate import Evaluator, evaluate_onnx  # noqa: E402
 from agmc_onnx.plan import ImportanceCache, plan_from_counts  # noqa: E402
 from agmc_onnx.rl.runner import run_search  # noqa: E402
 from agmc_onnx.strategies import REGISTRY, Budget, StrategyContext  # noqa: E402

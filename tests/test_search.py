@@ -9,17 +9,13 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-import onnx
 import pytest
-import torch
 from click.testing import CliRunner
 
 from agmc_onnx.api import SearchData, analyze, load_search_data, search_prune
 from agmc_onnx.evaluate import Evaluator, evaluate_onnx
-from agmc_onnx.plan import plan_from_counts
-from agmc_onnx.rl.env import PruningEnv
 from agmc_onnx.rl.search import Episode
-from agmc_onnx.surgery import mask, prune
+from agmc_onnx.surgery import prune
 
 DATA = Path(__file__).resolve().parents[1] / "fixtures" / "data"
 
@@ -50,45 +46,6 @@ def run(net: Path, data: SearchData, strategy: str, tmp: Path, **kw: object):  #
                         report=tmp / "report.json", device="cpu", threads=1, **kw)  # fmt: skip
 
 
-def test_masked_score_is_what_surgery_writes(net: Path, data: SearchData) -> None:
-    a = analyze(net)
-    env = PruningEnv.from_analysis(a, 0.5, 1, 0.2)
-    rng = np.random.default_rng(3)
-    env.reset()
-    while env.t < env.steps:
-        env.step(float(rng.random()))
-    plan = plan_from_counts(a, env.chosen)
-    raw = Evaluator(a, data.reward, data.calibration, bn_recalibrate=False, device="cpu", mode="mask")
-    assert raw.score(plan) == evaluate_onnx(prune(a, plan), data.reward) == evaluate_onnx(mask(a, plan), data.reward)
-    by_mask = Evaluator(a, data.reward, data.calibration, device="cpu", mode="mask")
-    by_prune = Evaluator(a, data.reward, data.calibration, device="cpu", mode="prune")
-    assert by_mask.bn_recalibrated
-    assert abs(by_mask.score(plan) - by_prune.score(plan)) <= 1 / len(data.reward)
-
-
-@pytest.mark.parametrize("name", ["flatten_gemm", "vgg_bn"])
-def test_sliced_scoring_equals_surgery(name: str, data: SearchData, tmp_path: Path) -> None:
-    """The auto evaluator slices the converted original; its scores equal surgery + conversion's."""
-    from fixtures.engine_nets import export_net
-
-    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
-        warnings.simplefilter("ignore")
-        a = analyze(export_net(name, tmp_path, "bn"))
-    env = PruningEnv.from_analysis(a, 0.5, 1, 0.2)
-    rng = np.random.default_rng(1)
-    reward = data.reward.subset(np.arange(100))
-    for bn in (True, False):
-        sliced = Evaluator(a, reward, data.calibration, bn_recalibrate=bn, device="cpu", threads=1)
-        by_prune = Evaluator(a, reward, data.calibration, bn_recalibrate=bn, device="cpu", threads=1, mode="prune")
-        assert sliced.mode == "slice"
-        for _ in range(2):
-            env.reset()
-            while env.t < env.steps:
-                env.step(float(rng.random()))
-            plan = plan_from_counts(a, env.chosen)
-            assert abs(sliced.score(plan) - by_prune.score(plan)) <= 1 / len(reward) + 1e-9
-
-
 @pytest.mark.parametrize(("strategy", "agent"), [("agmc", "ddpg"), ("amc", "ddpg"), ("random", "ddpg"), ("agmc", "ppo")])
 def test_every_search_strategy_end_to_end(strategy: str, agent: str, net: Path, data: SearchData, tmp_path: Path) -> None:
     r = run(net, data, strategy, tmp_path, agent=agent)
@@ -111,7 +68,7 @@ def test_every_search_strategy_end_to_end(strategy: str, agent: str, net: Path, 
 def test_rule_strategies_with_data_write_recalibrated_bn(strategy: str, net: Path, data: SearchData, tmp_path: Path) -> None:
     from onnx import numpy_helper
 
-    from agmc_onnx.evaluate import bn_nodes
+    from agmc_onnx.bn import bn_nodes
 
     r = run(net, data, strategy, tmp_path / "bn")
     raw = run(net, data, strategy, tmp_path / "raw", bn_recalibrate=False)
@@ -180,45 +137,3 @@ def test_cli_prune_with_search_options(net: Path, tmp_path: Path) -> None:
     assert (tmp_path / "p.onnx.search" / "search.pt").exists()
     bad = CliRunner().invoke(main, ["prune", str(net), "--target-flops", "0.5", "--strategy", "amc", "-o", str(tmp_path / "q.onnx")])
     assert bad.exit_code == 2 and "--data" in bad.output
-
-
-@pytest.mark.parametrize("name", ["mobilenetv2"])
-def test_sliced_scoring_follows_depthwise_convs(name: str, tmp_path: Path) -> None:
-    """Depthwise convs (surgery rewrites `group`): slice mode sets the conv's groups, equal to surgery."""
-    from types import SimpleNamespace
-
-    from fixtures.engine_nets import export_net
-
-    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
-        warnings.simplefilter("ignore")
-        a = analyze(export_net(name, tmp_path, "bn"))
-    assert a.hooks  # the premise: this model needs a surgery hook
-    rng = np.random.default_rng(2)
-    x = rng.standard_normal((64, 3, 32, 32)).astype(np.float32)
-    reward = SimpleNamespace(x=x, y=rng.integers(0, 10, 64))
-    calib = SimpleNamespace(x=rng.standard_normal((64, 3, 32, 32)).astype(np.float32))
-    sliced = Evaluator(a, reward, calib, calib_images=64, device="cpu", threads=1)
-    assert sliced.mode == "slice", sliced.slice_fallback
-    env = PruningEnv.from_analysis(a, 0.5, 1, 0.2)
-    for _ in range(2):
-        env.reset()
-        while env.t < env.steps:
-            env.step(float(rng.random()))
-        plan = plan_from_counts(a, env.chosen)
-        module = sliced._sliced(plan)
-        want = _ort_outputs(prune(a, plan), x[:8])
-        with torch.inference_mode():
-            got = module(torch.as_tensor(x[:8])).numpy()
-        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
-    sliced._restore_slices(sliced._slots)  # the original comes back whole, groups included
-    with torch.inference_mode():
-        whole = sliced.module(torch.as_tensor(x[:8])).numpy()
-    np.testing.assert_allclose(whole, _ort_outputs(a.model.proto, x[:8]), rtol=1e-4, atol=1e-4)
-
-
-def _ort_outputs(proto: onnx.ModelProto, x: np.ndarray) -> np.ndarray:
-    """ONNX Runtime's outputs for x (the independent oracle)."""
-    import onnxruntime as ort
-
-    sess = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
-    return sess.run(None, {sess.get_inputs()[0].name: x})[0]

@@ -65,9 +65,9 @@ def prune_model(
     (agmc_onnx.latency, for `provider`, `threads`, `latency_batch`; cached under `latency_cache`);
     they may be combined with `target_flops`, every constraint is met. With `latency_rounds` > 0 the
     plan is then measured against the original (or by `latency_measure`, a plan -> (original ms,
-    pruned ms) callable) and shrunk while it misses the budget (agmc_onnx.latency_refine).
+    pruned ms) callable) and shrunk while it misses the budget (agmc_onnx.latency.refine).
     """
-    from agmc_onnx.latency import check_latency, check_speedup
+    from agmc_onnx.budget import check_latency, check_speedup
 
     if plan is not None and strategy == "uniform" and target_flops is None:
         strategy = "plan"
@@ -108,7 +108,7 @@ def prune_model(
         notes.append("the latency budget does not change a given --plan: its predicted latency is reported only")
     refinement = None
     if by_latency and strategy != "plan" and latency_rounds > 0:
-        from agmc_onnx.latency_refine import ort_measure, refine_plan
+        from agmc_onnx.latency import ort_measure, refine_plan
 
         measure = latency_measure or ort_measure(analysis, latency_model.batch, provider, threads)
         refinement = refine_plan(analysis, chosen, latency_model, budget, measure, n_round,

@@ -16,8 +16,10 @@ from typing import Any
 import numpy as np
 
 from agmc_onnx.analysis import analyze
+from agmc_onnx.bn import bn_nodes, recalibrated_onnx
 from agmc_onnx.data import reward_split
-from agmc_onnx.evaluate import Evaluator, bn_nodes, device_default, evaluate_onnx, recalibrated_onnx
+from agmc_onnx.devices import device_default
+from agmc_onnx.evaluate import Evaluator, evaluate_onnx
 from agmc_onnx.model import load as load_model
 from agmc_onnx.rl.search import Episode, SearchResult
 from agmc_onnx.workflows.context import RunContext, SearchData, build_context

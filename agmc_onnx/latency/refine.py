@@ -18,13 +18,14 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from agmc_onnx.latency import budget_limit_ms, ort_runner_factory
+from agmc_onnx.budget import required_ms
+from agmc_onnx.latency.measure import ort_runner_factory
 from agmc_onnx.plan import ImportanceCache, Plan, RoundTo, group_step
 
 if TYPE_CHECKING:
     from agmc_onnx.analysis import Analysis
     from agmc_onnx.budget import Budget
-    from agmc_onnx.latency import LatencyModel
+    from agmc_onnx.latency.tables import LatencyModel
 
 MeasureFn = Callable[[Plan], tuple[float, float]]  # plan -> (original ms, pruned ms) from one interleaved run
 
@@ -55,14 +56,6 @@ class Refinement:
     def to_json(self) -> dict[str, Any]:
         """JSON-ready summary for the report."""
         return {"met": self.met, "note": self.note, "rounds": [asdict(r) for r in self.rounds]}
-
-
-def required_ms(budget: Budget, original_ms: float) -> float:
-    """The measured latency the budget asks for, given the original's measured latency."""
-    need = budget_limit_ms(budget, original_ms)
-    if need is None:
-        raise ValueError("the budget sets no latency")
-    return need
 
 
 def _next_count(k: int, step: int) -> int | None:

@@ -1,4 +1,4 @@
-"""Closed-loop latency refinement: measured misses shrink the plan until the measurement meets the budget."""
+"""agmc_onnx.latency.refine: measured misses shrink the plan until the measurement meets the budget."""
 
 from __future__ import annotations
 
@@ -8,13 +8,11 @@ import pytest
 
 from agmc_onnx.analysis import Analysis
 from agmc_onnx.api import prune_model
-from agmc_onnx.latency_refine import refine_plan, required_ms, shrink_plan
+from agmc_onnx.latency.refine import refine_plan, shrink_plan
 from agmc_onnx.plan import ImportanceCache, Plan, group_step
 from agmc_onnx.strategies import REGISTRY, Budget, StrategyContext
 from agmc_onnx.surgery import prune
-from tests.test_latency import MODELS, lm20, r20, truth_ms  # noqa: F401 - module fixtures
-
-__all__ = ["lm20", "r20"]
+from tests.latency.synthetic import MODELS, truth_ms
 
 
 def pessimist(a: Analysis, factor: float, calls: list[Plan] | None = None) -> Any:
@@ -37,15 +35,7 @@ def is_subset(small: Plan, big: Plan) -> bool:
     return all(set(small.kept[g]) <= set(big.kept.get(g, small.kept[g])) for g in small.kept)
 
 
-def test_required_ms_takes_the_tighter_limit() -> None:
-    assert required_ms(Budget(speedup=2.0), 10.0) == 5.0
-    assert required_ms(Budget(speedup=2.0, latency_ms=4.0), 10.0) == 4.0
-    assert required_ms(Budget(flops=0.5, latency_ms=6.0), 10.0) == 6.0
-    with pytest.raises(ValueError):
-        required_ms(Budget(flops=0.5), 10.0)
-
-
-def test_shrink_reaches_the_limit_with_a_subset_on_the_grid(r20: Analysis, lm20: Any) -> None:  # noqa: F811
+def test_shrink_reaches_the_limit_with_a_subset_on_the_grid(r20: Analysis, lm20: Any) -> None:
     start = solved(r20, lm20, 1.3)
     limit = 0.8 * lm20.predict_plan(start)
     small = shrink_plan(r20, start, lm20.predict, limit, 16, ImportanceCache(r20))
@@ -68,17 +58,17 @@ def test_shrink_reaches_the_limit_with_a_subset_on_the_grid(r20: Analysis, lm20:
             assert max(s[c] for c in dropped) <= min(s[c] for c in small.kept[g.id]) + 1e-12
 
 
-def test_shrink_gives_up_below_the_smallest_widths(r20: Analysis, lm20: Any) -> None:  # noqa: F811
+def test_shrink_gives_up_below_the_smallest_widths(r20: Analysis, lm20: Any) -> None:
     assert shrink_plan(r20, solved(r20, lm20, 1.3), lm20.predict, 1e-6, 16, ImportanceCache(r20)) is None
 
 
-def test_a_plan_that_meets_the_budget_is_measured_once_and_kept(r20: Analysis, lm20: Any) -> None:  # noqa: F811
+def test_a_plan_that_meets_the_budget_is_measured_once_and_kept(r20: Analysis, lm20: Any) -> None:
     plan, calls = solved(r20, lm20, 1.5), []
     ref = refine_plan(r20, plan, lm20, Budget(speedup=1.5), pessimist(r20, 1.0, calls), 16, ImportanceCache(r20))
     assert ref.met and ref.plan is plan and len(ref.rounds) == 1 and len(calls) == 1
 
 
-def test_an_optimistic_predictor_is_corrected_until_the_measurement_meets(r20: Analysis, lm20: Any) -> None:  # noqa: F811
+def test_an_optimistic_predictor_is_corrected_until_the_measurement_meets(r20: Analysis, lm20: Any) -> None:
     """The runtime is 15% slower than predicted: the first plan misses 1.5x, the refined one meets it."""
     plan = solved(r20, lm20, 1.5)
     measure = pessimist(r20, 1.15)
@@ -94,7 +84,7 @@ def test_an_optimistic_predictor_is_corrected_until_the_measurement_meets(r20: A
     assert final.measured_ms == pytest.approx(1.15 * truth_ms(prune(r20, ref.plan)))
 
 
-def test_out_of_rounds_or_out_of_channels_says_so(r20: Analysis, lm20: Any) -> None:  # noqa: F811
+def test_out_of_rounds_or_out_of_channels_says_so(r20: Analysis, lm20: Any) -> None:
     plan = solved(r20, lm20, 1.5)
     ref = refine_plan(r20, plan, lm20, Budget(speedup=1.5), pessimist(r20, 1.15), 16, ImportanceCache(r20), rounds=0)
     assert not ref.met and ref.plan is plan and "after 0 refinement rounds" in (ref.note or "")
@@ -102,7 +92,7 @@ def test_out_of_rounds_or_out_of_channels_says_so(r20: Analysis, lm20: Any) -> N
     assert not hopeless.met and "smallest width" in (hopeless.note or "")
 
 
-def test_prune_model_reports_the_rounds_and_writes_the_refined_plan(r20: Analysis, lm20: Any) -> None:  # noqa: F811
+def test_prune_model_reports_the_rounds_and_writes_the_refined_plan(r20: Analysis, lm20: Any) -> None:
     res = prune_model(MODELS / "resnet20.onnx", None, "l1-global", target_speedup=1.5, latency_model=lm20,
                       analysis=r20, latency_rounds=3, latency_measure=pessimist(r20, 1.15))  # fmt: skip
     refine = res.report["latency_budget"]["refine"]
@@ -115,7 +105,7 @@ def test_prune_model_reports_the_rounds_and_writes_the_refined_plan(r20: Analysi
     assert plain.report["latency_budget"]["refine"] is None
 
 
-def test_a_score_steers_the_shrinking_away_from_a_precious_group(r20: Analysis, lm20: Any) -> None:  # noqa: F811
+def test_a_score_steers_the_shrinking_away_from_a_precious_group(r20: Analysis, lm20: Any) -> None:
     """Magnitude alone cuts group P; a score that punishes cutting P makes the shrink cut elsewhere."""
     start = solved(r20, lm20, 1.3)
     limit = 0.9 * lm20.predict_plan(start)

@@ -1,0 +1,38 @@
+"""Labelled image-classification data: loaders, model-driven preprocessing, reward split, batching.
+
+Formats (`load_dataset` tells them apart): an IDX directory (MNIST family, `.gz` or raw), CIFAR-10/100
+python-pickle or binary batches, an ImageFolder tree (one sub-folder per class, read with Pillow) and
+an `.npz` with `x` and `y` (or `x_train`/`y_train`/`x_test`/`y_test`); one reader module per format.
+
+Every reader yields raw images as [N,H,W,C] (uint8 or float) plus int64 labels (`raw.Raw`); one
+`Preprocess` (preprocess.py) turns them into the model's input. The search scores candidates on
+`reward_split(train)` (dataset.py: a seeded, class-balanced slice of TRAIN); the test split is for
+final reports only.
+"""
+
+from agmc_onnx.data.dataset import Dataset, Split, batches, reward_split
+from agmc_onnx.data.folder import IMAGE_EXTENSIONS
+from agmc_onnx.data.idx import FASHION_MNIST_CLASSES, read_idx
+from agmc_onnx.data.load import (
+    SHIPPED_FASHION_MNIST,
+    SPLITS,
+    SYSTEM_FASHION_MNIST,
+    detect_format,
+    fashion_mnist_dir,
+    load_dataset,
+)
+from agmc_onnx.data.preprocess import (
+    LAYOUTS,
+    RESIZE_MODES,
+    SIDECAR_KEYS,
+    Preprocess,
+    input_spec,
+    load_sidecar,
+)
+from agmc_onnx.data.raw import PathLike
+
+__all__ = [
+    "FASHION_MNIST_CLASSES", "IMAGE_EXTENSIONS", "LAYOUTS", "RESIZE_MODES", "SHIPPED_FASHION_MNIST", "SIDECAR_KEYS",
+    "SPLITS", "SYSTEM_FASHION_MNIST", "Dataset", "PathLike", "Preprocess", "Split", "batches", "detect_format",
+    "fashion_mnist_dir", "input_spec", "load_dataset", "load_sidecar", "read_idx", "reward_split",
+]
