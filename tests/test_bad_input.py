@@ -12,6 +12,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 from agmc_onnx.cli import main
+from agmc_onnx.data import METADATA_KEY
 from tests.helpers_onnx import conv_to_output, sha256, single_gemm, tiny_convnet
 
 LATEST_OPSET = onnx.defs.onnx_opset_version()
@@ -169,7 +170,9 @@ def test_good_input_is_accepted(tmp_path: Path) -> None:
     out = onnx.load(str(tmp_path / "out.onnx"))
     onnx.checker.check_model(out, full_check=True)
     assert (out.ir_version, out.opset_import, out.producer_name) == (model.ir_version, model.opset_import, model.producer_name)
-    assert out.metadata_props == model.metadata_props and out.doc_string == model.doc_string
+    kept = [p for p in out.metadata_props if p.key != METADATA_KEY]  # plus the recipe the output records (issue 12)
+    assert kept == list(model.metadata_props) and out.doc_string == model.doc_string
+    assert [p.key for p in out.metadata_props if p.key == METADATA_KEY] == [METADATA_KEY]
     leftovers = {p.name for p in tmp_path.iterdir()} - {"m.onnx", "out.onnx", "r.json", "r.md"}  # r.md: markdown report
     assert not leftovers, f"temp files left behind: {leftovers}"
     assert sha256(src) == before

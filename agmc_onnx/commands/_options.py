@@ -29,6 +29,45 @@ def gate_options(func: Callable[..., Any]) -> Callable[..., Any]:
     return func
 
 
+PREPROCESS_OPTIONS = ("scale", "mean", "std", "layout", "resize")
+
+
+def _floats(ctx: click.Context, param: click.Parameter, value: str | None) -> tuple[float, ...] | None:
+    """'0.485,0.456,0.406' -> floats; one value or one per channel."""
+    if value is None:
+        return None
+    try:
+        return tuple(float(v) for v in value.split(",") if v.strip())
+    except ValueError:
+        raise click.BadParameter(f"expected one or three comma-separated numbers, got {value!r}") from None
+
+
+def preprocess_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Add the preprocessing flags (they win over a sidecar and over what the model file records)."""
+    options = [
+        click.option("--scale", type=str, default=None,
+                     help="Pixel scale before mean/std, e.g. 1/255 (default: 1/255 for 8-bit images, 1 for float)."),
+        click.option("--mean", type=str, default=None, callback=_floats,
+                     help="Per-channel mean subtracted after scaling, e.g. 0.485,0.456,0.406."),
+        click.option("--std", type=str, default=None, callback=_floats,
+                     help="Per-channel std divided by after the mean, e.g. 0.229,0.224,0.225."),
+        click.option("--layout", type=click.Choice(["NCHW", "NHWC"], case_sensitive=False), default=None,
+                     help="Input layout (default: from the model's input shape)."),
+        click.option("--resize", type=click.Choice(["resize", "pad"]), default=None,
+                     help="Fit images to the input size by resizing or by centre pad/crop."),
+        click.option("--sidecar", type=click.Path(exists=True, dir_okay=False), default=None,
+                     help="Preprocessing sidecar (JSON/YAML) to use instead of MODEL.preprocess.json."),
+    ]  # fmt: skip
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def preprocess_from(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """Pop the preprocessing flags out of a command's kwargs (None: not given)."""
+    return {name: kwargs.pop(name, None) for name in PREPROCESS_OPTIONS}
+
+
 def gates_from(kwargs: dict[str, Any]) -> Gates:
     """Pop the gate options out of a command's kwargs into a Gates."""
     return Gates(**{name: kwargs.pop(name, None) for name in GATE_OPTIONS})
@@ -62,7 +101,7 @@ def prune_run_options(func: Callable[..., Any]) -> Callable[..., Any]:
     ]  # fmt: skip
     for option in reversed(options):
         func = option(func)
-    return gate_options(func)
+    return preprocess_options(gate_options(func))
 
 
 def render_run(report: dict[str, Any]) -> None:

@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from agmc_onnx.commands._options import gate_options, gates_from
+from agmc_onnx.commands._options import gate_options, gates_from, preprocess_from, preprocess_options
 
 
 def _default_output(model: str) -> Path:
@@ -76,6 +76,7 @@ def _default_output(model: str) -> Path:
 @click.option("--bench-repeats", type=click.IntRange(min=1), default=30, show_default=True)
 @click.option("--provider", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="ORT intra-op threads.")
+@preprocess_options
 @gate_options
 def finetune_cmd(model: str, data_dir: str, **kw: Any) -> None:
     """Fine-tune MODEL on --data for --epochs, export it, measure it, write the report, apply gates."""
@@ -84,9 +85,10 @@ def finetune_cmd(model: str, data_dir: str, **kw: Any) -> None:
     from agmc_onnx.commands.bench import parse_batches
 
     gates = gates_from(kw)
+    preprocess = preprocess_from(kw)
     batches = parse_batches(kw.pop("bench_batch"))
     output = Path(kw.pop("output") or _default_output(model))
-    run = run_finetune(model, data_dir, output=output, gates=gates, bench_batches=batches, **kw)
+    run = run_finetune(model, data_dir, output=output, gates=gates, bench_batches=batches, preprocess=preprocess, **kw)
     render(run)
     report.enforce(run.report)
 

@@ -8,14 +8,14 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from agmc_onnx.api import analyze, summarize
-
 
 @click.command("inspect")
 @click.argument("model", type=click.Path(dir_okay=False))
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 def inspect_cmd(model: str, as_json: bool) -> None:
     """Show MACs, params and the channel-dependency groups of MODEL."""
+    from agmc_onnx.api import analyze, summarize
+
     info = summarize(analyze(model))
     if as_json:
         click.echo(json.dumps(info, indent=2))

@@ -9,8 +9,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from agmc_onnx.api import PruneOptions, run_prune, search_defaults
-from agmc_onnx.commands._options import gates_from, prune_run_options, render_run
+from agmc_onnx.commands._options import gates_from, preprocess_from, prune_run_options, render_run
 from agmc_onnx.report import enforce
 from agmc_onnx.strategies import REGISTRY, SEARCH_STRATEGIES
 
@@ -54,6 +53,7 @@ def prune_cmd(model: str, target_flops: str | None, strategy: str | None, plan_p
               agent: str, decoder: str, policy: str | None, save_policy: str | None, checkpoint: str | None, resume: bool,
               bn_recalibrate: bool, reward_images: int | None, **kw: Any) -> None:
     """Prune MODEL's channels to --target-flops and/or --target-latency / --target-speedup (or as --plan says)."""
+    from agmc_onnx.api import PruneOptions, run_prune, search_defaults
     from agmc_onnx.commands.bench import parse_batches
     from agmc_onnx.errors import InputError
 
@@ -72,7 +72,8 @@ def prune_cmd(model: str, target_flops: str | None, strategy: str | None, plan_p
         bench_repeats=kw.pop("bench_repeats"), provider=kw.pop("provider"), threads=kw.pop("threads"),
         target_latency_ms=kw.pop("target_latency"), target_speedup=kw.pop("target_speedup"),
         latency_batch=kw.pop("latency_batch"), latency_cache=kw.pop("latency_cache"),
-        latency_rounds=kw.pop("latency_rounds"), gates=gates_from(kw),
+        latency_rounds=kw.pop("latency_rounds"), preprocess=preprocess_from(kw), sidecar=kw.pop("sidecar"),
+        gates=gates_from(kw),
     )  # fmt: skip
     chosen = opts.chosen_strategy()
     searching = chosen in SEARCH_STRATEGIES and data is not None
@@ -83,7 +84,7 @@ def prune_cmd(model: str, target_flops: str | None, strategy: str | None, plan_p
         opts.episodes, opts.reward_images = defaults.episodes, defaults.reward_images
         bar = ProgressBar(defaults.episodes, chosen)
     with bar as progress:
-        run = run_prune(model, opts, progress=progress)
+        run = run_prune(model, opts, progress=progress, warn=_warn)
     rep = run.report
     console = Console(width=120)
     table = Table(title=f"{model} -> {run.output} ({run.strategy})")
@@ -108,6 +109,11 @@ def prune_cmd(model: str, target_flops: str | None, strategy: str | None, plan_p
     for warning in rep["warnings"][len(run.notes):]:
         click.echo(f"agmc-onnx: warning: {warning}", err=True)
     enforce(rep)
+
+
+def _warn(message: str) -> None:
+    """A warning on stderr as it happens."""
+    click.echo(f"agmc-onnx: warning: {message}", err=True)
 
 
 class ProgressBar:

@@ -23,16 +23,21 @@ from agmc_onnx.data.load import (
 )
 from agmc_onnx.data.preprocess import (
     LAYOUTS,
+    METADATA_KEY,
     RESIZE_MODES,
     SIDECAR_KEYS,
     Preprocess,
+    find_sidecar,
     input_spec,
     load_sidecar,
+    recorded_preprocess,
+    sidecar_path,
 )
 from agmc_onnx.data.raw import PathLike
 
 __all__ = [
-    "FASHION_MNIST_CLASSES", "IMAGE_EXTENSIONS", "LAYOUTS", "RESIZE_MODES", "SHIPPED_FASHION_MNIST", "SIDECAR_KEYS",
+    "FASHION_MNIST_CLASSES", "IMAGE_EXTENSIONS", "LAYOUTS", "METADATA_KEY", "RESIZE_MODES", "SHIPPED_FASHION_MNIST", "SIDECAR_KEYS",
     "SPLITS", "SYSTEM_FASHION_MNIST", "Dataset", "PathLike", "Preprocess", "Split", "batches", "detect_format",
-    "fashion_mnist_dir", "input_spec", "load_dataset", "load_sidecar", "read_idx", "reward_split",
+    "fashion_mnist_dir", "find_sidecar", "input_spec", "load_dataset", "load_sidecar", "read_idx",
+    "recorded_preprocess", "reward_split", "sidecar_path",
 ]

@@ -65,22 +65,38 @@ class Preprocess:
 
     @classmethod
     def for_model(cls, model: Any, sidecar: PathLike | None = None, **overrides: Any) -> Preprocess:
-        """From the ONNX input shape, then a sidecar (given, or `<model>.preprocess.{json,yaml,yml}`), then flags.
+        """Flags > sidecar (given, or `<model>.preprocess.{json,yaml,yml}`) > the file's metadata > its input shape.
 
-        `model` is a path, an `onnx.ModelProto` or anything with a `.proto` (a ModelGraph). Flags whose
-        value is None are ignored, so CLI options can be passed straight through.
+        `model` is a path, an `onnx.ModelProto` or anything with a `.proto` and `.path` (a ModelGraph).
+        The metadata is what agmc-onnx records in every model it writes (METADATA_KEY), so a pruned or
+        fine-tuned file is read with the preprocessing it was made with. Flags whose value is None are
+        ignored, so CLI options can be passed straight through.
         """
         proto, path = _model_proto(model)
         fields = input_spec(proto, path)
+        recorded = recorded_preprocess(proto, path)
+        if recorded:
+            fields.update(recorded)
+            fields["source"] = f"{path or 'the model'} (metadata {METADATA_KEY})"
         if sidecar is None and path is not None:
-            sidecar = next((c for c in _sidecar_candidates(Path(path)) if c.is_file()), None)
+            sidecar = find_sidecar(path)
         if sidecar is not None:
             fields.update(load_sidecar(sidecar))
             fields["source"] = str(sidecar)
         fields.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**_coerce(fields, fields.get("source")))
 
-    # -- application -------------------------------------------------------------------------------
+    def to_json(self) -> dict[str, Any]:
+        """The fields a sidecar or a model's metadata holds (the same keys load_sidecar reads)."""
+        out: dict[str, Any] = {"layout": self.layout, "resize": self.resize, "mean": list(self.mean),
+                               "std": list(self.std)}  # fmt: skip
+        if self.size is not None:
+            out["size"] = list(self.size)
+        if self.channels is not None:
+            out["channels"] = self.channels
+        if self.scale is not None:
+            out["scale"] = self.scale
+        return out
 
     def apply(self, raw: np.ndarray, source: str = "") -> np.ndarray:
         """Raw images [N,H,W,C] (uint8 or float) -> float32 model input, converted chunk by chunk."""
@@ -158,6 +174,31 @@ def input_spec(proto: Any, path: str | None = None) -> dict[str, Any]:
     return spec
 
 
+METADATA_KEY = "agmc_onnx.preprocess"  # metadata_props entry of written models: to_json() as JSON
+
+
+def recorded_preprocess(proto: Any, path: str | None = None) -> dict[str, Any]:
+    """The preprocessing a model file records in its metadata (empty when it records none)."""
+    text = next((p.value for p in proto.metadata_props if p.key == METADATA_KEY), None)
+    if text is None:
+        return {}
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InputError(f"metadata {METADATA_KEY} is not JSON ({exc})", path) from exc
+    return _check_keys(data, path)
+
+
+def find_sidecar(model_path: PathLike) -> Path | None:
+    """The preprocessing sidecar beside a model file, if there is one."""
+    return next((c for c in _sidecar_candidates(Path(model_path)) if c.is_file()), None)
+
+
+def sidecar_path(model_path: PathLike) -> Path:
+    """Where a model's JSON sidecar goes: MODEL.preprocess.json beside it."""
+    return _sidecar_candidates(Path(model_path))[0]
+
+
 def _sidecar_candidates(model_path: Path) -> list[Path]:
     """`resnet.onnx` -> resnet.preprocess.json / .yaml / .yml beside it."""
     stem = model_path.with_suffix("")
@@ -182,15 +223,20 @@ def load_sidecar(path: PathLike) -> dict[str, Any]:
             data = json.loads(text)
     except Exception as exc:  # json.JSONDecodeError, yaml.YAMLError
         raise InputError(f"cannot parse preprocessing sidecar: {exc}", p) from exc
+    return _check_keys(data, str(p))
+
+
+def _check_keys(data: Any, where: str | None) -> dict[str, Any]:
+    """A sidecar's or metadata's mapping, keys checked against SIDECAR_KEYS, height/width folded into size."""
     if not isinstance(data, dict):
-        raise InputError("preprocessing sidecar must be a mapping", p)
+        raise InputError("preprocessing must be a mapping", where)
     unknown = sorted(set(data) - SIDECAR_KEYS)
     if unknown:
-        raise InputError(f"unknown key(s) {unknown}; allowed: {sorted(SIDECAR_KEYS)}", p)
+        raise InputError(f"unknown key(s) {unknown}; allowed: {sorted(SIDECAR_KEYS)}", where)
     data = dict(data)
     if "height" in data or "width" in data:
         if not ("height" in data and "width" in data):
-            raise InputError("give both height and width (or size: [H, W])", p)
+            raise InputError("give both height and width (or size: [H, W])", where)
         data["size"] = (data.pop("height"), data.pop("width"))
     return data
 

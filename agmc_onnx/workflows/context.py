@@ -7,17 +7,30 @@ the final evaluation) takes it from here: no stage builds its own.
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from agmc_onnx.data import Dataset, Preprocess, load_dataset, reward_split
-from agmc_onnx.errors import InputError
+import onnx
+
+from agmc_onnx.data import (
+    METADATA_KEY,
+    Dataset,
+    Preprocess,
+    find_sidecar,
+    load_dataset,
+    reward_split,
+    sidecar_path,
+)
+from agmc_onnx.errors import AgmcError, InputError
 from agmc_onnx.model import ModelGraph
 from agmc_onnx.model import load as load_model
 
 PathLike = str | os.PathLike[str]
+SELF_CHECK_POINTS = 0.1  # a written file's accuracy must equal the report's within this many points
+LOW_ACCURACY = 0.5  # below this on labelled data, the original's preprocessing is suspect (documented rule)
 
 
 @dataclass
@@ -53,6 +66,22 @@ class RunContext:
             self._splits[key] = SearchData(split.reward, split.rest, self.test)
         return self._splits[key]
 
+    def describe(self, proto: onnx.ModelProto) -> onnx.ModelProto:
+        """Record the run's preprocessing in a model's metadata (in place): every command reads it back."""
+        return record_preprocess(proto, self.preprocess)
+
+    def write_sidecar(self, output: PathLike) -> Path | None:
+        """A preprocessing sidecar beside `output` when the input model had one (so both travel the same way)."""
+        if self.preprocess is None or find_sidecar(self.path) is None:
+            return None
+        from agmc_onnx.io import write_json
+
+        return write_json(self.preprocess.to_json(), sidecar_path(output), self.path)
+
+    def low_accuracy_warning(self, accuracy: float, split: str) -> str | None:
+        """A warning when the ORIGINAL model scores below LOW_ACCURACY on labelled data: wrong preprocessing?"""
+        return low_accuracy_warning(accuracy, split, self.preprocess, self.path)
+
     def finetune_data(self, held_out: int | None = None) -> tuple[Dataset, Dataset]:
         """(training examples, held-out slice of TRAIN that picks the best epoch: a fifth, at most 5000)."""
         if self.train is None:
@@ -63,6 +92,38 @@ class RunContext:
             split = reward_split(self.train, n, self.seed)
             self._splits[key] = (split.rest, split.reward)
         return self._splits[key]
+
+
+def record_preprocess(proto: onnx.ModelProto, pre: Preprocess | None) -> onnx.ModelProto:
+    """Write `pre` into the model's metadata_props (METADATA_KEY, in place); nothing when None."""
+    if pre is not None:
+        props = [p for p in proto.metadata_props if p.key != METADATA_KEY]
+        del proto.metadata_props[:]
+        proto.metadata_props.extend(props)
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = METADATA_KEY, json.dumps(pre.to_json())
+    return proto
+
+
+def own_preprocess(model: ModelGraph) -> Preprocess | None:
+    """A model's own preprocessing (sidecar > metadata > input shape), None when it is no image model."""
+    try:
+        return resolve_preprocess(model)
+    except InputError:
+        return None
+
+
+def low_accuracy_warning(accuracy: float, split: str, pre: Preprocess | None, model: PathLike | None) -> str | None:
+    """The warning for an ORIGINAL model scoring below LOW_ACCURACY on labelled data (None when it does not):
+    near chance is what a wrong preprocessing looks like, so the message says what was used and where it came from."""
+    if accuracy >= LOW_ACCURACY:
+        return None
+    used = "" if pre is None else (f" (used {pre.source or 'defaults from the input shape'}: scale "
+                                   f"{'1/255 for 8-bit images' if pre.scale is None else pre.scale}, mean "
+                                   f"{list(pre.mean)}, std {list(pre.std)}, layout {pre.layout})")  # fmt: skip
+    looked = f"; looked for the sidecar {sidecar_path(model)}" if model is not None else ""
+    return (f"the original model scores only {100 * accuracy:.1f}% on the {split}: the preprocessing may be wrong"
+            f"{used}{looked}; set it with --scale / --mean / --std / --layout / --resize or a sidecar")
 
 
 def resolve_preprocess(model: ModelGraph | PathLike, sidecar: PathLike | None = None,
@@ -87,7 +148,9 @@ def build_context(
     graph = model if isinstance(model, ModelGraph) else load_model(model)
     path = Path(graph.path) if graph.path else Path(str(model)) if not isinstance(model, ModelGraph) else Path("model")
     ctx = RunContext(path=path, model=graph, seed=seed, device=device, threads=threads)
-    if data is None:
+    if data is None:  # no data to read: the model's own preprocessing is still what its outputs record
+        given = preprocess is not None or sidecar is not None or any(v is not None for v in (flags or {}).values())
+        ctx.preprocess = preprocess or resolve_preprocess(graph, sidecar, **(flags or {})) if given else own_preprocess(graph)
         return ctx
     ctx.preprocess = preprocess or resolve_preprocess(graph, sidecar, **(flags or {}))
     ctx.train = load_dataset(data, "train", ctx.preprocess)
@@ -98,3 +161,13 @@ def build_context(
             raise
         ctx.test = None
     return ctx
+
+
+def self_check(path: Path, test: Dataset, reported: float | None) -> None:
+    """The written file, read back and run in ONNX Runtime, must score what the report says (run failure else)."""
+    from agmc_onnx.evaluate import evaluate_onnx
+
+    got = evaluate_onnx(onnx.load(str(path)), test)
+    if reported is not None and abs(100 * (got - reported)) > SELF_CHECK_POINTS:
+        raise AgmcError(f"the written model scores {100 * got:.2f}% on the test split, the report says "
+                        f"{100 * reported:.2f}%: the run's own check failed, nothing kept", path)

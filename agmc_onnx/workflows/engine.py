@@ -19,6 +19,7 @@ from agmc_onnx.plan import ImportanceCache, Plan, parse_round_to
 from agmc_onnx.strategies import REGISTRY, Budget, StrategyContext, check_target
 from agmc_onnx.surgery import prune as cut
 from agmc_onnx.workflows.audit import build_report
+from agmc_onnx.workflows.context import own_preprocess, record_preprocess
 
 PathLike = str | os.PathLike[str]
 
@@ -133,7 +134,7 @@ def prune_model(
         }  # fmt: skip
     out_path = None
     if output is not None:
-        out_path = write_model(proto, output, path)
+        out_path = write_model(record_preprocess(proto, own_preprocess(analysis.model)), output, path)
     if report is not None:
         write_json(rep, report, path)
     return PruneResult(proto=proto, plan=chosen, report=rep, analysis=analysis, output=out_path, notes=notes)

@@ -22,7 +22,7 @@ from agmc_onnx.devices import device_default
 from agmc_onnx.evaluate import Evaluator, evaluate_onnx
 from agmc_onnx.model import load as load_model
 from agmc_onnx.rl.search import Episode, SearchResult
-from agmc_onnx.workflows.context import RunContext, SearchData, build_context
+from agmc_onnx.workflows.context import RunContext, SearchData, build_context, low_accuracy_warning
 from agmc_onnx.workflows.engine import PruneResult, prune_model
 
 PathLike = str | os.PathLike[str]
@@ -113,6 +113,7 @@ def search_prune(
     decoder: str = "groups",
     warmup: int | None = None,
     progress: Callable[[Episode], None] | None = None,
+    warn: Callable[[str], None] | None = None,
     device: str | None = None,
     threads: int | None = None,
     plan: Any = None,
@@ -138,7 +139,14 @@ def search_prune(
     analysis = analyze(ctx.model if ctx is not None else load_model(model))
     if output is not None:
         check_output_path(output, model)
-    sd = load_search_data(analysis.model, data, d.reward_images, seed)
+    if ctx is None and isinstance(data, (str, os.PathLike)):
+        ctx = build_context(analysis.model, data, seed=seed)
+    sd = ctx.search_data(d.reward_images) if ctx is not None else load_search_data(analysis.model, data, d.reward_images, seed)
+    original_reward = evaluate_onnx(analysis.model.proto, sd.reward)
+    warning = low_accuracy_warning(original_reward, "labelled reward split", ctx.preprocess if ctx else None,
+                                   ctx.path if ctx else None)  # fmt: skip
+    if warning and warn is not None:
+        warn(warning)
     searching = strategy in SEARCH_STRATEGIES
     evaluator = None
     if searching:
@@ -164,14 +172,20 @@ def search_prune(
     bn_written = bool(bn_recalibrate and bn_nodes(proto))
     if bn_written:  # the same images, batches and procedure as the evaluator's re-calibration
         proto = recalibrated_onnx(proto, calib, batch, d.device)
+    if ctx is not None:
+        ctx.describe(proto)
     out_path = write_model(proto, output, model) if output is not None else None
+    if out_path is not None and ctx is not None:
+        ctx.write_sidecar(out_path)
     result = replace(result, proto=proto, output=out_path)
     rep = result.report
+    if warning:
+        rep["warnings"] = [*rep.get("warnings", []), warning]
     rep["output"] = str(output) if output is not None else None
     rep["bn_recalibration"] = {"written": bn_written, "calibration_images": len(calib), "batch": batch}
     search = holder.get("r")
     rep["accuracy"] = {
-        "reward_split": {"original": evaluate_onnx(analysis.model.proto, sd.reward),
+        "reward_split": {"original": original_reward,
                          "pruned": evaluate_onnx(proto, sd.reward), "images": len(sd.reward)},
         "test": None if sd.test is None else {"original": evaluate_onnx(analysis.model.proto, sd.test),
                                               "pruned": evaluate_onnx(proto, sd.test), "images": len(sd.test)},
