@@ -42,7 +42,15 @@ class Member:
 
 @dataclass
 class ChannelGroup:
-    """A connected set of channel classes sharing producers; pruned with one keep ratio."""
+    """A connected set of channel classes sharing producers; pruned with one keep ratio.
+
+    Worked example: Conv(3->8) -> BatchNormalization -> Relu -> Conv(8->16). The first Conv's output
+    starts 8 channel ids; BN and Relu pass them on; the second Conv reads them. That is ONE group of
+    size 8, producers [first Conv], with members: the first Conv's weight on axis 0 and its bias on
+    axis 0 (role "producer"), BN's scale, bias, mean and variance on axis 0 ("norm"), and the second
+    Conv's weight on axis 1 ("consumer"). Keeping channels [0, 2, 5] slices every member at those
+    positions; the second Conv's 16 output channels form a group of their own.
+    """
 
     id: int
     size: int
