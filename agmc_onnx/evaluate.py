@@ -227,12 +227,15 @@ class Evaluator:
         Each initializer is looked up in the converted module of every node that reads it (an
         initializer shared by two nodes becomes two torch tensors), by value within that module.
         """
+        from agmc_onnx.ops import DepthwiseGroups
+
         by_node = _node_modules(self.module)
-        for node, kind, info in getattr(self.analysis, "hooks", None) or []:
+        for node, rewrite in getattr(self.analysis, "hooks", None) or []:
             conv = by_node.get(_sanitize(node))
-            if kind != "group_from_input" or not isinstance(conv, nn.modules.conv._ConvNd):
-                raise LookupError(f"the model needs surgery hook {kind!r} at {node!r}: slicing alone is not the pruned model")
-            self._groups_hooks.append((conv, info["tensor"], int(info["per_group"]), conv.groups))
+            if not isinstance(rewrite, DepthwiseGroups) or not isinstance(conv, nn.modules.conv._ConvNd):
+                kind = type(rewrite).__name__
+                raise LookupError(f"the model needs surgery hook {kind} at {node!r}: slicing alone is not the pruned model")
+            self._groups_hooks.append((conv, rewrite.tensor, rewrite.per_group, conv.groups))
         names = sorted({name for name, _ in self.analysis.axis_map})
         readers: dict[str, list[str]] = {}
         for node in self.analysis.model.proto.graph.node:

@@ -11,12 +11,12 @@ from onnx import numpy_helper
 
 from agmc_onnx.errors import AgmcError
 from agmc_onnx.groups import Analysis
-from agmc_onnx.ops import HOOKS
 from agmc_onnx.plan import Plan, validate
 
 
 class SurgeryContext:
-    """What hooks see: the plan's keep masks per tensor and the constants of the model being rewritten."""
+    """What rewrites see (the ops.Surgery protocol): the plan's keep masks per tensor and the constants of
+    the model being rewritten."""
 
     def __init__(self, analysis: Analysis, plan: Plan, proto: onnx.ModelProto) -> None:
         """Index the initializers of `proto` (a copy of the analysed model)."""
@@ -82,8 +82,8 @@ def prune(analysis: Analysis, plan: Plan, check: bool = True) -> onnx.ModelProto
     for (name, axis), mask in _axis_masks(analysis, plan).items():
         ctx.set_const(name, np.compress(mask, ctx.const(name), axis=axis))
     nodes = {n.name: n for n in proto.graph.node}
-    for node_name, kind, info in analysis.hooks:
-        HOOKS[kind](ctx, nodes[node_name], info)
+    for node_name, rewrite in analysis.hooks:
+        rewrite.apply(ctx, nodes[node_name])
     ctx.write_back()
     del proto.graph.value_info[:]
     outputs = {o.name: copy.deepcopy(o) for o in proto.graph.output}
