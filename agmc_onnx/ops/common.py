@@ -48,11 +48,3 @@ def rank(p: Propagation, name: str) -> int | None:
     s = p.shape(name)
     return None if s is None else len(s)
 
-
-def set_attr(node: onnx.NodeProto, name: str, value: Any) -> None:
-    """Replace (or add) attribute `name` of a node."""
-    for i, a in enumerate(node.attribute):
-        if a.name == name:
-            del node.attribute[i]
-            break
-    node.attribute.append(onnx.helper.make_attribute(name, value))

@@ -7,10 +7,13 @@ structurally, so ops/ imports neither module: ops sits below groups and surgery,
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import numpy as np
 import onnx
+
+if TYPE_CHECKING:
+    import onnx_graphsurgeon as gs
 
 
 class GraphView(Protocol):
@@ -24,9 +27,10 @@ class GraphView(Protocol):
 
 @runtime_checkable
 class Rewrite(Protocol):
-    """A rule's surgery rewrite for one node: a small frozen record that knows how to apply itself."""
+    """A rule's surgery rewrite for one node: a small frozen record that knows how to apply itself to the
+    node as onnx-graphsurgeon holds it (attrs dict, inputs list of tensors, op)."""
 
-    def apply(self, s: Surgery, node: onnx.NodeProto) -> None:
+    def apply(self, s: Surgery, node: gs.Node) -> None:
         """Rewrite `node` (attributes, constant inputs) for the plan that `s` holds."""
         ...
 
@@ -115,14 +119,14 @@ class Surgery(Protocol):
         """Channel count of an activation after pruning."""
         ...
 
-    def const(self, name: str) -> np.ndarray:
-        """Current value of a constant."""
+    def const(self, name: str) -> np.ndarray | None:
+        """Current value of a constant, None when `name` is not one."""
         ...
 
     def set_const(self, name: str, value: np.ndarray) -> None:
         """Replace a constant's value (every reader sees the new value)."""
         ...
 
-    def fresh_const(self, base: str, value: np.ndarray) -> str:
-        """Add a new constant named after `base` (made unique); returns its name."""
+    def fresh_const(self, base: str, value: np.ndarray) -> gs.Constant:
+        """A new constant named after `base` (made unique), for a rewrite to wire into its node."""
         ...

@@ -5,12 +5,16 @@ LpNormalization)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import onnx
 
-from agmc_onnx.ops.common import attrs, inp, rank, set_attr, tracked
+from agmc_onnx.ops.common import attrs, inp, rank, tracked
 from agmc_onnx.ops.context import Propagation, Surgery
 from agmc_onnx.ops.registry import Unsupported, rule
+
+if TYPE_CHECKING:
+    import onnx_graphsurgeon as gs
 
 
 @dataclass(frozen=True)
@@ -20,9 +24,9 @@ class DepthwiseGroups:
     tensor: str
     per_group: int = 1
 
-    def apply(self, s: Surgery, node: onnx.NodeProto) -> None:
+    def apply(self, s: Surgery, node: gs.Node) -> None:
         """Set the `group` attribute to the kept input width."""
-        set_attr(node, "group", int(s.new_len(self.tensor) // self.per_group))
+        node.attrs["group"] = int(s.new_len(self.tensor) // self.per_group)
 
 
 @rule("Conv")

@@ -4,13 +4,17 @@ Slice, Gather, Flatten; Split/Slice/Gather carry the rewrites of their sizes, bo
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import onnx
 
-from agmc_onnx.ops.common import attrs, const_or_attr, inp, rank, set_attr, tracked
+from agmc_onnx.ops.common import attrs, const_or_attr, inp, rank, tracked
 from agmc_onnx.ops.context import Propagation, Surgery
 from agmc_onnx.ops.registry import Unsupported, rule
+
+if TYPE_CHECKING:
+    import onnx_graphsurgeon as gs
 
 
 def _kept_positions(s: Surgery, tensor: str, positions: tuple[int, ...]) -> list[int]:
@@ -142,7 +146,7 @@ class SplitSizes:
     tensor: str
     sizes: tuple[int, ...]
 
-    def apply(self, s: Surgery, node: onnx.NodeProto) -> None:
+    def apply(self, s: Surgery, node: gs.Node) -> None:
         """Write the kept sizes as the `split` input (opset >= 13) or attribute; drop `num_outputs`."""
         keep = s.keep_mask(self.tensor)
         sizes, off = [], 0
@@ -150,23 +154,16 @@ class SplitSizes:
             sizes.append(int(keep[off : off + n].sum()))
             off += n
         arr = np.array(sizes, dtype=np.int64)
-        attrs_ = {a.name for a in node.attribute}
-        if "num_outputs" in attrs_:
-            for i, a in enumerate(node.attribute):
-                if a.name == "num_outputs":
-                    del node.attribute[i]
-                    break
+        node.attrs.pop("num_outputs", None)
         if s.opset >= 13:
-            if len(node.input) > 1 and node.input[1] and s.const(node.input[1]) is not None:
-                s.set_const(node.input[1], arr)
+            if len(node.inputs) > 1 and s.const(node.inputs[1].name) is not None:
+                s.set_const(node.inputs[1].name, arr)
+            elif len(node.inputs) < 2:
+                node.inputs.append(s.fresh_const(f"{node.name}_split", arr))
             else:
-                name = s.fresh_const(f"{node.name}_split", arr)
-                if len(node.input) < 2:
-                    node.input.append(name)
-                else:
-                    node.input[1] = name
+                node.inputs[1] = s.fresh_const(f"{node.name}_split", arr)
         else:
-            set_attr(node, "split", sizes)
+            node.attrs["split"] = sizes
 
 
 @rule("Split", any_axis=True)
@@ -220,23 +217,21 @@ class SliceChannel:
     end: int
     index: int
 
-    def apply(self, s: Surgery, node: onnx.NodeProto) -> None:
+    def apply(self, s: Surgery, node: gs.Node) -> None:
         """Rewrite starts/ends (attributes before opset 10, constant inputs after)."""
         keep = s.keep_mask(self.tensor)
         start = int(keep[: self.start].sum())
         end = int(keep[: self.end].sum())
         k = self.index
-        if any(a.name == "starts" for a in node.attribute):
-            a = {x.name: list(onnx.helper.get_attribute_value(x)) for x in node.attribute}
-            st, en = a["starts"], a["ends"]
+        if "starts" in node.attrs:
+            st, en = list(node.attrs["starts"]), list(node.attrs["ends"])
             st[k], en[k] = start, end
-            set_attr(node, "starts", st)
-            set_attr(node, "ends", en)
+            node.attrs["starts"], node.attrs["ends"] = st, en
             return
         for idx, val in ((1, start), (2, end)):
-            arr = s.const(node.input[idx]).copy()
+            arr = s.const(node.inputs[idx].name).copy()
             arr.reshape(-1)[k] = val
-            s.set_const(node.input[idx], arr)
+            s.set_const(node.inputs[idx].name, arr)
 
 
 @dataclass(frozen=True)
@@ -248,16 +243,14 @@ class SliceToGather:
     positions: tuple[int, ...]
     axis: int
 
-    def apply(self, s: Surgery, node: onnx.NodeProto) -> None:
+    def apply(self, s: Surgery, node: gs.Node) -> None:
         """Turn the node into Gather(data, kept positions, axis)."""
         idx = np.array(_kept_positions(s, self.tensor, self.positions), dtype=np.int64)
-        name = s.fresh_const(f"{node.name}_indices", idx)
-        data = node.input[0]
-        del node.input[:]
-        node.input.extend([data, name])
-        del node.attribute[:]
-        node.attribute.append(onnx.helper.make_attribute("axis", int(self.axis)))
-        node.op_type = "Gather"
+        data = node.inputs[0]
+        node.inputs.clear()
+        node.inputs.extend([data, s.fresh_const(f"{node.name}_indices", idx)])
+        node.attrs = {"axis": int(self.axis)}
+        node.op = "Gather"
 
 
 @rule("Slice", any_axis=True)
@@ -306,13 +299,13 @@ class GatherChannel:
     positions: tuple[int, ...]
     indices: str
 
-    def apply(self, s: Surgery, node: onnx.NodeProto) -> None:
+    def apply(self, s: Surgery, node: gs.Node) -> None:
         """Wire a fresh indices constant (same rank and dtype) into input 1."""
         old = s.const(self.indices)
         new = np.array(_kept_positions(s, self.tensor, self.positions), dtype=old.dtype)
         if old.ndim == 0:
             new = new.reshape(())
-        node.input[1] = s.fresh_const(f"{node.name}_indices", new)
+        node.inputs[1] = s.fresh_const(f"{node.name}_indices", new)
 
 
 @rule("Gather", any_axis=True)

@@ -5,7 +5,7 @@ Their rewrite, ShapeChannel, writes the kept width into that constant."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import onnx
@@ -13,6 +13,9 @@ import onnx
 from agmc_onnx.ops.common import attrs, rank, tracked
 from agmc_onnx.ops.context import Propagation, Surgery
 from agmc_onnx.ops.registry import Unsupported, rule
+
+if TYPE_CHECKING:
+    import onnx_graphsurgeon as gs
 
 
 @dataclass(frozen=True)
@@ -25,7 +28,7 @@ class ShapeChannel:
     index: int
     divisor: int = 1
 
-    def apply(self, s: Surgery, node: onnx.NodeProto) -> None:
+    def apply(self, s: Surgery, node: gs.Node) -> None:
         """Write the kept width into the shape constant."""
         shape = s.const(self.shape).copy()
         shape.reshape(-1)[self.index] = s.new_len(self.tensor) // int(self.divisor)

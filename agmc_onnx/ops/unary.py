@@ -4,12 +4,16 @@ reductions over other axes, Shape/Size (no channels flow)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import onnx
 
 from agmc_onnx.ops.common import attrs, const_or_attr, inp, rank, tracked
 from agmc_onnx.ops.context import Propagation, Surgery
 from agmc_onnx.ops.registry import Unsupported, rule
+
+if TYPE_CHECKING:
+    import onnx_graphsurgeon as gs
 
 
 @rule(
@@ -105,7 +109,7 @@ class ResizeSizes:
     tensor: str
     sizes: str
 
-    def apply(self, s: Surgery, node: onnx.NodeProto) -> None:
+    def apply(self, s: Surgery, node: gs.Node) -> None:
         """Write the kept width into entry 1 of `sizes`."""
         sizes = s.const(self.sizes).copy()
         sizes.reshape(-1)[1] = s.new_len(self.tensor)

@@ -6,6 +6,7 @@ import ast
 import dataclasses
 from pathlib import Path
 
+import onnx_graphsurgeon as gs
 import pytest
 
 import agmc_onnx.ops
@@ -39,7 +40,7 @@ def test_propagator_and_surgery_context_satisfy_the_protocols() -> None:
     model = from_proto(tiny_convnet())
     assert isinstance(Propagator(model), Propagation)
     a = analyze(model)
-    assert isinstance(SurgeryContext(a, full_plan(a), a.model.proto), Surgery)
+    assert isinstance(SurgeryContext(a, full_plan(a), gs.import_onnx(a.model.proto)), Surgery)
 
 
 @pytest.mark.parametrize("record", RECORDS, ids=lambda r: type(r).__name__)
