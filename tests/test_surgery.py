@@ -74,29 +74,6 @@ def test_header_and_interface_kept(analyses: dict, nets: dict) -> None:
     assert run(out, x)[0].shape == (5, 5)
 
 
-def test_depthwise_group_attribute_rewritten(analyses: dict) -> None:
-    """Depthwise convs get `group` = kept channels; the multiplier-2 depthwise keeps 2 outputs per input."""
-    a = analyses["dwse"]
-    plan = plan_from_ratios(a, {g.id: 0.5 for g in a.prunable_groups()}, round_to=1)
-    out = prune(a, plan)
-    groups = {n.name: onnx.helper.get_attribute_value(next(x for x in n.attribute if x.name == "group"))
-              for n in out.graph.node if n.op_type == "Conv" and any(x.name == "group" for x in n.attribute)}
-    assert sorted(groups.values())[-2:] == [6, 6]
-    w = {t.name: t for t in out.graph.initializer}
-    dw2 = next(n for n in out.graph.node if n.op_type == "Conv" and n.input[1].startswith("dw2"))
-    assert list(w[dw2.input[1]].dims[:2]) == [12, 1]
-
-
-def test_grouped_conv_keeps_equal_groups(analyses: dict) -> None:
-    """Grouped conv: group attribute unchanged, every conv group keeps the same number of channels."""
-    a = analyses["grouped"]
-    check_plan(a, plan_from_ratios(a, {g.id: 0.5 for g in a.prunable_groups()}, round_to=1))
-    out = prune(a, plan_from_ratios(a, {g.id: 0.5 for g in a.prunable_groups()}, round_to=1))
-    conv = next(n for n in out.graph.node if n.op_type == "Conv" and any(x.name == "group" and x.i == 4 for x in n.attribute))
-    w = next(t for t in out.graph.initializer if t.name == conv.input[1])
-    assert w.dims[0] % 4 == 0
-
-
 def test_invalid_plans_rejected(analyses: dict) -> None:
     """Empty groups, bad indices, frozen groups and unknown ids are refused before any surgery."""
     a = analyses["residual"]
