@@ -46,17 +46,20 @@ class SurgeryContext:
         """Channel count of an activation after pruning."""
         return int(self.keep_mask(tensor).sum())
 
-    def const(self, name: str) -> np.ndarray | None:
-        """Current value of a constant, None when `name` is not one."""
+    def _constant(self, name: str) -> gs.Constant:
+        """The constant called `name` (a rewrite that names anything else is a rule bug)."""
         t = self.tensors.get(name)
-        return t.values if isinstance(t, gs.Constant) else None
+        if not isinstance(t, gs.Constant):
+            raise AgmcError(f"surgery rewrite reads {name!r}, which is not a constant")
+        return t
+
+    def const(self, name: str) -> np.ndarray:
+        """Current value of a constant."""
+        return self._constant(name).values
 
     def set_const(self, name: str, value: np.ndarray) -> None:
         """Replace a constant's value (same name: every reader sees the new value)."""
-        t = self.tensors[name]
-        if not isinstance(t, gs.Constant):
-            raise AgmcError(f"surgery rewrite targets {name!r}, which is not a constant")
-        t.values = value
+        self._constant(name).values = value
 
     def fresh_const(self, base: str, value: np.ndarray) -> gs.Constant:
         """A new constant named after `base` (made unique), for a rewrite to wire into its node."""

@@ -119,8 +119,8 @@ class Surgery(Protocol):
         """Channel count of an activation after pruning."""
         ...
 
-    def const(self, name: str) -> np.ndarray | None:
-        """Current value of a constant, None when `name` is not one."""
+    def const(self, name: str) -> np.ndarray:
+        """Current value of a constant (rewrites name only constants their rule checked)."""
         ...
 
     def set_const(self, name: str, value: np.ndarray) -> None:

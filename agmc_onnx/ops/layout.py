@@ -156,7 +156,7 @@ class SplitSizes:
         arr = np.array(sizes, dtype=np.int64)
         node.attrs.pop("num_outputs", None)
         if s.opset >= 13:
-            if len(node.inputs) > 1 and s.const(node.inputs[1].name) is not None:
+            if len(node.inputs) > 1 and node.inputs[1].name:  # the rule read the sizes from this constant
                 s.set_const(node.inputs[1].name, arr)
             elif len(node.inputs) < 2:
                 node.inputs.append(s.fresh_const(f"{node.name}_split", arr))
