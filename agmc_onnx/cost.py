@@ -9,15 +9,22 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from agmc_onnx.groups import ChannelLayout, KeptChannels
+from agmc_onnx.groups import ChannelLayout
 from agmc_onnx.model import ModelGraph, batch_one
 from agmc_onnx.protos import constants_to_initializers, fold_small_constants
+
+
+class KeptChannels(Protocol):
+    """What the cost model reads of a plan (agmc_onnx.plan.Plan): kept channel indices per group id."""
+
+    kept: dict[int, list[int]]
+
 
 MAC_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 

@@ -111,12 +111,15 @@ class Evaluator:
         Each initializer is looked up in the converted module of every node that reads it (an
         initializer shared by two nodes becomes two torch tensors), by value within that module.
         """
+        from agmc_onnx.ops import DepthwiseGroups
+
         by_node = node_modules(self.module)
-        for node, kind, info in getattr(self.analysis, "hooks", None) or []:
+        for node, rewrite in getattr(self.analysis, "hooks", None) or []:
             conv = by_node.get(sanitize(node))
-            if kind != "group_from_input" or not isinstance(conv, nn.modules.conv._ConvNd):
-                raise LookupError(f"the model needs surgery hook {kind!r} at {node!r}: slicing alone is not the pruned model")
-            self._groups_hooks.append((conv, info["tensor"], int(info["per_group"]), conv.groups))
+            if not isinstance(rewrite, DepthwiseGroups) or not isinstance(conv, nn.modules.conv._ConvNd):
+                kind = type(rewrite).__name__
+                raise LookupError(f"the model needs surgery hook {kind} at {node!r}: slicing alone is not the pruned model")
+            self._groups_hooks.append((conv, rewrite.tensor, rewrite.per_group, conv.groups))
         names = sorted({name for name, _ in self.analysis.axis_map})
         readers: dict[str, list[str]] = {}
         for node in self.analysis.model.proto.graph.node:
@@ -167,12 +170,12 @@ class Evaluator:
 
     def _sliced(self, plan: Plan, slots: list[tuple[Slot, int, Tensor]] | None = None) -> nn.Module:
         """The converted original with every channel-holding tensor cut to the plan (no copies of the rest)."""
-        from agmc_onnx.surgery import _axis_masks
+        from agmc_onnx.surgery import axis_masks, keep_mask
 
         slots = self._slots if slots is None else slots
         self._restore_slices(slots)
         current: dict[int, Tensor] = {}
-        for (name, axis), keep in _axis_masks(self.analysis, plan).items():
+        for (name, axis), keep in axis_masks(self.analysis, plan).items():
             for i in self._slot_index[name]:
                 _, transposed, original = slots[i]
                 t = current.get(i, original)
@@ -181,7 +184,7 @@ class Evaluator:
         for i, t in current.items():
             slots[i][0].set(t.contiguous())
         for conv, tensor, per_group, _ in self._groups_hooks:  # depthwise: `groups` follows the kept inputs
-            kept = int(self.analysis.keep_mask(self.analysis.tensor_channels(tensor), plan).sum())
+            kept = int(keep_mask(self.analysis, self.analysis.tensor_channels(tensor), plan).sum())
             conv.groups = kept // per_group
         return self.module
 

@@ -11,21 +11,15 @@ from __future__ import annotations
 import logging
 from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 import onnx
 
 from agmc_onnx.model import ModelGraph
-from agmc_onnx.ops import RULES, Unsupported
+from agmc_onnx.ops import RULES, Rewrite, Unsupported
 
 log = logging.getLogger(__name__)
-
-
-class KeptChannels(Protocol):
-    """What cost and masks read of a plan (agmc_onnx.plan.Plan): kept channel indices per group id."""
-
-    kept: dict[int, list[int]]
 
 
 @dataclass(frozen=True)
@@ -117,9 +111,9 @@ class Propagator:
         self.tensor_split: dict[str, tuple[int, int]] = {}
         self.raw_members: list[_RawMember] = []
         self.created: dict[str, list[int]] = {}  # producer node -> ids it created, in output order
-        self.hooks: list[tuple[str, str, dict[str, Any]]] = []  # (node name, kind, info)
+        self.hooks: list[tuple[str, Rewrite]] = []  # (node name, its surgery rewrite)
         self.frozen_log: list[tuple[str, str]] = []
-        self._current_hooks: list[tuple[str, str, dict[str, Any]]] = []
+        self._current_hooks: list[tuple[str, Rewrite]] = []
         self._current_members: list[_RawMember] = []
 
     # -- API for rules
@@ -184,9 +178,9 @@ class Propagator:
             raise Unsupported(f"parameter {tensor!r} does not match its channels")
         self._current_members.append(_RawMember(tensor, node.name, axis, role, list(ids)))
 
-    def hook(self, node: onnx.NodeProto, kind: str, **info: Any) -> None:
-        """Register a surgery hook for this node."""
-        self._current_hooks.append((node.name, kind, info))
+    def hook(self, node: onnx.NodeProto, rewrite: Rewrite) -> None:
+        """Register a surgery rewrite for this node."""
+        self._current_hooks.append((node.name, rewrite))
 
     def opaque(self, tensor: str, reason: str, axis: int = 1) -> None:
         """Give a tensor fresh frozen ids on `axis` (channels of unknown origin), or no ids when its width is unknown."""
@@ -212,19 +206,19 @@ class Propagator:
         if not tracked and not any(s in self.tensor_ids for s in sub_inputs):
             return  # shape computations and constants: no channels flow
         self._current_hooks, self._current_members = [], []
-        fn = RULES.get(node.op_type) if node.domain in ("", "ai.onnx") and not sub_inputs else None
+        rule = RULES.get(node.op_type) if node.domain in ("", "ai.onnx") and not sub_inputs else None
         reason = None
         off_axis = [t for t in tracked if self.axis(t) != 1]
-        if fn is None:
+        if rule is None:
             reason = f"unsupported op {node.op_type}"
-        elif off_axis and not getattr(fn, "any_axis", False):
+        elif off_axis and not rule.any_axis:
             reason = f"channel axis of {off_axis[0]!r} is axis {self.axis(off_axis[0])} ({node.op_type} needs axis 1)"
-        elif any(t in self.tensor_split for t in tracked) and not getattr(fn, "split_aware", False):
+        elif any(t in self.tensor_split for t in tracked) and not rule.split_aware:
             reason = "reads a channel axis split in two (channel shuffle)"
         else:
             n_before = len(self.created.get(node.name, []))
             try:
-                fn(self, node)
+                rule.fn(self, node)
             except Unsupported as exc:
                 reason = str(exc)
             except Exception as exc:  # a rule bug must never crash the analysis: freeze instead
@@ -294,7 +288,7 @@ class ChannelLayout:
     # id -> (group id, channel index) for ids in a group, None for channels outside every group
     id_channel: dict[int, tuple[int, int] | None] = field(default_factory=dict)
     axis_map: dict[tuple[str, int], list[tuple[int, int] | None]] = field(default_factory=dict)
-    hooks: list[tuple[str, str, dict[str, Any]]] = field(default_factory=list)
+    hooks: list[tuple[str, Rewrite]] = field(default_factory=list)  # (node name, its surgery rewrite)
     _partial: list[tuple[int, frozenset[int]]] | None = field(default=None, repr=False)
 
     def partial_sets(self) -> list[tuple[int, frozenset[int]]]:
@@ -331,11 +325,6 @@ class ChannelLayout:
         """(group id, channel) of every position on a tensor's channel axis."""
         return [self.id_channel.get(i) for i in self.tensor_ids[tensor]]
 
-    def keep_mask(self, channels: list[tuple[int, int] | None], plan: KeptChannels) -> np.ndarray:
-        """Boolean mask of kept positions for a list of (group, channel) entries under `plan` (frozen and
-        unlisted groups keep everything)."""
-        sets = {gid: set(k) for gid, k in plan.kept.items() if self.groups[gid].prunable}
-        return np.array([c is None or c[0] not in sets or c[1] in sets[c[0]] for c in channels], dtype=bool)
 
 
 def find_groups(model: ModelGraph) -> ChannelLayout:

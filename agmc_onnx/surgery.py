@@ -1,111 +1,225 @@
-"""Graph surgery: write the pruned model (prune) or zero the removed channels in place (mask)."""
+"""Graph surgery: write the pruned model (prune) or zero the removed channels in place (mask).
+
+prune edits through onnx-graphsurgeon: it slices the channel-holding constants, lets each op rule's
+rewrite edit its node (attributes, constant inputs, op type), cleans up and sorts, and exports with the
+source's header and interface; what gs does not carry (some attribute types, empty lists, node docs) is
+set aside and put back. mask stays on the raw proto: it only overwrites the values of initializers.
+"""
 
 from __future__ import annotations
 
 import copy
+from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import onnx
+import onnx_graphsurgeon as gs
 from onnx import numpy_helper
+from onnx_graphsurgeon.logger import G_LOGGER
 
 from agmc_onnx.analysis import Analysis
 from agmc_onnx.errors import AgmcError
-from agmc_onnx.ops import HOOKS
 from agmc_onnx.plan import Plan, validate
+
+# GraphProto fields the exported graph rewrites; every other field (name, interface, docs) is the source's
+_REWRITTEN = frozenset({"node", "initializer", "sparse_initializer", "value_info"})
+
+
+def keep_mask(analysis: Analysis, channels: list[tuple[int, int] | None], plan: Plan) -> np.ndarray:
+    """Boolean mask of kept positions for a list of (group, channel) entries under `plan` (frozen and
+    unlisted groups keep everything)."""
+    sets = {gid: set(k) for gid, k in plan.kept.items() if analysis.groups[gid].prunable}
+    return np.array([c is None or c[0] not in sets or c[1] in sets[c[0]] for c in channels], dtype=bool)
 
 
 class SurgeryContext:
-    """What hooks see: the plan's keep masks per tensor and the constants of the model being rewritten."""
+    """What rewrites see (the ops.Surgery protocol): the plan's keep masks per tensor and the constants of
+    the graph being rewritten."""
 
-    def __init__(self, analysis: Analysis, plan: Plan, proto: onnx.ModelProto) -> None:
-        """Index the initializers of `proto` (a copy of the analysed model)."""
+    def __init__(self, analysis: Analysis, plan: Plan, graph: gs.Graph) -> None:
+        """Index the tensors of `graph` (imported from the analysed model)."""
         self.analysis = analysis
         self.plan = plan
-        self.proto = proto
         self.opset = analysis.model.opset
-        self.consts: dict[str, np.ndarray] = {t.name: numpy_helper.to_array(t) for t in proto.graph.initializer}
-        self.changed: set[str] = set()
+        self.tensors: dict[str, gs.Tensor] = graph.tensors()
 
     def keep_mask(self, tensor: str) -> np.ndarray:
         """Kept positions of an activation's channel axis."""
-        return self.analysis.keep_mask(self.analysis.tensor_channels(tensor), self.plan)
+        return keep_mask(self.analysis, self.analysis.tensor_channels(tensor), self.plan)
 
     def new_len(self, tensor: str) -> int:
         """Channel count of an activation after pruning."""
         return int(self.keep_mask(tensor).sum())
 
+    def _constant(self, name: str) -> gs.Constant:
+        """The constant called `name` (a rewrite that names anything else is a rule bug)."""
+        t = self.tensors.get(name)
+        if not isinstance(t, gs.Constant):
+            raise AgmcError(f"surgery rewrite reads {name!r}, which is not a constant")
+        return t
+
     def const(self, name: str) -> np.ndarray:
-        """Current value of an initializer."""
-        return self.consts[name]
+        """Current value of a constant."""
+        return self._constant(name).values
 
     def set_const(self, name: str, value: np.ndarray) -> None:
-        """Replace an initializer's value."""
-        self.consts[name] = value
-        self.changed.add(name)
+        """Replace a constant's value (same name: every reader sees the new value)."""
+        self._constant(name).values = value
 
-    def fresh_const(self, base: str, value: np.ndarray) -> str:
-        """Add a new initializer with a unique name."""
+    def fresh_const(self, base: str, value: np.ndarray) -> gs.Constant:
+        """A new constant named after `base` (made unique), for a rewrite to wire into its node."""
         name, k = base, 0
-        while name in self.consts:
+        while name in self.tensors:
             k += 1
             name = f"{base}_{k}"
-        self.consts[name] = value
-        self.changed.add(name)
-        return name
-
-    def write_back(self) -> None:
-        """Store changed constants into the proto (same names, same order)."""
-        existing = {t.name for t in self.proto.graph.initializer}
-        for i, t in enumerate(self.proto.graph.initializer):
-            if t.name in self.changed:
-                self.proto.graph.initializer[i].CopyFrom(numpy_helper.from_array(self.consts[t.name], t.name))
-        for name in sorted(self.changed - existing):
-            self.proto.graph.initializer.append(numpy_helper.from_array(self.consts[name], name))
+        c = gs.Constant(name, value)
+        self.tensors[name] = c
+        return c
 
 
-def _axis_masks(analysis: Analysis, plan: Plan) -> dict[tuple[str, int], np.ndarray]:
-    """Keep mask of every (initializer, axis) that holds channels of a pruned group."""
-    out = {}
-    for key, chans in analysis.axis_map.items():
-        mask = analysis.keep_mask(chans, plan)
+def axis_masks(analysis: Analysis, plan: Plan) -> dict[tuple[str, int], np.ndarray]:
+    """Keep mask of every (initializer, axis) that holds channels of a pruned group.
+
+    One keep_mask call over every entry at once: per key, it would rebuild the plan's kept sets each time
+    (measured: most of prune's time on ResNet-50; the evaluator's slice mode calls this per candidate).
+    """
+    keys = list(analysis.axis_map)
+    flat = keep_mask(analysis, [c for key in keys for c in analysis.axis_map[key]], plan)
+    out, off = {}, 0
+    for key in keys:
+        mask = flat[off : off + len(analysis.axis_map[key])]
+        off += len(mask)
         if not mask.all():
             out[key] = mask
+    return out
+
+
+def _node_pairs(graph: gs.Graph, proto: onnx.GraphProto) -> Iterator[tuple[gs.Node, onnx.NodeProto]]:
+    """Each gs node with its NodeProto, subgraphs included (gs keeps node order on import and on export)."""
+    for node, pnode in zip(graph.nodes, proto.node, strict=True):
+        yield node, pnode
+        for attr in pnode.attribute:
+            sub = node.attrs.get(attr.name)
+            if isinstance(sub, gs.Graph):
+                yield from _node_pairs(sub, attr.g)
+
+
+@dataclass
+class _Aside:
+    """What gs does not carry through for one node: attributes its importer drops (types it does not
+    support) or its exporter cannot re-type (empty lists, which raise), the doc string, the metadata."""
+
+    op: str
+    attrs: list[onnx.AttributeProto]
+    doc_string: str
+    metadata: list[onnx.StringStringEntryProto]
+
+
+_DROPPED = object()
+
+
+def _not_carried(value: object) -> bool:
+    """True for an attribute value gs dropped on import or holds as an empty list (it cannot export that)."""
+    return value is _DROPPED or (isinstance(value, list) and not value)
+
+
+def _set_aside(graph: gs.Graph, src: onnx.GraphProto) -> dict[int, _Aside]:
+    """Take what gs does not carry off the freshly imported nodes, keyed by node identity."""
+    out: dict[int, _Aside] = {}
+    for node, pnode in _node_pairs(graph, src):
+        held = [a for a in pnode.attribute if _not_carried(node.attrs.get(a.name, _DROPPED))]
+        if held or pnode.doc_string or pnode.metadata_props:
+            for a in held:
+                node.attrs.pop(a.name, None)
+            out[id(node)] = _Aside(pnode.op_type, held, pnode.doc_string, list(pnode.metadata_props))
+    return out
+
+
+def _put_back(graph: gs.Graph, proto: onnx.GraphProto, aside: dict[int, _Aside]) -> None:
+    """Return what _set_aside took to the exported nodes; an attribute a rewrite set, or a node whose op a
+    rewrite changed, keeps the rewrite's version."""
+    if not aside:
+        return
+    for node, pnode in _node_pairs(graph, proto):
+        held = aside.get(id(node))
+        if held is None or pnode.op_type != held.op:
+            continue
+        present = {a.name for a in pnode.attribute}
+        pnode.attribute.extend(a for a in held.attrs if a.name not in present)
+        pnode.doc_string = held.doc_string
+        pnode.metadata_props.extend(held.metadata)
+
+
+def _export(graph: gs.Graph, src: onnx.ModelProto) -> onnx.ModelProto:
+    """The rewritten graph as a model with the source's header (IR, opsets, producer, metadata, functions),
+    graph name and interface (declared input/output types), and initializers in the source's order."""
+    interface = {id(t) for t in graph.inputs + graph.outputs}
+    for t in graph.tensors().values():  # stale channel counts: shapes are re-inferred, so export none
+        if isinstance(t, gs.Variable) and id(t) not in interface:
+            t.shape = t.dtype = None
+    out = gs.export_onnx(graph, do_type_check=False)
+    for fd in out.DESCRIPTOR.fields:
+        if fd.name != "graph":
+            out.ClearField(fd.name)
+    out.MergeFrom(onnx.ModelProto(**{fd.name: v for fd, v in src.ListFields() if fd.name != "graph"}))
+    for fd in out.graph.DESCRIPTOR.fields:
+        if fd.name not in _REWRITTEN:
+            out.graph.ClearField(fd.name)
+    out.graph.MergeFrom(onnx.GraphProto(**{fd.name: v for fd, v in src.graph.ListFields() if fd.name not in _REWRITTEN}))
+    order = {t.name: k for k, t in enumerate(src.graph.initializer)}
+    inits = sorted(out.graph.initializer, key=lambda t: (order.get(t.name, len(order)), t.name))
+    if [t.name for t in inits] != [t.name for t in out.graph.initializer]:
+        del out.graph.initializer[:]
+        out.graph.initializer.extend(inits)
     return out
 
 
 def prune(analysis: Analysis, plan: Plan, check: bool = True) -> onnx.ModelProto:
     """The analysed model with the plan's removed channels cut out; shapes re-inferred and checked."""
     validate(analysis, plan)
-    proto = copy.deepcopy(analysis.model.proto)
-    ctx = SurgeryContext(analysis, plan, proto)
-    for (name, axis), mask in _axis_masks(analysis, plan).items():
+    src = analysis.model.proto
+    with G_LOGGER.suppress(G_LOGGER.ERROR):  # its warnings name attributes that _set_aside carries over
+        graph = gs.import_onnx(src)
+    aside = _set_aside(graph, src.graph)
+    ctx = SurgeryContext(analysis, plan, graph)
+    for (name, axis), mask in axis_masks(analysis, plan).items():
         ctx.set_const(name, np.compress(mask, ctx.const(name), axis=axis))
-    nodes = {n.name: n for n in proto.graph.node}
-    for node_name, kind, info in analysis.hooks:
-        HOOKS[kind](ctx, nodes[node_name], info)
-    ctx.write_back()
-    del proto.graph.value_info[:]
-    outputs = {o.name: copy.deepcopy(o) for o in proto.graph.output}
+    nodes = {n.name: n for n in graph.nodes}
+    for node_name, rewrite in analysis.hooks:
+        rewrite.apply(ctx, nodes[node_name])
+    # cleanup drops constants a rewrite replaced (old indices, a strided Slice's bounds); toposort leaves a
+    # graph model.load normalised as it is (onnxslim sorted it in the same level order), so the nodes keep
+    # the analysed order, which BN re-calibration pairs converted BN layers by
+    graph.cleanup().toposort()
+    with G_LOGGER.suppress(G_LOGGER.ERROR):
+        proto = _export(graph, src)
+    _put_back(graph, proto.graph, aside)
     try:
-        proto = onnx.shape_inference.infer_shapes(proto, strict_mode=True, data_prop=True)
+        inferred = onnx.shape_inference.infer_shapes(proto, strict_mode=True, data_prop=True)
     except Exception as exc:
         raise AgmcError(f"pruned graph fails shape inference: {exc}") from exc
-    for o in proto.graph.output:
-        o.CopyFrom(outputs[o.name])
+    del inferred.graph.output[:]
+    inferred.graph.output.extend(src.graph.output)  # the declared output types, not the inferred ones
     if check:
         try:
-            onnx.checker.check_model(proto, full_check=True)
+            onnx.checker.check_model(inferred, full_check=True)
         except Exception as exc:
             raise AgmcError(f"pruned graph fails onnx.checker: {str(exc).splitlines()[0]}") from exc
-    return proto
+    return inferred
 
 
 def mask(analysis: Analysis, plan: Plan) -> onnx.ModelProto:
-    """The analysed model with every consumer member's removed positions zeroed (same shapes)."""
+    """The analysed model with every consumer member's removed positions zeroed (same shapes).
+
+    Raw proto, not graphsurgeon: no node, input or graph structure changes, only the values of existing
+    initializers, so a copy with those initializers overwritten is the whole job.
+    """
     validate(analysis, plan)
     proto = copy.deepcopy(analysis.model.proto)
-    ctx = SurgeryContext(analysis, plan, proto)
+    inits = {t.name: t for t in proto.graph.initializer}
+    zeroed: dict[str, np.ndarray] = {}
     kept = {gid: set(v) for gid, v in plan.kept.items() if analysis.groups[gid].prunable}
     for gid, keep in kept.items():
         for m in analysis.groups[gid].members:
@@ -114,10 +228,12 @@ def mask(analysis: Analysis, plan: Plan) -> onnx.ModelProto:
             drop = [p for p, c in zip(m.positions, m.channels, strict=True) if c not in keep]
             if not drop:
                 continue
-            arr = ctx.const(m.tensor).copy()
+            arr = zeroed.get(m.tensor)
+            if arr is None:
+                arr = zeroed[m.tensor] = numpy_helper.to_array(inits[m.tensor]).copy()
             idx: list[Any] = [slice(None)] * arr.ndim
             idx[m.axis] = drop
             arr[tuple(idx)] = 0
-            ctx.set_const(m.tensor, arr)
-    ctx.write_back()
+    for name, arr in zeroed.items():
+        inits[name].CopyFrom(numpy_helper.from_array(arr, name))
     return proto

@@ -1,18 +1,16 @@
-"""Channel-dependency groups on exported nets and hand-built graphs (opset 9, shuffle, unknown ops)."""
+"""Channel-dependency groups on exported nets and hand-built graphs (opset 9, unknown ops); per-op cases
+live in tests/ops/."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import onnx
-import torch
 from onnx import TensorProto, helper, numpy_helper
 
 from agmc_onnx.analysis import analyze
-from agmc_onnx.model import from_proto, load
+from agmc_onnx.model import from_proto
 from agmc_onnx.plan import plan_from_ratios
-from tests.conftest import check_plan, export, helper_model
+from tests.conftest import check_plan, helper_model
 
 
 def _w(name: str, *shape: int, seed: int = 0) -> onnx.TensorProto:
@@ -45,47 +43,6 @@ def test_depthwise_and_se_share_group(analyses: dict) -> None:
     assert ("se1", "consumer") in roles and ("dw", "norm") in roles
     prelu = [m for m in g.members if m.role == "norm" and m.node.endswith("PRelu")]
     assert prelu, "PRelu slope must be a norm member"
-
-
-def test_concat_offsets(analyses: dict) -> None:
-    """The transition conv reads stem (0..7), l1 (8..13) and l2 (14..19) channels from three groups."""
-    a = analyses["dense"]
-    t = [m for g in a.groups for m in g.members if m.tensor.startswith("t.weight") and m.axis == 1]
-    spans = sorted((min(m.positions), max(m.positions)) for m in t)
-    assert spans == [(0, 7), (8, 13), (14, 19)]
-
-
-def test_split_slice_cut(analyses: dict) -> None:
-    """Split and Slice on channels cut the transition group: c1 reads 5 of its channels, c2 reads 7."""
-    a = analyses["dense"]
-    c1 = [m for g in a.groups for m in g.members if m.tensor.startswith("c1.weight") and m.axis == 1]
-    c2 = [m for g in a.groups for m in g.members if m.tensor.startswith("c2.weight") and m.axis == 1]
-    assert len(c1) == 1 and len(c1[0].channels) == 5 and len(c2[0].channels) == 7
-    assert c1[0].channels == (0, 1, 2, 3, 4)
-
-
-def test_channel_shuffle_unites_in_group_positions(analyses: dict) -> None:
-    """Shuffle of b's 8 channels in 2 groups: channel j of each group is one class (4 classes), so both
-    groups keep the same channels and the Reshape stays valid; a and c stay prunable."""
-    a = analyses["shuffle"]
-    status = {g.producers[0].split("/")[1]: g for g in a.groups}
-    assert status["a"].prunable and status["c"].prunable
-    b = status["b"]
-    assert b.prunable and b.size == 4
-    producer = next(m for m in b.members if m.role == "producer" and m.axis == 0)
-    assert producer.channels == (0, 1, 2, 3, 0, 1, 2, 3)
-    consumer = next(m for m in b.members if m.role == "consumer")
-    assert consumer.channels == (0, 0, 1, 1, 2, 2, 3, 3)  # c reads the shuffled order
-    assert [k for _, k, _ in a.hooks].count("shape_channel") == 2
-
-
-def test_flatten_into_gemm_repeats_channels(analyses: dict) -> None:
-    """The Gemm after Flatten holds each channel of the last conv 16 times (4x4 map)."""
-    a = analyses["flatten"]
-    g = next(g for g in a.groups if g.size == 12)
-    gemm = next(m for m in g.members if m.role == "consumer" and m.tensor.startswith("fc1"))
-    assert len(gemm.positions) == 12 * 16 and gemm.axis == 1  # transB=1: input features on axis 1
-    assert list(gemm.channels[:17]) == [0] * 16 + [1]
 
 
 def test_opset9_sum_unsqueeze_bn_constant_weight() -> None:
@@ -202,26 +159,3 @@ def test_groups_topological_and_numbered(analyses: dict) -> None:
     for g in a.groups:
         seen = {c for m in g.members for c in m.channels}
         assert seen <= set(range(g.size))
-
-
-class _View(torch.nn.Module):
-    """Flatten written as x.view(x.size(0), -1) (run-time shape) and as reshape(-1, C*H*W)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.c, self.c2 = torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.Conv2d(8, 6, 3, padding=1)
-        self.fc, self.fc2 = torch.nn.Linear(6 * 16, 4), torch.nn.Linear(8 * 64, 4)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Two heads summed."""
-        a = torch.relu(self.c(x))
-        y = torch.nn.functional.max_pool2d(torch.relu(self.c2(a)), 2)
-        return self.fc(y.view(y.size(0), -1)) + self.fc2(a.reshape(-1, 8 * 64))
-
-
-def test_view_and_reshape_into_linear(tmp_path: Path) -> None:
-    """Both flatten spellings keep the convs before them prunable, and surgery rewrites the shapes."""
-    torch.manual_seed(0)
-    a = analyze(load(export(_View(), (3, 8, 8), tmp_path / "v.onnx")))
-    assert len(a.prunable_groups()) == 2, [(g.size, g.frozen_reason) for g in a.groups]
-    check_plan(a, plan_from_ratios(a, {g.id: 0.5 for g in a.prunable_groups()}, round_to=1))

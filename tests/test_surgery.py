@@ -5,8 +5,11 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import pytest
+from onnx import TensorProto, helper, numpy_helper
 
+from agmc_onnx.analysis import analyze
 from agmc_onnx.errors import InputError
+from agmc_onnx.model import from_proto
 from agmc_onnx.plan import Plan, full_plan, plan_from_ratios
 from agmc_onnx.surgery import mask, prune
 from tests.conftest import NETS, check_plan, feeds, max_diff, random_plan, run
@@ -71,29 +74,6 @@ def test_header_and_interface_kept(analyses: dict, nets: dict) -> None:
     assert run(out, x)[0].shape == (5, 5)
 
 
-def test_depthwise_group_attribute_rewritten(analyses: dict) -> None:
-    """Depthwise convs get `group` = kept channels; the multiplier-2 depthwise keeps 2 outputs per input."""
-    a = analyses["dwse"]
-    plan = plan_from_ratios(a, {g.id: 0.5 for g in a.prunable_groups()}, round_to=1)
-    out = prune(a, plan)
-    groups = {n.name: onnx.helper.get_attribute_value(next(x for x in n.attribute if x.name == "group"))
-              for n in out.graph.node if n.op_type == "Conv" and any(x.name == "group" for x in n.attribute)}
-    assert sorted(groups.values())[-2:] == [6, 6]
-    w = {t.name: t for t in out.graph.initializer}
-    dw2 = next(n for n in out.graph.node if n.op_type == "Conv" and n.input[1].startswith("dw2"))
-    assert list(w[dw2.input[1]].dims[:2]) == [12, 1]
-
-
-def test_grouped_conv_keeps_equal_groups(analyses: dict) -> None:
-    """Grouped conv: group attribute unchanged, every conv group keeps the same number of channels."""
-    a = analyses["grouped"]
-    check_plan(a, plan_from_ratios(a, {g.id: 0.5 for g in a.prunable_groups()}, round_to=1))
-    out = prune(a, plan_from_ratios(a, {g.id: 0.5 for g in a.prunable_groups()}, round_to=1))
-    conv = next(n for n in out.graph.node if n.op_type == "Conv" and any(x.name == "group" and x.i == 4 for x in n.attribute))
-    w = next(t for t in out.graph.initializer if t.name == conv.input[1])
-    assert w.dims[0] % 4 == 0
-
-
 def test_invalid_plans_rejected(analyses: dict) -> None:
     """Empty groups, bad indices, frozen groups and unknown ids are refused before any surgery."""
     a = analyses["residual"]
@@ -122,3 +102,45 @@ def test_masked_channels_really_unused(analyses: dict) -> None:
     inits[producer.tensor].CopyFrom(onnx.numpy_helper.from_array(arr, producer.tensor))
     assert max_diff(run(m, x), before) <= 1e-5
     assert np.isfinite(before[0]).all()
+
+
+def test_node_order_and_names_kept(analyses: dict) -> None:
+    """The pruned graph lists the analysed graph's nodes in the same order under the same names (BN
+    re-calibration pairs BN nodes with converted BN modules by order): graphsurgeon's toposort keeps it."""
+    for name in ("residual", "dense", "dwse", "shuffle"):
+        a = analyses[name]
+        out = prune(a, plan_from_ratios(a, {g.id: 0.5 for g in a.prunable_groups()}, round_to=1))
+        assert [(n.name, n.op_type) for n in out.graph.node] == [(n.name, n.op_type) for n in a.model.nodes]
+
+
+def test_surgery_keeps_what_graphsurgeon_does_not_carry() -> None:
+    """On a graph not normalised at load: an empty-list attribute (gs's exporter cannot type it), an
+    attribute type gs's importer drops (TENSORS), node doc strings and metadata all survive prune."""
+    rng = np.random.default_rng(0)
+    c1 = helper.make_node("Conv", ["x", "w1"], ["a"], name="c1", doc_string="first conv")
+    c1.metadata_props.add(key="origin", value="test")
+    mean = helper.make_node("ReduceMean", ["out"], ["pooled"], name="mean", keepdims=1)
+    mean.attribute.append(helper.make_attribute("axes", [], attr_type=onnx.AttributeProto.INTS))
+    weird = helper.make_node("Weird", ["x"], ["side"], domain="com.example", name="weird")
+    weird.attribute.append(helper.make_attribute("tables", [numpy_helper.from_array(np.ones(2, np.float32))]))
+    nodes = [c1, helper.make_node("Relu", ["a"], ["a2"], name="r"), helper.make_node("Conv", ["a2", "w2"], ["out"], name="c2"),
+             mean, weird]
+    inits = [numpy_helper.from_array(rng.standard_normal(s).astype(np.float32), n) for n, s in
+             (("w1", (8, 3, 1, 1)), ("w2", (2, 8, 1, 1)))]
+    graph = helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 4, 4])],
+        [helper.make_tensor_value_info("pooled", TensorProto.FLOAT, ["N", 1, 1, 1]),
+         helper.make_tensor_value_info("side", TensorProto.FLOAT, ["N", 3, 4, 4])], inits,
+    )  # fmt: skip
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13), helper.make_opsetid("com.example", 1)])
+    a = analyze(from_proto(model, normalise_graph=False))
+    assert [g.size for g in a.prunable_groups()] == [8]
+    out = prune(a, plan_from_ratios(a, {g.id: 0.5 for g in a.prunable_groups()}, round_to=1))
+    by = {n.name: n for n in out.graph.node}
+    assert list(next(t for t in out.graph.initializer if t.name == "w1").dims) == [4, 3, 1, 1]
+    axes = next(x for x in by["mean"].attribute if x.name == "axes")
+    assert axes.type == onnx.AttributeProto.INTS and list(axes.ints) == []
+    tables = next(x for x in by["weird"].attribute if x.name == "tables")
+    assert tables.type == onnx.AttributeProto.TENSORS and len(tables.tensors) == 1
+    assert by["c1"].doc_string == "first conv"
+    assert {(p.key, p.value) for p in by["c1"].metadata_props} == {("origin", "test")}
