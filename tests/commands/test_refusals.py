@@ -325,9 +325,11 @@ DATA: dict[str, Case] = {
                                    ("empty", "unrecognised", "no ")),
     "finetune/--data-empty-dir": Case(lambda d: ["finetune", model(d), "--data", _empty_dir(d), *FINETUNE], ("empty",),
                                       ("empty", "unrecognised", "no ")),
-    "prune/--data-without-test-split": Case(
-        lambda d: ["prune", model(d), *UNIFORM, "--strategy", "uniform", "--data", data(d, "nt.npz", test=None)],
-        ("nt.npz",), ("test",)),
+    # prune's --data is "train [+ test]" (README, --help): without a test split it works (see
+    # test_prune_data_without_test_split_works) unless a gate needs test accuracy
+    "prune/--min-accuracy-with-data-without-test-split": Case(
+        lambda d: ["prune", model(d), *UNIFORM, "--strategy", "uniform", "--data", data(d, "nt.npz", test=None),
+                   "--min-accuracy", "50"], ("nt.npz", "--min-accuracy"), ("test",)),
     "finetune/--data-without-test-split": Case(
         lambda d: ["finetune", model(d), "--data", data(d, "nt.npz", test=None), *FINETUNE], ("nt.npz",), ("test",)),
     "prune/labels-beyond-model-classes": Case(lambda d: ["prune", model(d), *SEARCH, "--data", data(d, "l.npz", classes=8)],
@@ -422,3 +424,14 @@ def test_refused(tmp_path: Path, name: str) -> None:
     before = snapshot(tmp_path)
     out = invoke(args, tmp_path)
     assert_refused(out, case.code, case.names, case.words, before, tmp_path)
+
+
+def test_prune_data_without_test_split_works(tmp_path: Path) -> None:
+    """`prune --data` takes train [+ test] (README): a train-only set prunes, the report has no test accuracy."""
+    args = ["prune", model(tmp_path), *UNIFORM, "--strategy", "uniform", "--data", data(tmp_path, "nt.npz", test=None)]
+    out = invoke(args, tmp_path)
+    assert out.code == 0 and out.escaped is None, out.tail()
+    rep = json.loads((tmp_path / "r.json").read_text())
+    assert rep["models"]["pruned"]["accuracy"] is None and rep["accuracy"]["test"] is None
+    assert rep["accuracy"]["reward_split"]["images"] > 0
+    onnx.checker.check_model(onnx.load(str(tmp_path / "out.onnx")), full_check=True)
