@@ -20,6 +20,7 @@ from agmc_onnx.workflows.engine import PruneResult, prune_model
 from agmc_onnx.workflows.finetune import FinetuneRun, run_finetune
 from agmc_onnx.workflows.prune import PruneOptions, PruneRun, run_prune
 from agmc_onnx.workflows.search import SearchPruneResult, load_search_data, search_defaults, search_prune
+from agmc_onnx.workflows.validate import validate_bench, validate_finetune, validate_inspect, validate_prune
 
 PathLike = str | os.PathLike[str]
 
@@ -40,5 +41,5 @@ __all__ = [
     "Analysis", "FinetuneRun", "ModelGraph", "PruneOptions", "PruneResult", "PruneRun", "RunContext", "SearchData",
     "SearchPruneResult", "analyze", "build_context", "build_report", "default_output", "group_macs_share", "load",
     "load_search_data", "prune", "prune_model", "run_finetune", "run_prune", "search_defaults", "search_prune",
-    "summarize",
+    "summarize", "validate_bench", "validate_finetune", "validate_inspect", "validate_prune",
 ]  # fmt: skip

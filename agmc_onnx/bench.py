@@ -16,6 +16,7 @@ import onnx
 
 from agmc_onnx import runtime
 from agmc_onnx.errors import InputError
+from agmc_onnx.modelfile import read_model_file
 
 ModelRef = str | Path | onnx.ModelProto | bytes
 Timer = Callable[[], float]
@@ -199,10 +200,7 @@ def _proto(model: ModelRef) -> onnx.ModelProto:
         return model
     if isinstance(model, (bytes, bytearray)):
         return onnx.load_from_string(bytes(model))
-    try:
-        return onnx.load(str(model))
-    except Exception as exc:
-        raise InputError(f"cannot read ONNX model: {exc}", model) from exc
+    return read_model_file(model)  # the one reader: the tool's messages for empty, corrupt, external data...
 
 
 def _label(model: ModelRef, index: int) -> str:
@@ -265,8 +263,11 @@ def bench(
     timings = []
     for batch in batches:
         runners = []
-        for proto, group in zip(protos, opened, strict=True):
-            feeds = make_inputs(proto, batch)
+        for proto, group, name in zip(protos, opened, names, strict=True):
+            try:
+                feeds = make_inputs(proto, batch)
+            except InputError as exc:
+                raise InputError(str(exc), name) if exc.path is None else exc from None
             runners.append([lambda sess=sess, feeds=feeds: sess.run(None, feeds) for sess in group])
         for name, samples in zip(names, measure_sessions(runners, warmup, repeats, timer), strict=True):
             timings.append(ModelTiming(name, batch, Stats.of(samples), samples))

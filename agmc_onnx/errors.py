@@ -25,3 +25,12 @@ class RuntimeMissingError(AgmcError):
     """Neither onnxruntime nor onnxruntime-gpu is installed."""
 
     exit_code = 2
+
+
+class Interrupted(BaseException):
+    """SIGTERM / SIGHUP arrived: raised by the CLI's signal handler so every cleanup (`finally`, staged
+    outputs) runs; a BaseException, like KeyboardInterrupt, so no `except Exception` swallows it."""
+
+    def __init__(self, signal_name: str) -> None:
+        self.signal_name = signal_name
+        super().__init__(signal_name)

@@ -14,45 +14,21 @@ import onnx
 from onnx import numpy_helper
 
 from agmc_onnx.errors import InputError
+from agmc_onnx.modelfile import MAX_OPSET, MIN_OPSET, read_model_file
 from agmc_onnx.protos import Dim, constants_to_initializers, dims
 from agmc_onnx.protos import opset as default_opset
 
 log = logging.getLogger(__name__)
 logging.getLogger("agmc_onnx").addHandler(logging.NullHandler())  # no stray stderr lines from warnings
 
-MIN_OPSET = 7
-MAX_OPSET = 23
 # onnxslim passes we skip: fusion folds BN into Conv (we keep BN for re-calibration) and rewrites
 # Gemm/Conv patterns; weight tying makes two layers share one initializer (surgery slices per layer).
 _SLIM_SKIP = ["graph_fusion", "weight_tying"]
 
+
 def _read(path: Path) -> onnx.ModelProto:
-    """Read and check a model file; every failure is an InputError naming the file."""
-    if not path.exists():
-        raise InputError("no such file", path)
-    if path.is_dir():
-        raise InputError("is a directory, not an ONNX file", path)
-    try:
-        proto = onnx.load(str(path), load_external_data=False)
-    except Exception as exc:  # protobuf raises DecodeError and friends
-        raise InputError(f"not a readable ONNX file ({type(exc).__name__}: {str(exc)[:80]})", path) from exc
-    if not proto.graph.node and not proto.graph.output:
-        raise InputError("not an ONNX model (empty or not a ModelProto)", path)
-    opset = default_opset(proto)
-    if opset is None or opset < MIN_OPSET or opset > MAX_OPSET:
-        raise InputError(f"unsupported opset {opset} (supported: {MIN_OPSET}..{MAX_OPSET})", path)
-    try:
-        onnx.load_external_data_for_model(proto, str(path.parent))
-    except FileNotFoundError as exc:
-        raise InputError(f"missing external data file {Path(exc.filename or '?').name}", path) from exc
-    except Exception as exc:
-        raise InputError(f"cannot load external data ({str(exc).splitlines()[0][:200]})", path) from exc
-    try:
-        onnx.checker.check_model(proto)
-    except Exception as exc:
-        msg = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
-        raise InputError(f"invalid ONNX model ({msg})", path) from exc
-    return proto
+    """Read and check a model file (agmc_onnx.modelfile: the one reader); every failure is an InputError naming it."""
+    return read_model_file(path)
 
 
 def _bypass_identity_on_initializers(graph: onnx.GraphProto) -> None:

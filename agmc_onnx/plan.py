@@ -191,21 +191,22 @@ def full_plan(analysis: Analysis) -> Plan:
     return Plan({g.id: list(range(g.size)) for g in analysis.prunable_groups()}, {g.id: 1.0 for g in analysis.prunable_groups()})
 
 
-def validate(analysis: Analysis, plan: Plan) -> None:
-    """Reject plans naming unknown or frozen groups, empty groups or bad indices."""
+def validate(analysis: Analysis, plan: Plan, source: str | None = None) -> None:
+    """Reject plans naming unknown or frozen groups, empty groups or bad indices (errors name `source`, the plan file)."""
     for gid, kept in plan.kept.items():
         if gid < 0 or gid >= len(analysis.groups):
-            raise InputError(f"plan names group {gid}, the model has groups 0..{len(analysis.groups) - 1}")
+            raise InputError(f"plan names group {gid}, the model has groups 0..{len(analysis.groups) - 1}", source)
         g = analysis.groups[gid]
         if not g.prunable:
             if sorted(kept) != list(range(g.size)):
-                raise InputError(f"plan prunes group {gid}, which is frozen: {g.frozen_reason}")
+                raise InputError(f"plan prunes group {gid}, which is frozen: {g.frozen_reason}", source)
             continue
         if not kept:
-            raise InputError(f"plan keeps no channel of group {gid}")
+            raise InputError(f"plan keeps no channel of group {gid}", source)
         if len(set(kept)) != len(kept) or min(kept) < 0 or max(kept) >= g.size:
-            raise InputError(f"plan has bad channel indices for group {gid} (size {g.size})")
+            bad = sorted({i for i in kept if not 0 <= i < g.size}) or sorted({i for i in kept if kept.count(i) > 1})
+            raise InputError(f"plan has bad channel indices for group {gid} (size {g.size}): {bad[:5]}", source)
     for gid, chans in analysis.partial_sets():
         if gid in plan.kept and analysis.groups[gid].prunable and not chans.intersection(plan.kept[gid]):
             raise InputError(f"plan keeps none of channels {sorted(chans)} of group {gid}, which one tensor "
-                             "holds alone (after a Split/Slice); it would become empty")
+                             "holds alone (after a Split/Slice); it would become empty", source)

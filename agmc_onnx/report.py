@@ -7,7 +7,6 @@ import json
 import os
 import shlex
 import sys
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -17,6 +16,7 @@ import onnx
 
 from agmc_onnx import __version__
 from agmc_onnx.errors import AgmcError, InputError
+from agmc_onnx.io import write_text
 
 # Float slack for gate comparisons (0.92 - 0.91 is 1.0000000000000009 points).
 _EPS = 1e-9
@@ -260,19 +260,6 @@ def render_markdown(report: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _write_text(text: str, path: Path) -> None:
-    """Write text atomically (temp file beside `path`, then rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=str(path.parent))
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
 def markdown_path(json_path: str | Path) -> Path:
     """R.json -> R.md beside it."""
     p = Path(json_path)
@@ -283,8 +270,8 @@ def write(report: Mapping[str, Any], json_path: str | Path) -> tuple[Path, Path]
     """Write the JSON report and its markdown summary beside it; returns both paths."""
     jp = Path(json_path)
     mp = markdown_path(jp)
-    _write_text(json.dumps(report, indent=2, default=str) + "\n", jp)
-    _write_text(render_markdown(report), mp)
+    write_text(json.dumps(report, indent=2, default=str) + "\n", jp)
+    write_text(render_markdown(report), mp)
     return jp, mp
 
 

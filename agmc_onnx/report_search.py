@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 from typing import Any
 
+from agmc_onnx.io import write_bytes
 from agmc_onnx.rl.search import SearchResult
 
 
@@ -48,8 +50,7 @@ def plot_search(result: SearchResult, path: str | Path, title: str = "") -> Path
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=100)
+    buf = io.BytesIO()  # rendered in memory, written by the one writer (atomic, the umask's mode, staged in a run)
+    fig.savefig(buf, format="png", dpi=100)
     plt.close(fig)
-    return out
+    return write_bytes(buf.getvalue(), path)

@@ -171,11 +171,14 @@ def test_prune_command_records_latency_report_and_gates(tmp_path: Path) -> None:
     assert doc["gates"]["passed"] and set(doc["speedup"]) == {"1", "2"}
     assert doc["models"]["pruned"]["macs"] < doc["models"]["original"]["macs"] and "groups" in doc
     assert rep.with_suffix(".md").read_text().startswith("# agmc-onnx prune report")
-    failed = CliRunner().invoke(main, [*base, "--min-accuracy", "50"])
+    failed = CliRunner().invoke(main, [*base, "--max-latency-ms", "0.000001"])  # measured, and not met
     assert failed.exit_code == 1
     lines = [ln for ln in failed.stderr.splitlines() if ln.startswith("agmc-onnx: error")]
-    assert lines == [
-        "agmc-onnx: error: gate failed: min-accuracy: no pruned test accuracy was measured (give --data)"
-    ]
+    assert len(lines) == 1 and lines[0].startswith("agmc-onnx: error: gate failed: max-latency-ms: median "), lines
+    # a gate that cannot be measured without --data is refused up front (issue 17), not failed at the end
+    unmeasurable = CliRunner().invoke(main, [*base, "--min-accuracy", "50"])
+    assert unmeasurable.exit_code == 2
+    lines = [ln for ln in unmeasurable.stderr.splitlines() if ln.startswith("agmc-onnx: error")]
+    assert lines == ["agmc-onnx: error: --min-accuracy needs --data (a test split to measure the accuracy on)"]
     needs_data = CliRunner().invoke(main, [*base, "--finetune-epochs", "1"])
     assert needs_data.exit_code == 2 and "--finetune-epochs needs --data" in needs_data.stderr

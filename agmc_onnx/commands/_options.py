@@ -12,6 +12,26 @@ from agmc_onnx.report import Gates
 GATE_OPTIONS = ("min_accuracy", "max_accuracy_drop", "min_speedup", "max_latency_ms")
 
 
+class BatchList(click.ParamType):
+    """'1,64' -> (1, 64): comma-separated positive integers (click names the flag when one is not)."""
+
+    name = "N[,N...]"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> tuple[int, ...]:
+        if isinstance(value, tuple):
+            return value
+        try:
+            batches = tuple(int(v) for v in str(value).split(",") if v.strip())
+        except ValueError:
+            batches = ()
+        if not batches or any(b < 1 for b in batches):
+            self.fail(f"expected comma-separated positive integers, got {value!r}", param, ctx)
+        return batches
+
+
+BATCHES = BatchList()
+
+
 def gate_options(func: Callable[..., Any]) -> Callable[..., Any]:
     """Add --min-accuracy, --max-accuracy-drop, --min-speedup and --max-latency-ms to a command."""
     options = [
@@ -81,7 +101,8 @@ def prune_run_options(func: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--distill", is_flag=True, help="Distil from the original model while fine-tuning."),
         click.option("--bench/--no-bench", "do_bench", default=True, show_default=True,
                      help="Measure original vs pruned latency in ONNX Runtime (interleaved)."),
-        click.option("--bench-batch", default="1", show_default=True, help="Batch sizes for latency, e.g. 1,64."),
+        click.option("--bench-batch", type=BATCHES, default="1", show_default=True,
+                     help="Batch sizes for latency, e.g. 1,64."),
         click.option("--bench-repeats", type=click.IntRange(min=1), default=30, show_default=True),
         click.option("--provider", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True),
         click.option("--threads", type=click.IntRange(min=1), default=None, help="ORT intra-op threads."),

@@ -9,17 +9,7 @@ from rich.console import Console
 from rich.table import Table
 
 from agmc_onnx import bench
-
-
-def parse_batches(value: str) -> list[int]:
-    """'1,64' -> [1, 64]; every entry a positive integer."""
-    try:
-        batches = [int(v) for v in value.split(",") if v.strip()]
-    except ValueError as exc:
-        raise click.BadParameter(f"expected comma-separated positive integers, got {value!r}") from exc
-    if not batches or any(b < 1 for b in batches):
-        raise click.BadParameter(f"expected comma-separated positive integers, got {value!r}")
-    return batches
+from agmc_onnx.commands._options import BATCHES
 
 
 @click.command("bench")
@@ -27,7 +17,7 @@ def parse_batches(value: str) -> list[int]:
 @click.option("--compare", "others", multiple=True, type=click.Path(exists=True, dir_okay=False),
               help="Another model to time in the same interleaved run (repeatable).")  # fmt: skip
 @click.option("--provider", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
-@click.option("--batch", "batch", default="1", show_default=True, help="Batch sizes, e.g. 1,64.")
+@click.option("--batch", "batch", type=BATCHES, default="1", show_default=True, help="Batch sizes, e.g. 1,64.")
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="ORT intra-op threads.")
 @click.option("--warmup", type=click.IntRange(min=0), default=5, show_default=True)
 @click.option("--repeats", type=click.IntRange(min=1), default=30, show_default=True)
@@ -40,7 +30,7 @@ def bench_cmd(
     model: str,
     others: tuple[str, ...],
     provider: str,
-    batch: str,
+    batch: tuple[int, ...],
     threads: int | None,
     warmup: int,
     repeats: int,
@@ -49,14 +39,16 @@ def bench_cmd(
     as_json: bool,
 ) -> None:
     """Time MODEL (and --compare models) in ONNX Runtime: median, p90 and speed-up vs MODEL."""
-    batches = parse_batches(batch)
-    paths = [model, *others]
-    result = bench.bench(paths, batches, provider=provider, threads=threads, warmup=warmup, repeats=repeats,
-                         sessions=sessions)  # fmt: skip
+    from agmc_onnx.workflows.validate import validate_bench
+
+    batches = list(batch)
+    request = validate_bench([model, *others], provider, threads)  # every file readable and runnable first
+    result = bench.bench(request.protos, batches, provider=provider, threads=threads, warmup=warmup, repeats=repeats,
+                         labels=request.labels, sessions=sessions)  # fmt: skip
     profiles = {}
     if top:
-        for label, path in zip(result.models, paths, strict=True):
-            profiles[label] = bench.profile(path, batches[0], provider, threads)[:top]
+        for label, proto in zip(result.models, request.protos, strict=True):
+            profiles[label] = bench.profile(proto, batches[0], provider, threads)[:top]
     if as_json:
         doc = result.to_json()
         if profiles:

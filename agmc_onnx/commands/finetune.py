@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from agmc_onnx.commands._options import gate_options, gates_from, preprocess_from, preprocess_options
+from agmc_onnx.commands._options import BATCHES, gate_options, gates_from, preprocess_from, preprocess_options
 
 
 def _default_output(model: str) -> Path:
@@ -54,8 +54,9 @@ def _default_output(model: str) -> Path:
     help="JSON report (a markdown summary is written beside it; default OUTPUT.report.json).",
 )
 @click.option("--optimizer", type=click.Choice(["sgd", "adamw"]), default="sgd", show_default=True)
-@click.option("--lr", type=float, default=None, help="Peak learning rate (default 0.01 SGD, 1e-3 AdamW).")
-@click.option("--weight-decay", type=float, default=None)
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Peak learning rate (default 0.01 SGD, 1e-3 AdamW).")
+@click.option("--weight-decay", type=click.FloatRange(min=0), default=None)
 @click.option("--batch-size", type=click.IntRange(min=1), default=128, show_default=True)
 @click.option(
     "--held-out",
@@ -69,10 +70,11 @@ def _default_output(model: str) -> Path:
 )
 @click.option("--distill-alpha", type=click.FloatRange(0, 1), default=0.5, show_default=True)
 @click.option("--device", type=str, default=None, help="torch device (default cuda when present, else cpu).")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
 @click.option("--progress/--no-progress", default=True, help="Progress bar per epoch.")
 @click.option("--bench/--no-bench", "do_bench", default=True, show_default=True, help="Measure ORT latency.")
-@click.option("--bench-batch", default="1", show_default=True, help="Batch sizes for latency, e.g. 1,64.")
+@click.option("--bench-batch", type=BATCHES, default="1", show_default=True,
+              help="Batch sizes for latency, e.g. 1,64.")
 @click.option("--bench-repeats", type=click.IntRange(min=1), default=30, show_default=True)
 @click.option("--provider", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="ORT intra-op threads.")
@@ -81,14 +83,21 @@ def _default_output(model: str) -> Path:
 def finetune_cmd(model: str, data_dir: str, **kw: Any) -> None:
     """Fine-tune MODEL on --data for --epochs, export it, measure it, write the report, apply gates."""
     from agmc_onnx import report
-    from agmc_onnx.api import run_finetune
-    from agmc_onnx.commands.bench import parse_batches
+    from agmc_onnx.workflows.validate import validate_finetune
 
     gates = gates_from(kw)
     preprocess = preprocess_from(kw)
-    batches = parse_batches(kw.pop("bench_batch"))
+    batches = kw.pop("bench_batch")
     output = Path(kw.pop("output") or _default_output(model))
-    run = run_finetune(model, data_dir, output=output, gates=gates, bench_batches=batches, preprocess=preprocess, **kw)
+    request = validate_finetune(  # every flag, path and input, before torch is imported
+        model, data_dir, output=output, report_path=kw["report_path"], distill=kw["distill"],
+        original=kw["original"], held_out=kw["held_out"], do_bench=kw["do_bench"], provider=kw["provider"],
+        threads=kw["threads"], gates=gates, preprocess=preprocess, sidecar=kw["sidecar"], seed=kw["seed"],
+    )  # fmt: skip
+    from agmc_onnx.api import run_finetune
+
+    run = run_finetune(model, data_dir, output=output, gates=gates, bench_batches=batches, preprocess=preprocess,
+                       request=request, **kw)  # fmt: skip
     render(run)
     report.enforce(run.report)
 

@@ -14,9 +14,12 @@ from rich.table import Table
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 def inspect_cmd(model: str, as_json: bool) -> None:
     """Show MACs, params and the channel-dependency groups of MODEL."""
+    from agmc_onnx.workflows.validate import validate_inspect
+
+    graph = validate_inspect(model)  # the file read and checked (weights included) before anything else
     from agmc_onnx.api import analyze, summarize
 
-    info = summarize(analyze(model))
+    info = summarize(analyze(graph))
     if as_json:
         click.echo(json.dumps(info, indent=2))
         return

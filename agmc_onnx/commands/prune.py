@@ -28,10 +28,10 @@ from agmc_onnx.strategies import REGISTRY, SEARCH_STRATEGIES
               help="Kept widths are multiples of N; auto: per group, the runtime block (16 with AVX-512, else 8) "
                    "for wide groups, down to 4 so each group keeps >= 4 widths; auto:B sets the block.")
 @click.option("--importance", type=click.Choice(["l1", "l2", "bn"]), default="l1", show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
 @click.option("--data", type=click.Path(exists=True), default=None,
               help="Labelled data (train [+ test]) for search strategies: reward split, BN calibration, report.")
-@click.option("--episodes", type=int, default=None,
+@click.option("--episodes", type=click.IntRange(min=0), default=None,
               help="Search episodes (agmc, amc, random; default 300 on a GPU, 100 on a CPU).")
 @click.option("--agent", type=click.Choice(["ddpg", "ppo"]), default="ddpg", show_default=True,
               help="agmc / amc learner: AMC's DDPG, or PPO with a Beta policy (GNN-RL's choice; no random warm-up).")
@@ -45,7 +45,7 @@ from agmc_onnx.strategies import REGISTRY, SEARCH_STRATEGIES
 @click.option("--resume", is_flag=True, help="Continue the search from its checkpoint.")
 @click.option("--bn-recalibrate/--no-bn-recalibrate", default=True, show_default=True,
               help="With --data: re-estimate BN statistics of every scored candidate and of the written model.")
-@click.option("--reward-images", type=int, default=None,
+@click.option("--reward-images", type=click.IntRange(min=1), default=None,
               help="Size of the reward split (train data; default 2000 on a GPU, 1000 on a CPU).")
 @prune_run_options
 def prune_cmd(model: str, target_flops: str | None, strategy: str | None, plan_path: str | None, output: str | None,
@@ -53,9 +53,9 @@ def prune_cmd(model: str, target_flops: str | None, strategy: str | None, plan_p
               agent: str, decoder: str, policy: str | None, save_policy: str | None, checkpoint: str | None, resume: bool,
               bn_recalibrate: bool, reward_images: int | None, **kw: Any) -> None:
     """Prune MODEL's channels to --target-flops and/or --target-latency / --target-speedup (or as --plan says)."""
-    from agmc_onnx.api import PruneOptions, run_prune, search_defaults
-    from agmc_onnx.commands.bench import parse_batches
     from agmc_onnx.errors import InputError
+    from agmc_onnx.workflows.options import PruneOptions
+    from agmc_onnx.workflows.validate import validate_prune
 
     target = None
     if target_flops is not None:
@@ -68,14 +68,17 @@ def prune_cmd(model: str, target_flops: str | None, strategy: str | None, plan_p
         importance=importance, seed=seed, data=data, episodes=episodes, reward_images=reward_images, agent=agent,
         decoder=decoder, policy=policy, save_policy=save_policy, checkpoint=checkpoint, resume=resume,
         bn_recalibrate=bn_recalibrate, finetune_epochs=kw.pop("finetune_epochs"), distill=kw.pop("distill"),
-        bench=kw.pop("do_bench"), bench_batches=tuple(parse_batches(kw.pop("bench_batch"))),
+        bench=kw.pop("do_bench"), bench_batches=kw.pop("bench_batch"),
         bench_repeats=kw.pop("bench_repeats"), provider=kw.pop("provider"), threads=kw.pop("threads"),
         target_latency_ms=kw.pop("target_latency"), target_speedup=kw.pop("target_speedup"),
         latency_batch=kw.pop("latency_batch"), latency_cache=kw.pop("latency_cache"),
         latency_rounds=kw.pop("latency_rounds"), preprocess=preprocess_from(kw), sidecar=kw.pop("sidecar"),
         gates=gates_from(kw),
     )  # fmt: skip
-    chosen = opts.chosen_strategy()
+    request = validate_prune(model, opts)  # every flag, path and input, before torch is imported
+    from agmc_onnx.api import run_prune, search_defaults
+
+    chosen = request.strategy
     searching = chosen in SEARCH_STRATEGIES and data is not None
     bar: Any = contextlib.nullcontext()
     if searching:
@@ -83,8 +86,9 @@ def prune_cmd(model: str, target_flops: str | None, strategy: str | None, plan_p
         click.echo(defaults.note(), err=True)
         opts.episodes, opts.reward_images = defaults.episodes, defaults.reward_images
         bar = ProgressBar(defaults.episodes, chosen)
+    warned = _Warnings()
     with bar as progress:
-        run = run_prune(model, opts, progress=progress, warn=_warn)
+        run = run_prune(model, opts, progress=progress, warn=warned, request=request)
     rep = run.report
     console = Console(width=120)
     table = Table(title=f"{model} -> {run.output} ({run.strategy})")
@@ -104,16 +108,23 @@ def prune_cmd(model: str, target_flops: str | None, strategy: str | None, plan_p
     console.print(f"{pruned} of {len(rep['groups'])} groups pruned; round-to {rep['round_to']}"
                   f" (steps {'/'.join(map(str, steps)) or '-'})")
     for note in run.notes:
-        click.echo(f"agmc-onnx: warning: {note}", err=True)
+        warned(note)
     render_run(rep)
     for warning in rep["warnings"][len(run.notes):]:
-        click.echo(f"agmc-onnx: warning: {warning}", err=True)
+        warned(warning)
     enforce(rep)
 
 
-def _warn(message: str) -> None:
-    """A warning on stderr as it happens."""
-    click.echo(f"agmc-onnx: warning: {message}", err=True)
+class _Warnings:
+    """Prints each warning on stderr once: as it happens during the run, or at the end."""
+
+    def __init__(self) -> None:
+        self.said: set[str] = set()
+
+    def __call__(self, message: str) -> None:
+        if message not in self.said:
+            self.said.add(message)
+            click.echo(f"agmc-onnx: warning: {message}", err=True)
 
 
 class ProgressBar:

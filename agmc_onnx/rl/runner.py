@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 from typing import Any
 
@@ -9,6 +10,7 @@ import torch
 
 from agmc_onnx.budget import latency_limit, macs_target
 from agmc_onnx.errors import InputError
+from agmc_onnx.io import write_bytes
 from agmc_onnx.plan import ImportanceCache, Plan, plan_from_counts
 from agmc_onnx.rl.ddpg import DDPG, DDPGConfig
 from agmc_onnx.rl.env import PruningEnv
@@ -40,15 +42,28 @@ def build_agent(kind: str, analysis: Any, steps: int, seed: int, options: dict[s
 
 
 def load_policy(path: str | Path, kind: str) -> dict[str, Any]:
-    """Read a --save-policy file and check that it was made by the same strategy."""
+    """Read a --save-policy file and check that it was made by the same strategy; errors name the file."""
     try:
         policy = torch.load(path, weights_only=False)
-    except (OSError, RuntimeError) as exc:
-        raise InputError(f"cannot read the policy: {exc}", path) from exc
+    except Exception as exc:  # UnpicklingError, "PytorchStreamReader failed", unsupported protocol, OSError
+        raise InputError(f"cannot read the policy: not a readable policy file, corrupt or truncated "
+                         f"({type(exc).__name__}: {str(exc).splitlines()[0][:120] if str(exc) else ''})", path) from exc
     if not isinstance(policy, dict) or policy.get("kind") != kind:
         got = policy.get("kind") if isinstance(policy, dict) else type(policy).__name__
         raise InputError(f"this policy was saved by strategy {got!r}, not {kind!r}", path)
     return policy
+
+
+def start_from_policy(agent: DDPG | PPO, path: str | Path, kind: str) -> None:
+    """Load a policy file into `agent`; a policy of another agent, decoder or shape is an error naming the file."""
+    policy = load_policy(path, kind)
+    try:
+        agent.load_policy(policy)
+    except InputError as exc:
+        raise exc if exc.path is not None else InputError(str(exc), path) from exc
+    except Exception as exc:  # missing keys, tensors of other sizes
+        raise InputError(f"this policy does not fit the {kind} agent ({type(exc).__name__}: "
+                         f"{str(exc).splitlines()[0][:120] if str(exc) else ''})", path) from exc
 
 
 def run_search(ctx: Any, kind: str) -> tuple[Plan, SearchResult]:
@@ -69,7 +84,7 @@ def run_search(ctx: Any, kind: str) -> tuple[Plan, SearchResult]:
     agent = None if kind == "random" else build_agent(kind, analysis, env.steps, ctx.seed, opts)
     warmup = opts.get("warmup")
     if agent is not None and opts.get("policy"):
-        agent.load_policy(load_policy(opts["policy"], kind))
+        start_from_policy(agent, opts["policy"], kind)
         warmup = 0 if warmup is None else warmup  # a warm start needs no random warm-up
     if kind == "random" and episodes == 0:
         raise InputError("strategy 'random' needs --episodes >= 1")
@@ -88,9 +103,9 @@ def run_search(ctx: Any, kind: str) -> tuple[Plan, SearchResult]:
     if not result.best_counts:
         raise InputError("the search was interrupted before its first episode ended", ctx.path)
     if agent is not None and opts.get("save_policy"):
-        path = Path(opts["save_policy"])
-        path.parent.mkdir(parents=True, exist_ok=True)
-        torch.save(agent.policy_dict(), path)
+        buf = io.BytesIO()  # written by the one writer: atomic, the umask's mode, staged with the run's outputs
+        torch.save(agent.policy_dict(), buf)
+        write_bytes(buf.getvalue(), opts["save_policy"])
     plan = plan_from_counts(analysis, result.best_counts, cache)
     plan.ratios = result.best_ratios()
     if callable(opts.get("on_result")):

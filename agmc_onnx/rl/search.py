@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import os
+import io
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from agmc_onnx.errors import InputError
+from agmc_onnx.io import write_bytes
 from agmc_onnx.rl.ddpg import DDPG
 from agmc_onnx.rl.env import PruningEnv
 from agmc_onnx.rl.ppo import PPO
@@ -193,25 +194,45 @@ class Search:
             "result": result.to_json(),
             "best_counts": dict(result.best_counts),
         }
-        path = self.checkpoint / CHECKPOINT
-        tmp = path.with_suffix(".tmp")
-        torch.save(state, tmp)
-        os.replace(tmp, path)
+        buf = io.BytesIO()  # kept out of the run's staged outputs: a checkpoint outlives a failed run (--resume)
+        torch.save(state, buf)
+        write_bytes(buf.getvalue(), self.checkpoint / CHECKPOINT)
 
     def _load(self, result: SearchResult) -> int:
         """Restore from the checkpoint; returns the episode to continue from (0 without one)."""
         if self.checkpoint is None or not (self.checkpoint / CHECKPOINT).exists():
             return 0
-        state = torch.load(self.checkpoint / CHECKPOINT, weights_only=False)
+        path = self.checkpoint / CHECKPOINT
+        state = read_checkpoint(path)
         if state["fingerprint"] != self.fingerprint:
             raise InputError("the checkpoint belongs to another search (model, target, seed or strategy differ)", self.checkpoint)
-        if self.agent is not None and state["agent"] is not None:
-            self.agent.load_state_dict(state["agent"])
-        self.rng.bit_generator.state = state["rng"]
-        torch.set_rng_state(state["torch_rng"])
-        saved = state["result"]
-        result.curve = [Episode(**e) for e in saved["curve"]]
-        result.best_reward, result.best_episode = saved["best_reward"], saved["best_episode"]
-        result.best_counts = {int(g): int(c) for g, c in state["best_counts"].items()}
-        result.resumed_from = state["next_episode"]
-        return int(state["next_episode"])
+        try:
+            if self.agent is not None and state["agent"] is not None:
+                self.agent.load_state_dict(state["agent"])
+            self.rng.bit_generator.state = state["rng"]
+            torch.set_rng_state(state["torch_rng"])
+            saved = state["result"]
+            result.curve = [Episode(**e) for e in saved["curve"]]
+            result.best_reward, result.best_episode = saved["best_reward"], saved["best_episode"]
+            result.best_counts = {int(g): int(c) for g, c in state["best_counts"].items()}
+            result.resumed_from = state["next_episode"]
+            return int(state["next_episode"])
+        except Exception as exc:  # a checkpoint with the right keys whose contents do not fit this search
+            raise InputError(f"the search checkpoint does not fit this search, another search's or corrupt "
+                             f"({type(exc).__name__}: {str(exc).splitlines()[0][:120] if str(exc) else ''})", path) from exc
+
+
+CHECKPOINT_KEYS = frozenset({"fingerprint", "next_episode", "agent", "rng", "torch_rng", "result", "best_counts"})
+
+
+def read_checkpoint(path: Path) -> dict[str, Any]:
+    """A search checkpoint as written by `Search._save`; anything else is an InputError naming the file."""
+    try:
+        state = torch.load(path, weights_only=False)
+    except Exception as exc:  # UnpicklingError, "PytorchStreamReader failed", unsupported protocol, OSError
+        raise InputError(f"cannot read the search checkpoint: corrupt or truncated ({type(exc).__name__}); "
+                         "remove it to start the search again", path) from exc
+    if not isinstance(state, dict) or not CHECKPOINT_KEYS <= set(state):
+        got = sorted(state)[:6] if isinstance(state, dict) else type(state).__name__
+        raise InputError(f"not a search checkpoint written by agmc-onnx (it holds {got}); a foreign file", path)
+    return state

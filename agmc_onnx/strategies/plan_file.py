@@ -22,7 +22,7 @@ def parse_plan(ctx: StrategyContext, data: Any, source: str | None = None) -> Pl
             plan = Plan.from_json(data)
         except (KeyError, TypeError, ValueError) as exc:
             raise InputError(f"malformed plan ({exc})", source) from exc
-        validate(a, plan)
+        validate(a, plan, source)
         return plan
     if not isinstance(data, dict):
         raise InputError("a plan must be a JSON object {group id: ratio or [kept indices]}", source)
@@ -36,7 +36,10 @@ def parse_plan(ctx: StrategyContext, data: Any, source: str | None = None) -> Pl
         if gid < 0 or gid >= len(a.groups):
             raise InputError(f"plan names group {gid}, the model has groups 0..{len(a.groups) - 1}", source)
         if isinstance(val, list):
-            explicit[gid] = sorted(int(i) for i in val)
+            try:
+                explicit[gid] = sorted(int(i) for i in val)
+            except (TypeError, ValueError) as exc:
+                raise InputError(f"group {gid}: kept indices must be integers, got {val!r}", source) from exc
         elif isinstance(val, (int, float)) and not isinstance(val, bool):
             if not math.isfinite(val) or not 0 < val <= 1:
                 raise InputError(f"group {gid}: keep ratio {val} is outside (0, 1]", source)
@@ -50,7 +53,7 @@ def parse_plan(ctx: StrategyContext, data: Any, source: str | None = None) -> Pl
     for gid, kept in explicit.items():
         plan.kept[gid] = kept
     plan.ratios = {gid: len(k) / a.groups[gid].size for gid, k in plan.kept.items()}
-    validate(a, plan)
+    validate(a, plan, source)
     return plan
 
 
@@ -73,11 +76,20 @@ class PlanFile:
             return src
         if isinstance(src, dict):
             return parse_plan(ctx, src)
-        path = Path(src)
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError as exc:
-            raise InputError("plan file not found", path) from exc
-        except (OSError, ValueError) as exc:
-            raise InputError(f"plan file is not valid JSON ({exc})", path) from exc
-        return parse_plan(ctx, data, str(path))
+        return parse_plan(ctx, read_plan_file(src), str(src))
+
+
+def read_plan_file(path: str | Path) -> Any:
+    """A plan file's JSON (an object); errors name the file. Checked up front, before the model is analysed."""
+    p = Path(path)
+    try:
+        data = json.loads(p.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise InputError("plan file not found", p) from exc
+    except IsADirectoryError as exc:
+        raise InputError("plan file is a directory", p) from exc
+    except (OSError, ValueError) as exc:  # UnicodeDecodeError is a ValueError
+        raise InputError(f"plan file is not valid JSON ({str(exc)[:160]})", p) from exc
+    if not isinstance(data, dict):
+        raise InputError("a plan must be a JSON object {group id: ratio or [kept indices]}", p)
+    return data

@@ -27,6 +27,7 @@ from agmc_onnx.data import (
 from agmc_onnx.errors import AgmcError, InputError
 from agmc_onnx.model import ModelGraph
 from agmc_onnx.model import load as load_model
+from agmc_onnx.modelfile import output_classes
 
 PathLike = str | os.PathLike[str]
 SELF_CHECK_POINTS = 0.1  # a written file's accuracy must equal the report's within this many points
@@ -153,21 +154,32 @@ def build_context(
         ctx.preprocess = preprocess or resolve_preprocess(graph, sidecar, **(flags or {})) if given else own_preprocess(graph)
         return ctx
     ctx.preprocess = preprocess or resolve_preprocess(graph, sidecar, **(flags or {}))
-    ctx.train = load_dataset(data, "train", ctx.preprocess)
+    classes = output_classes(graph.source or graph.proto)  # labels must be within the model's outputs
+    ctx.train = load_dataset(data, "train", ctx.preprocess, num_classes=classes)
     try:
-        ctx.test = load_dataset(data, "test", ctx.preprocess)
+        ctx.test = load_dataset(data, "test", ctx.preprocess, num_classes=classes)
     except InputError:
-        if need_test:
-            raise
+        if need_test or _loads(data, ctx.preprocess):
+            raise  # needed, or there but with labels the model does not have
         ctx.test = None
     return ctx
 
 
-def self_check(path: Path, test: Dataset, reported: float | None) -> None:
-    """The written file, read back and run in ONNX Runtime, must score what the report says (run failure else)."""
+def _loads(data: PathLike, pre: Preprocess) -> bool:
+    """True when the test split of `data` loads at all (without the model's class bound)."""
+    try:
+        load_dataset(data, "test", pre)
+    except InputError:
+        return False
+    return True
+
+
+def self_check(path: Path, test: Dataset, reported: float | None, read_from: Path | None = None) -> None:
+    """The written file (at `read_from` while a run's outputs are staged), read back and run in ONNX Runtime,
+    must score what the report says (run failure else)."""
     from agmc_onnx.evaluate import evaluate_onnx
 
-    got = evaluate_onnx(onnx.load(str(path)), test)
+    got = evaluate_onnx(onnx.load(str(read_from or path)), test)
     if reported is not None and abs(100 * (got - reported)) > SELF_CHECK_POINTS:
         raise AgmcError(f"the written model scores {100 * got:.2f}% on the test split, the report says "
                         f"{100 * reported:.2f}%: the run's own check failed, nothing kept", path)

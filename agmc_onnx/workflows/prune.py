@@ -6,75 +6,24 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import onnx
 
+from agmc_onnx import io
 from agmc_onnx.analysis import analyze
 from agmc_onnx.errors import InputError
-from agmc_onnx.report import Gates
 from agmc_onnx.strategies import SEARCH_STRATEGIES
 from agmc_onnx.workflows.audit import default_output
-from agmc_onnx.workflows.context import RunContext, build_context, self_check
+from agmc_onnx.workflows.context import RunContext, self_check
 from agmc_onnx.workflows.engine import PruneResult, prune_model
+from agmc_onnx.workflows.options import PruneOptions
+from agmc_onnx.workflows.validate import PruneRequest, validate_prune
 
 PathLike = str | os.PathLike[str]
-
-
-@dataclass
-class PruneOptions:
-    """Every choice of a `prune` run (the CLI's flags, typed)."""
-
-    target_flops: float | None = None
-    strategy: str | None = None  # None: agmc with data and no plan, else uniform (plan with a plan file)
-    plan: PathLike | None = None
-    output: PathLike | None = None  # None: MODEL.pruned.onnx
-    report: PathLike | None = None  # None: OUTPUT.report.json
-    round_to: int | str = "auto"
-    importance: str = "l1"
-    seed: int = 0
-    data: PathLike | None = None
-    episodes: int | None = None
-    reward_images: int | None = None
-    agent: str = "ddpg"
-    decoder: str = "groups"
-    policy: PathLike | None = None
-    save_policy: PathLike | None = None
-    checkpoint: PathLike | None = None
-    resume: bool = False
-    bn_recalibrate: bool = True
-    finetune_epochs: int = 0
-    distill: bool = False
-    bench: bool = True
-    bench_batches: tuple[int, ...] = (1,)
-    bench_repeats: int = 30
-    provider: str = "cpu"
-    threads: int | None = None
-    target_latency_ms: float | None = None
-    target_speedup: float | None = None
-    latency_batch: int = 1
-    latency_cache: PathLike | None = None
-    latency_rounds: int = 2
-    gates: Gates = field(default_factory=Gates)
-    command: str | None = None
-    preprocess: dict[str, Any] = field(default_factory=dict)  # --scale/--mean/--std/--layout/--resize (None: unset)
-    sidecar: PathLike | None = None  # a preprocessing sidecar other than the one beside the model
-
-    def chosen_strategy(self) -> str:
-        """The strategy the run uses."""
-        if self.strategy is None:
-            return "agmc" if self.data is not None and self.plan is None else ("plan" if self.plan else "uniform")
-        return "plan" if self.plan is not None and self.strategy == "uniform" else self.strategy
-
-    def latency(self) -> dict[str, Any]:
-        """prune_model's latency keywords; empty without a latency budget."""
-        if self.target_latency_ms is None and self.target_speedup is None:
-            return {}
-        return {"target_latency_ms": self.target_latency_ms, "target_speedup": self.target_speedup,
-                "latency_batch": self.latency_batch, "latency_cache": self.latency_cache,
-                "provider": self.provider, "threads": self.threads, "latency_rounds": self.latency_rounds}  # fmt: skip
+__all__ = ["PruneOptions", "PruneRun", "run_prune"]  # PruneOptions lives in workflows.options
 
 
 @dataclass
@@ -126,28 +75,32 @@ def _finetune(ctx: RunContext, proto: onnx.ModelProto, opts: PruneOptions, progr
 
 
 def run_prune(model: PathLike, opts: PruneOptions, progress: Callable[..., None] | None = None,
-              finetune_progress: bool = True, warn: Callable[[str], None] | None = None) -> PruneRun:  # fmt: skip
+              finetune_progress: bool = True, warn: Callable[[str], None] | None = None,
+              request: PruneRequest | None = None) -> PruneRun:  # fmt: skip
     """Plan, cut, re-calibrate, fine-tune, measure; write the model (recording the run's preprocessing, with a
     sidecar beside it when the input had one) and the report; evaluate the gates. `warn` hears warnings
-    that matter before the work is done (a near-chance original: wrong preprocessing)."""
+    that matter before the work is done (a near-chance original: wrong preprocessing). Everything is checked
+    first (`validate_prune`, or the `request` it returned); every file the run writes is committed at its
+    end, or none when it fails (the search checkpoint excepted: it is what --resume continues from)."""
+    req = request or validate_prune(model, opts)
+    with io.staged(req.staged):
+        return _run(model, opts, req, progress, finetune_progress, warn)
+
+
+def _run(model: PathLike, opts: PruneOptions, req: PruneRequest, progress: Callable[..., None] | None,
+         finetune_progress: bool, warn: Callable[[str], None] | None) -> PruneRun:  # fmt: skip
+    """run_prune's work, inside its staged outputs."""
     from agmc_onnx import bench, report
     from agmc_onnx.evaluate import evaluate_onnx
-    from agmc_onnx.io import check_output_path, write_model
 
-    strategy = opts.chosen_strategy()
-    out = check_output_path(opts.output or default_output(model), model)
-    json_path = Path(opts.report) if opts.report else out.with_name(out.name.removesuffix(".onnx") + ".report.json")
-    check_output_path(json_path, model)
-    if opts.finetune_epochs and opts.data is None:
-        raise InputError("--finetune-epochs needs --data (training images)")
-    ctx = build_context(model, opts.data, seed=opts.seed, sidecar=opts.sidecar, flags=opts.preprocess)
+    strategy, ctx, out, json_path = req.strategy, req.context, req.output, req.report
     result, prune_report = _plan_and_cut(model, opts, ctx, strategy, progress, warn, json_path)
     proto = result.proto
     stages: dict[str, dict[str, Any]] = {}
     extra: dict[str, Any] = {}
     test = ctx.test
-    original = str(model)
-    stages["original"] = report.model_facts(original, None if test is None else evaluate_onnx(original, test))
+    original = ctx.model.source or str(model)
+    stages["original"] = report.model_facts(str(model), None if test is None else evaluate_onnx(original, test))
     stages["pruned"] = report.model_facts(proto, None if test is None else evaluate_onnx(proto, test))
     final = "pruned"
     if opts.finetune_epochs:
@@ -159,7 +112,7 @@ def run_prune(model: PathLike, opts: PruneOptions, progress: Callable[..., None]
     budget = prune_report.get("latency_budget")
     if budget:  # a latency-budgeted run is always measured, at the budget's batch too
         batches = list(dict.fromkeys([*batches, int(budget["batch"])]))
-    if opts.bench or budget:
+    if req.bench:
         latency = bench.bench([original, proto], batches, provider=opts.provider, threads=opts.threads,
                               repeats=opts.bench_repeats, labels=["original", final]).to_json()  # fmt: skip
     run = report.build("prune", stages, latency=latency, gates=opts.gates, command=opts.command, extra=extra)
@@ -177,18 +130,11 @@ def run_prune(model: PathLike, opts: PruneOptions, progress: Callable[..., None]
                 f"but not when measured: {got['pruned_ms']:.3f} ms, {got['speedup']:.2f}x vs the original")
     merged["output"] = str(out)
     stages[final]["path"] = str(out)
-    written = write_model(ctx.describe(proto), out, model)
-    sidecar = None
-    try:
-        if test is not None:
-            self_check(written, test, stages[final].get("accuracy"))
-        sidecar = ctx.write_sidecar(written)
-        report.write(merged, json_path)
-    except BaseException:
-        for path in (written, sidecar):
-            if path is not None:
-                path.unlink(missing_ok=True)
-        raise
+    written = io.write_model(ctx.describe(proto), out, model)
+    if test is not None:
+        self_check(written, test, stages[final].get("accuracy"), io.staged_file(written))
+    ctx.write_sidecar(written)
+    report.write(merged, json_path)
     paths = [str(json_path), str(report.markdown_path(json_path))]
     png = (merged.get("search") or {}).get("png")
     merged["report_paths"] = paths + ([png] if png else [])
