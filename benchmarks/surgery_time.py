@@ -33,10 +33,10 @@ def _cpu_ms(fn: Callable[[], Any], reps: int) -> tuple[float, float]:
 def time_model(path: str, reps: int) -> None:
     """Print the CPU time of each case on one model."""
     from agmc_onnx import surgery
-    from agmc_onnx.evaluate import _to_torch
     from agmc_onnx.analysis import analyze
     from agmc_onnx.model import load
     from agmc_onnx.plan import plan_from_ratios
+    from converters import to_torch
 
     a = analyze(load(path))
     plan = plan_from_ratios(a, {g.id: 0.5 for g in a.prunable_groups()})
@@ -44,7 +44,7 @@ def time_model(path: str, reps: int) -> None:
         "prune": (lambda: surgery.prune(a, plan), reps),
         "prune(check=False)": (lambda: surgery.prune(a, plan, check=False), reps),
         "mask": (lambda: surgery.mask(a, plan), reps),
-        "prune-mode step": (lambda: _to_torch(surgery.prune(a, plan, check=False)), max(3, reps // 4)),
+        "prune-mode step": (lambda: to_torch(surgery.prune(a, plan, check=False), trainable=False), max(3, reps // 4)),
     }
     for name, (fn, n) in cases.items():
         med, best = _cpu_ms(fn, n)
