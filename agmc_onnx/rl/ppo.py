@@ -141,10 +141,20 @@ class PPO:
         lo, hi = max(self.cfg.a_min, lo), min(1.0, hi)
         return float(lo + (hi - lo) * self.rng.random()) if hi > lo else float(hi)
 
-    # learning -----------------------------------------------------------------------------
-    def observe_episode(self, transitions: list[tuple[int, np.ndarray, float, int, np.ndarray, bool]], reward: float) -> None:
-        """Keep an explored episode (the policy's own draws) for the next update; others are not on-policy."""
+    def end_episode(self) -> list[tuple[int, np.ndarray, float, float, bool]]:
+        """The episode just acted: its draws (step, dyn, x, log p, free), handed back to observe_episode later."""
         pending, self._pending = self._pending, []
+        return pending
+
+    # learning -----------------------------------------------------------------------------
+    def observe_episode(self, transitions: list[tuple[int, np.ndarray, float, int, np.ndarray, bool]], reward: float,
+                        drawn: list[tuple[int, np.ndarray, float, float, bool]] | None = None) -> None:  # fmt: skip
+        """Keep an explored episode (the policy's own draws) for the next update; others are not on-policy.
+
+        `drawn` is the episode's end_episode() (episodes acted in a batch are observed after it); None: the draws
+        since begin_episode().
+        """
+        pending = self.end_episode() if drawn is None else drawn
         if len(pending) != len(transitions):
             return
         pending = [p for p in pending if p[4]]

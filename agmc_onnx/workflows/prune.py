@@ -61,6 +61,8 @@ class PruneOptions:
     command: str | None = None
     preprocess: dict[str, Any] = field(default_factory=dict)  # --scale/--mean/--std/--layout/--resize (None: unset)
     sidecar: PathLike | None = None  # a preprocessing sidecar other than the one beside the model
+    workers: int = 1  # Ray scorer workers for a search (> 1 needs the ray extra)
+    ray_address: str | None = None  # a Ray cluster to join (None: a private Ray on this machine)
 
     def chosen_strategy(self) -> str:
         """The strategy the run uses."""
@@ -109,7 +111,8 @@ def _plan_and_cut(model: PathLike, opts: PruneOptions, ctx: RunContext, strategy
         importance=opts.importance, checkpoint=opts.checkpoint or Path(str(out) + ".search"), resume=opts.resume,
         policy=opts.policy, save_policy=opts.save_policy, bn_recalibrate=opts.bn_recalibrate,
         reward_images=opts.reward_images, agent=opts.agent, decoder=opts.decoder, progress=progress,
-        latency=opts.latency(), plan=opts.plan, threads=ctx.threads, warn=warn,
+        latency=opts.latency(), plan=opts.plan, threads=ctx.threads, warn=warn, workers=opts.workers,
+        ray_address=opts.ray_address,
     )  # fmt: skip
     return searched.prune, searched.report
 
@@ -140,6 +143,10 @@ def run_prune(model: PathLike, opts: PruneOptions, progress: Callable[..., None]
     check_output_path(json_path, model)
     if opts.finetune_epochs and opts.data is None:
         raise InputError("--finetune-epochs needs --data (training images)")
+    if strategy in SEARCH_STRATEGIES and (opts.workers > 1 or opts.ray_address) and opts.data is not None:
+        from agmc_onnx.rl.workers import require_ray
+
+        require_ray(opts.workers)  # before the data is read
     ctx = build_context(model, opts.data, seed=opts.seed, sidecar=opts.sidecar, flags=opts.preprocess)
     result, prune_report = _plan_and_cut(model, opts, ctx, strategy, progress, warn, json_path)
     proto = result.proto
