@@ -6,7 +6,9 @@ squashing bias); exploration is its own spread, narrowed by learning against an 
 a noise schedule. PPO is on-policy: random warm-up episodes (if any are asked for) are scored but
 not learned from. Every `episodes_per_update` explored episodes make one update: `epochs` passes of
 the clipped surrogate over all their steps, the advantage of a step being the episode's reward
-minus the value baseline V(state), standardised over the batch.
+minus the value baseline V(state), standardised over the batch. Episodes the search loop acts in a
+batch (K per policy version, for parallel scoring) are handed back with their draws (`end_episode`);
+when K divides `episodes_per_update` the search is the one-at-a-time search exactly.
 
 As in the DDPG agent, the state source (GNN for agmc) trains with the policy: each epoch runs the
 encoder once, the policy loss backpropagates into it, and the value network reads detached states.

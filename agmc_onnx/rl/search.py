@@ -146,12 +146,9 @@ class Search:
     def _key(self, counts: Mapping[int, int]) -> tuple[int, ...]:
         return tuple(counts[g] for g in self.env.group_ids)
 
-    def _score(self, counts: Mapping[int, int]) -> float:
-        """Score a plan, memoised (plans repeat, especially once the policy converges)."""
-        return self._score_batch([counts])[0].reward
-
     def _score_batch(self, plans: Sequence[Mapping[int, int]]) -> list[Scored]:
-        """Score every plan not seen before (each distinct one once, together), memoised; in the given order."""
+        """Score every plan not seen before (each distinct one once, together), in the given order; memoised,
+        as plans repeat once the policy converges."""
         fresh: dict[tuple[int, ...], Mapping[int, int]] = {}
         for counts in plans:
             key = self._key(counts)
@@ -275,7 +272,8 @@ class Search:
             return 0
         state = torch.load(self.checkpoint / CHECKPOINT, weights_only=False)
         if state["fingerprint"] != self.fingerprint:
-            raise InputError("the checkpoint belongs to another search (model, target, seed or strategy differ)", self.checkpoint)
+            raise InputError("the checkpoint belongs to another search (model, target, seed, strategy or episodes "
+                             "per batch, i.e. --workers, differ)", self.checkpoint)  # fmt: skip
         if self.agent is not None and state["agent"] is not None:
             self.agent.load_state_dict(state["agent"])
         self.rng.bit_generator.state = state["rng"]

@@ -149,7 +149,7 @@ class ScorerPool:
 
     def summary(self) -> dict[str, Any]:
         """The report's account of the workers: where they ran, per-worker scoring time, restarts."""
-        return {"workers": self.workers, "ray_address": self.address or "embedded", "restarts": self.restarts,
+        return {"count": self.workers, "ray_address": self.address or "embedded", "restarts": self.restarts,
                 "per_worker": [s.to_json() for s in self.stats]}  # fmt: skip
 
     # life cycle ---------------------------------------------------------------------------------

@@ -86,7 +86,7 @@ def search_defaults(device: str | None = None, episodes: int | None = None, rewa
 def in_process_workers(evaluator: Evaluator) -> dict[str, Any]:
     """The report's `workers` entry of a search scored in this process (ScorerPool.summary's shape)."""
     stats = WorkerStats(0, socket.gethostname(), os.getpid(), str(evaluator.device), evaluator.calls, evaluator.seconds)
-    return {"workers": 1, "ray_address": None, "restarts": 0, "per_worker": [stats.to_json()]}
+    return {"count": 1, "ray_address": None, "restarts": 0, "per_worker": [stats.to_json()]}
 
 
 @dataclass

@@ -78,7 +78,7 @@ def test_two_workers_twice_give_the_same_search_as_batches_of_two_in_one_process
     assert summary(local.search) == summary(two_workers.search)  # where a candidate is scored changes nothing
     s = two_workers.report["search"]
     w = s["workers"]
-    assert w["workers"] == 2 and w["restarts"] == 0 and len(w["per_worker"]) == 2
+    assert w["count"] == 2 and w["restarts"] == 0 and len(w["per_worker"]) == 2
     assert sum(p["candidates"] for p in w["per_worker"]) == s["scored_candidates"] > 0
     assert all(p["seconds_per_candidate"] > 0 and p["pid"] != os.getpid() for p in w["per_worker"])
     assert {e.worker for e in two_workers.search.curve} <= {0, 1, None} and s["episodes_per_second"] > 0

@@ -38,7 +38,7 @@ class InProcessPool:
         return getattr(self.__dict__["evaluator"], name)
 
     def summary(self) -> dict[str, Any]:
-        return {"workers": self.workers, "ray_address": "in-process", "restarts": 0, "per_worker": []}
+        return {"count": self.workers, "ray_address": "in-process", "restarts": 0, "per_worker": []}
 
     def __enter__(self) -> InProcessPool:
         return self
@@ -70,7 +70,7 @@ def test_latency_tables_are_measured_before_the_workers_start(net: Path, tmp_pat
                               workers=2, latency={"target_speedup": 1.2, "latency_rounds": 0})  # fmt: skip
     assert InProcessPool.events == ["latency tables", "workers start", "workers stop"]
     s = r.report["search"]
-    assert s["workers"]["workers"] == 2 and len(s["curve"]) == 5 and s["episodes_per_second"] > 0
+    assert s["workers"]["count"] == 2 and len(s["curve"]) == 5 and s["episodes_per_second"] > 0
     assert {e["worker"] for e in s["curve"]} <= {0, 1, None}
     assert r.report["latency_budget"]["predicted_ms"] <= r.report["latency_budget"]["limit_ms"] + 1e-12
 
@@ -79,7 +79,7 @@ def test_one_worker_scores_in_process_and_reports_it(net: Path, tmp_path: Path) 
     r = workflow.search_prune(net, 0.5, "random", data=fixture_data(net), episodes=3, round_to=1, device="cpu",
                               threads=1, output=tmp_path / "o.onnx")  # fmt: skip
     w = r.report["search"]["workers"]
-    assert w["workers"] == 1 and w["ray_address"] is None and len(w["per_worker"]) == 1
+    assert w["count"] == 1 and w["ray_address"] is None and len(w["per_worker"]) == 1
     assert w["per_worker"][0]["candidates"] == r.report["search"]["scored_candidates"] <= 3
     assert [e.worker for e in r.search.curve if e.worker is not None] == [0] * w["per_worker"][0]["candidates"]
 
