@@ -51,7 +51,8 @@ from agmc_onnx.strategies import REGISTRY, SEARCH_STRATEGIES
               help="Score N candidates at once on N Ray workers (one per GPU, else one per core), N episodes "
                    "per policy version; needs the ray extra: pip install 'agmc-onnx[cpu,ray]'.")
 @click.option("--ray-address", type=str, default=None,
-              help="Join this Ray cluster for --workers (default: a private Ray on this machine).")
+              help="Join this Ray cluster for --workers (default: a private Ray on this machine); agmc-onnx must "
+                   "be installed on its nodes.")
 @prune_run_options
 def prune_cmd(model: str, target_flops: str | None, strategy: str | None, plan_path: str | None, output: str | None,
               report: str | None, round_to: str, importance: str, seed: int, data: str | None, episodes: int,

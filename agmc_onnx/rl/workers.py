@@ -11,8 +11,9 @@ computed them (same code, same data, one thread each on CPU), so a death does no
 Ray is optional (`pip install 'agmc-onnx[cpu,ray]'`) and imported only when a pool is built.
 Embedded by default: `ray.init` starts a private local instance (quiet: no dashboard, no worker
 logs on the terminal, no usage stats), shut down with the pool; `address` joins an existing
-cluster (agmc-onnx must be installed on its nodes). Each worker gets one GPU when the cluster has
-as many GPUs as workers (a share of one otherwise), else one CPU core and one torch thread.
+cluster (agmc-onnx installed on its nodes; a cluster with token authentication needs RAY_AUTH_MODE=token
+and its token here, as any Ray client does: checked with ray 2.60). Each worker gets one GPU when
+the cluster has as many GPUs as workers (a share of one otherwise), else one CPU core and one thread.
 """
 
 from __future__ import annotations
@@ -174,7 +175,8 @@ class ScorerPool:
                 try:
                     ray.init(address=self.address, **quiet)
                 except (ConnectionError, RuntimeError, ValueError) as exc:
-                    raise InputError(f"cannot join the Ray cluster at {self.address}: {exc}") from None
+                    hint = "" if os.environ.get("RAY_AUTH_MODE") else " (a cluster with token authentication: RAY_AUTH_MODE=token)"
+                    raise InputError(f"cannot join the Ray cluster at {self.address}: {exc}{hint}") from None
             self._owns_ray = True
         self._started = True
         res = ray.cluster_resources()
