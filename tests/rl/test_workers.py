@@ -122,3 +122,44 @@ def test_checkpoint_and_resume_with_workers(two_workers: Any, pool: Any, net: Pa
     resumed = search(net, pool, CASES["agmc-ddpg"], tmp_path, resume=True)
     assert resumed.resumed_from == 6
     assert summary(resumed) == summary(two_workers.search)
+
+
+class FlakyScorer:
+    """Scores a string by its length; 'oom...' raises torch's out-of-memory error once per worker, 'bad' a ValueError."""
+
+    mode, bn_recalibrated = "fake", False
+
+    def __init__(self, device: str, threads: int | None) -> None:
+        self.seen: set[str] = set()
+
+    def score(self, plan: str) -> float:
+        import torch
+
+        if plan.startswith("oom") and plan not in self.seen:
+            self.seen.add(plan)
+            raise torch.OutOfMemoryError("CUDA out of memory (fake)")
+        if plan == "bad":
+            raise ValueError("not a plan")
+        return float(len(plan))
+
+
+def test_out_of_memory_is_tried_elsewhere_and_other_errors_propagate() -> None:
+    from agmc_onnx.rl.workers import ScorerPool
+
+    with ScorerPool(FlakyScorer, 2) as p:
+        assert [s.reward for s in p.score_many(["oom-1", "ab", "abc"])] == [5.0, 2.0, 3.0]
+        assert p.restarts == 0 and p.calls == 3 and p.mode == "fake"
+        with pytest.raises(ValueError, match="not a plan"):
+            p.score_many(["bad"])
+
+
+def test_the_search_stops_when_every_worker_is_gone() -> None:
+    from agmc_onnx.errors import AgmcError
+    from agmc_onnx.rl.workers import ScorerPool
+
+    with ScorerPool(FlakyScorer, 2, max_restarts=0) as p:
+        p.start()
+        for s in p.stats:
+            os.kill(s.pid, signal.SIGKILL)
+        with pytest.raises(AgmcError, match=r"every scoring worker died \(0 replaced\)"):
+            p.score_many(["a", "b"])
