@@ -169,7 +169,10 @@ class ScorerPool:
             quiet = {"include_dashboard": False, "log_to_driver": False, "logging_level": logging.ERROR}
             if self.address is None:
                 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-                ray.init(address="local", num_cpus=os.cpu_count() or 1, **quiet)
+                try:
+                    ray.init(address="local", num_cpus=os.cpu_count() or 1, **quiet)
+                except Exception as exc:  # Ray's own start-up failures (ports, shared memory, ...)
+                    raise AgmcError(f"cannot start Ray on this machine: {_cause(exc)}") from None
             else:
                 quiet.pop("include_dashboard")
                 try:
@@ -186,8 +189,7 @@ class ScorerPool:
         cpus = float(res.get("CPU", 1))
         share = lambda have: min(1.0, have / self.workers)  # noqa: E731  one each when there are enough
         self._remote = ray.remote(ScorerActor).options(
-            num_cpus=share(cpus) if not gpus else min(1.0, share(cpus)), num_gpus=share(gpus) if gpus else 0,
-            max_restarts=0, max_task_retries=0)  # fmt: skip
+            num_cpus=share(cpus), num_gpus=share(gpus) if gpus else 0, max_restarts=0, max_task_retries=0)
         self._device, self._threads = ("cuda", None) if gpus else ("cpu", 1)
         self._factory_ref = ray.put(self.factory)
         self._actors = [self._spawn() for _ in range(self.workers)]
