@@ -182,11 +182,13 @@ class ScorerPool:
                     raise InputError(f"cannot join the Ray cluster at {self.address}: {exc}{hint}") from None
             self._owns_ray = True
         self._started = True
-        res = ray.cluster_resources()
-        gpus = float(res.get("GPU", 0)) if self.device != "cpu" else 0.0
+        free = ray.available_resources()  # what other jobs on a cluster (or other pools) leave
+        gpus = float(free.get("GPU", 0)) if self.device != "cpu" else 0.0
         if self.device == "cuda" and not gpus:
-            raise InputError("scoring on cuda was asked for, but the Ray cluster has no GPU")
-        cpus = float(res.get("CPU", 1))
+            raise InputError("scoring on cuda was asked for, but the Ray cluster has no free GPU")
+        cpus = float(free.get("CPU", 0))
+        if cpus < 0.01 * self.workers:
+            raise InputError(f"the Ray cluster has no free CPU for {self.workers} scoring workers")
         share = lambda have: min(1.0, have / self.workers)  # noqa: E731  one each when there are enough
         self._remote = ray.remote(ScorerActor).options(
             num_cpus=share(cpus), num_gpus=share(gpus) if gpus else 0, max_restarts=0, max_task_retries=0)
