@@ -69,3 +69,27 @@ def test_a_checkpoint_of_another_batch_size_is_refused(net: Path, data: Any, tmp
     run_case(net, data, tmp_path, case, options={"batch_episodes": 2})
     with pytest.raises(InputError, match="another search"):
         run_case(net, data, tmp_path, case, resume=True)
+
+
+def test_a_batch_scores_each_new_plan_once_and_hands_back_scores_in_episode_order() -> None:
+    """score_many sees every plan not scored before exactly once; repeats come from the memo (worker None)."""
+    from agmc_onnx.rl.env import PruningEnv
+    from agmc_onnx.rl.scoring import Scored
+    from agmc_onnx.rl.search import Search
+
+    sizes = [2, 2]  # few distinct plans: repeats within and across batches
+    env = PruningEnv([0, 1], sizes, lambda k: sum(k.get(i, 2) for i in range(2)), 4, 1.0, 1, 0.5)
+    calls: list[list[tuple[int, ...]]] = []
+
+    def score_many(plans: Any) -> list[Scored]:
+        keys = [tuple(p[g] for g in (0, 1)) for p in plans]
+        calls.append(keys)
+        return [Scored(float(sum(k)), i % 2, 0.1) for i, k in enumerate(keys)]
+
+    result = Search(env, lambda c: -1.0, None, episodes=12, seed=0, batch=4, score_many=score_many).run()
+    scored = [k for batch in calls for k in batch]
+    assert len(scored) == len(set(scored)) and all(len(b) <= 4 for b in calls)
+    assert [e.reward for e in result.curve] == [float(sum(round(r * 2) for r in e.ratios)) for e in result.curve]
+    assert sum(e.worker is not None for e in result.curve) == len(scored) < 12
+    one = Search(env, lambda c: float(sum(c.values())), None, episodes=12, seed=0).run()
+    assert [e.ratios for e in one.curve] == [e.ratios for e in result.curve]  # random search: the same for every K
