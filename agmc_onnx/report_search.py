@@ -11,7 +11,10 @@ from agmc_onnx.rl.search import SearchResult
 
 
 def search_section(result: SearchResult, strategy: str, **facts: Any) -> dict[str, Any]:
-    """The report's `search` entry: strategy, settings, curve, best plan, seconds per episode."""
+    """The report's `search` entry: strategy, settings, curve, best plan, seconds and episodes per second.
+
+    `workers` (a fact) is the scorers' account: how many, where, per-worker scoring time, restarts.
+    """
     seconds = [e.seconds for e in result.curve]
     rewards = [e.reward for e in result.curve]
     final = max(rewards) if rewards else None
@@ -21,6 +24,7 @@ def search_section(result: SearchResult, strategy: str, **facts: Any) -> dict[st
         **facts,
         **result.to_json(),
         "seconds_per_episode": sum(seconds) / len(seconds) if seconds else None,
+        "episodes_per_second": len(seconds) / sum(seconds) if seconds and sum(seconds) > 0 else None,
         "episodes_to_99pct_best": reach,
     }
 

@@ -47,11 +47,18 @@ from agmc_onnx.strategies import REGISTRY, SEARCH_STRATEGIES
               help="With --data: re-estimate BN statistics of every scored candidate and of the written model.")
 @click.option("--reward-images", type=click.IntRange(min=1), default=None,
               help="Size of the reward split (train data; default 2000 on a GPU, 1000 on a CPU).")
+@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Score N candidates at once on N Ray workers (one per GPU, else one per core), N episodes "
+                   "per policy version; needs the ray extra: pip install 'agmc-onnx[cpu,ray]'.")
+@click.option("--ray-address", type=str, default=None,
+              help="Join this Ray cluster for --workers (default: a private Ray on this machine); agmc-onnx must "
+                   "be installed on its nodes.")
 @prune_run_options
 def prune_cmd(model: str, target_flops: str | None, strategy: str | None, plan_path: str | None, output: str | None,
               report: str | None, round_to: str, importance: str, seed: int, data: str | None, episodes: int,
               agent: str, decoder: str, policy: str | None, save_policy: str | None, checkpoint: str | None, resume: bool,
-              bn_recalibrate: bool, reward_images: int | None, **kw: Any) -> None:
+              bn_recalibrate: bool, reward_images: int | None, workers: int, ray_address: str | None,
+              **kw: Any) -> None:
     """Prune MODEL's channels to --target-flops and/or --target-latency / --target-speedup (or as --plan says)."""
     from agmc_onnx.errors import InputError
     from agmc_onnx.workflows.options import PruneOptions
@@ -73,7 +80,7 @@ def prune_cmd(model: str, target_flops: str | None, strategy: str | None, plan_p
         target_latency_ms=kw.pop("target_latency"), target_speedup=kw.pop("target_speedup"),
         latency_batch=kw.pop("latency_batch"), latency_cache=kw.pop("latency_cache"),
         latency_rounds=kw.pop("latency_rounds"), preprocess=preprocess_from(kw), sidecar=kw.pop("sidecar"),
-        gates=gates_from(kw),
+        gates=gates_from(kw), workers=workers, ray_address=ray_address,
     )  # fmt: skip
     request = validate_prune(model, opts)  # every flag, path and input, before torch is imported
     from agmc_onnx.api import run_prune, search_defaults
@@ -85,7 +92,7 @@ def prune_cmd(model: str, target_flops: str | None, strategy: str | None, plan_p
         defaults = search_defaults(None, episodes, reward_images)
         click.echo(defaults.note(), err=True)
         opts.episodes, opts.reward_images = defaults.episodes, defaults.reward_images
-        bar = ProgressBar(defaults.episodes, chosen)
+        bar = ProgressBar(defaults.episodes, chosen, workers)
     warned = _Warnings()
     with bar as progress:
         run = run_prune(model, opts, progress=progress, warn=warned, request=request)
@@ -128,14 +135,18 @@ class _Warnings:
 
 
 class ProgressBar:
-    """A live rich progress bar for the search: episode, reward, best reward, MACs ratio."""
+    """A live rich progress bar for the search: episode, reward, best, MACs, episodes per second, workers' scoring time."""
 
-    def __init__(self, episodes: int, label: str = "search") -> None:
+    def __init__(self, episodes: int, label: str = "search", workers: int = 1) -> None:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
         self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                                  TextColumn("{task.fields[info]}"), TimeElapsedColumn(), transient=False)  # fmt: skip
         self.task = self.progress.add_task(label, total=max(1, episodes), info="")
+        self.workers = workers
+        self.scoring: dict[int, list[float]] = {}  # worker -> [candidates, seconds]
+        self.seen = 0
+        self.wall = 0.0  # the episodes' own seconds (worker start-up excluded)
 
     def __enter__(self) -> ProgressBar:
         self.progress.start()
@@ -146,5 +157,17 @@ class ProgressBar:
 
     def __call__(self, e: Any) -> None:
         """Advance to episode e (an agmc_onnx.rl.search.Episode)."""
-        info = f"reward {e.reward:.4f}  best {e.best:.4f}  MACs {e.macs_ratio:.3f}  {e.seconds:.2f}s/ep"
-        self.progress.update(self.task, completed=e.episode + 1, info=info)
+        self.seen += 1
+        self.wall += e.seconds
+        if getattr(e, "worker", None) is not None:
+            n_s = self.scoring.setdefault(e.worker, [0, 0.0])
+            n_s[0] += 1
+            n_s[1] += e.score_seconds
+        self.progress.update(self.task, completed=e.episode + 1, info=self.info(e))
+
+    def info(self, e: Any) -> str:
+        """Reward, best, MACs, episodes per second, and the workers' mean scoring seconds per candidate."""
+        rate = self.seen / self.wall if self.wall > 0 else 0.0
+        each = "/".join(f"{s / n:.2f}" for _, (n, s) in sorted(self.scoring.items()) if n) or "-"
+        workers = f"{self.workers} worker{'s' if self.workers != 1 else ''}"
+        return f"reward {e.reward:.4f}  best {e.best:.4f}  MACs {e.macs_ratio:.3f}  {rate:.2f} ep/s  {workers} {each} s"

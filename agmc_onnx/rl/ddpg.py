@@ -226,9 +226,14 @@ class DDPG:
         lo, hi = max(self.cfg.a_min, lo), min(1.0, hi)
         return float(lo + (hi - lo) * self.rng.random()) if hi > lo else float(hi)
 
+    def end_episode(self) -> None:
+        """An episode was acted: nothing of it is kept apart from its transitions (PPO keeps its draws)."""
+        return None
+
     # learning -----------------------------------------------------------------------------
-    def observe_episode(self, transitions: list[tuple[int, np.ndarray, float, int, np.ndarray, bool]], reward: float) -> None:
-        """Store an episode's steps, each with the episode's final reward."""
+    def observe_episode(self, transitions: list[tuple[int, np.ndarray, float, int, np.ndarray, bool]], reward: float,
+                        drawn: Any = None) -> None:  # fmt: skip
+        """Store an episode's steps, each with the episode's final reward (`drawn`: end_episode()'s, unused)."""
         for step, dyn, action, nstep, ndyn, done in transitions:
             self.buffer.add(step, dyn, action, reward, nstep, ndyn, done)
         self._keep_elite(transitions, reward)

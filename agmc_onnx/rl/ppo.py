@@ -6,7 +6,9 @@ squashing bias); exploration is its own spread, narrowed by learning against an 
 a noise schedule. PPO is on-policy: random warm-up episodes (if any are asked for) are scored but
 not learned from. Every `episodes_per_update` explored episodes make one update: `epochs` passes of
 the clipped surrogate over all their steps, the advantage of a step being the episode's reward
-minus the value baseline V(state), standardised over the batch.
+minus the value baseline V(state), standardised over the batch. Episodes the search loop acts in a
+batch (K per policy version, for parallel scoring) are handed back with their draws (`end_episode`);
+when K divides `episodes_per_update` the search is the one-at-a-time search exactly.
 
 As in the DDPG agent, the state source (GNN for agmc) trains with the policy: each epoch runs the
 encoder once, the policy loss backpropagates into it, and the value network reads detached states.
@@ -141,10 +143,20 @@ class PPO:
         lo, hi = max(self.cfg.a_min, lo), min(1.0, hi)
         return float(lo + (hi - lo) * self.rng.random()) if hi > lo else float(hi)
 
-    # learning -----------------------------------------------------------------------------
-    def observe_episode(self, transitions: list[tuple[int, np.ndarray, float, int, np.ndarray, bool]], reward: float) -> None:
-        """Keep an explored episode (the policy's own draws) for the next update; others are not on-policy."""
+    def end_episode(self) -> list[tuple[int, np.ndarray, float, float, bool]]:
+        """The episode just acted: its draws (step, dyn, x, log p, free), handed back to observe_episode later."""
         pending, self._pending = self._pending, []
+        return pending
+
+    # learning -----------------------------------------------------------------------------
+    def observe_episode(self, transitions: list[tuple[int, np.ndarray, float, int, np.ndarray, bool]], reward: float,
+                        drawn: list[tuple[int, np.ndarray, float, float, bool]] | None = None) -> None:  # fmt: skip
+        """Keep an explored episode (the policy's own draws) for the next update; others are not on-policy.
+
+        `drawn` is the episode's end_episode() (episodes acted in a batch are observed after it); None: the draws
+        since begin_episode().
+        """
+        pending = self.end_episode() if drawn is None else drawn
         if len(pending) != len(transitions):
             return
         pending = [p for p in pending if p[4]]

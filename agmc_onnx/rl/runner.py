@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ from agmc_onnx.plan import ImportanceCache, Plan, plan_from_counts
 from agmc_onnx.rl.ddpg import DDPG, DDPGConfig
 from agmc_onnx.rl.env import PruningEnv
 from agmc_onnx.rl.ppo import PPO, PPOConfig
+from agmc_onnx.rl.scoring import Scored
 from agmc_onnx.rl.search import Search, SearchResult
 from agmc_onnx.rl.states import DECODERS, HandStates
 
@@ -89,16 +91,26 @@ def run_search(ctx: Any, kind: str) -> tuple[Plan, SearchResult]:
     if kind == "random" and episodes == 0:
         raise InputError("strategy 'random' needs --episodes >= 1")
     cache = ImportanceCache(analysis, ctx.importance)
+    evaluator = ctx.evaluator
+    if callable(getattr(evaluator, "start", None)):  # scorer workers start now: after any latency tables
+        evaluator.start()
 
     def score(counts: dict[int, int]) -> float:
-        return float(ctx.evaluator.score(plan_from_counts(analysis, counts, cache)))
+        return float(evaluator.score(plan_from_counts(analysis, counts, cache)))
 
+    score_many = None
+    if callable(getattr(evaluator, "score_many", None)):
+
+        def score_many(plans: Sequence[Mapping[int, int]]) -> list[Scored]:
+            return evaluator.score_many([plan_from_counts(analysis, dict(c), cache) for c in plans])
+
+    batch = int(opts.get("batch_episodes") or getattr(evaluator, "workers", 1))
     fingerprint = {"strategy": kind, "latency_limit_ms": limit_ms, "episodes_warmup": warmup, "round_to": ctx.round_to,
                    "importance": ctx.importance, "bn": getattr(ctx.evaluator, "bn_recalibrated", None),
                    "decoder": opts.get("decoder", "groups") if kind == "agmc" else None,
                    "agent": opts.get("agent", "ddpg") if agent is not None else None}
     search = Search(env, score, agent, episodes, None if warmup is None else int(warmup), ctx.seed,
-                    opts.get("checkpoint"), fingerprint, opts.get("progress"))
+                    opts.get("checkpoint"), fingerprint, opts.get("progress"), batch, score_many)
     result = search.run(resume=bool(opts.get("resume")))
     if not result.best_counts:
         raise InputError("the search was interrupted before its first episode ended", ctx.path)

@@ -1,10 +1,10 @@
-"""The search loop shared by agmc, amc and random: episodes, rewards, checkpoints, resume, Ctrl-C."""
+"""The search loop shared by agmc, amc and random: batches of episodes, rewards, checkpoints, resume, Ctrl-C."""
 
 from __future__ import annotations
 
 import io
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,6 +17,7 @@ from agmc_onnx.io import write_bytes
 from agmc_onnx.rl.ddpg import DDPG
 from agmc_onnx.rl.env import PruningEnv
 from agmc_onnx.rl.ppo import PPO
+from agmc_onnx.rl.scoring import Scored, ScoreMany
 
 CHECKPOINT = "search.pt"
 # Default random warm-up: a third of the episodes, at most 66. ResNet-56, 300 episodes, agmc: a third (100
@@ -42,6 +43,20 @@ class Episode:
     seconds: float
     best: float
     kind: str  # "random" (warm-up / random search), "explore" (policy + noise) or "greedy"
+    worker: int | None = None  # the scorer that scored the candidate (None: a plan scored before, memoised)
+    score_seconds: float = 0.0  # that scorer's time on it
+
+
+
+@dataclass
+class _Played:
+    """An episode acted but not yet learned from: its plan, its steps and what the agent drew for it."""
+
+    episode: int
+    mode: str
+    counts: dict[int, int]
+    transitions: list[Any]
+    drawn: Any
 
 
 @dataclass
@@ -83,10 +98,18 @@ class Search:
     decaying by `noise_decay` per episode from the end of warm-up, down to `noise_floor`; PPO:
     draws from its Beta policy) and learns after every episode (DDPG: one update per step; PPO:
     once per batch of episodes). `episodes=0` with an agent plays one
-    greedy episode (a loaded policy used zero-shot). Every finished episode is checkpointed in
-    `checkpoint/search.pt` when a directory is given; `run(resume=True)` continues from it and
-    reaches the same result as an uninterrupted run. Ctrl-C stops after the running episode's
-    checkpoint and returns the best plan so far.
+    greedy episode (a loaded policy used zero-shot).
+
+    Episodes run in batches of `batch` (K): the K episodes are acted one after the other with the
+    same policy, each with its own draws (noise, random actions), their K candidates are scored
+    together (`score_many`, e.g. on parallel workers; else one by one), then the agent observes and
+    learns from them in episode order, doing the updates those K episodes pay for. K=1 is the
+    one-episode-at-a-time search exactly (learning reads no noise, so decaying it right after each
+    episode is acted changes nothing). Random search and random warm-up episodes give the same
+    plans for every K. Every finished batch is checkpointed in `checkpoint/search.pt` when a
+    directory is given; `run(resume=True)` continues from it and reaches the same result as an
+    uninterrupted run with the same K. Ctrl-C stops after the running batch's checkpoint (or
+    drops an unfinished batch) and returns the best plan so far.
     """
 
     def __init__(
@@ -100,28 +123,59 @@ class Search:
         checkpoint: str | Path | None = None,
         fingerprint: Mapping[str, Any] | None = None,
         progress: Callable[[Episode], None] | None = None,
+        batch: int = 1,
+        score_many: ScoreMany | None = None,
     ) -> None:
+        if batch < 1:
+            raise InputError(f"episodes per batch must be >= 1, not {batch}")
         self.env = env
         self.score_fn = score
+        self.score_many = score_many
         self.agent = agent
         self.episodes = episodes
         self.warmup = default_warmup(agent, episodes) if warmup is None else warmup
+        self.batch = batch
         self.rng = np.random.default_rng(seed)
         self.checkpoint = Path(checkpoint) if checkpoint else None
         self.fingerprint = dict(fingerprint or {})
         self.fingerprint.update(groups=list(env.group_ids), sizes=list(env.sizes), target=env.target, seed=seed)
+        if batch != 1:  # K=1 checkpoints stay what they were
+            self.fingerprint["batch_episodes"] = batch
         self.progress = progress
         self._cache: dict[tuple[int, ...], float] = {}
 
-    def _score(self, counts: Mapping[int, int]) -> float:
-        """Score a plan, memoised (plans repeat, especially once the policy converges)."""
-        key = tuple(counts[g] for g in self.env.group_ids)
-        if key not in self._cache:
-            self._cache[key] = float(self.score_fn(dict(counts)))
-        return self._cache[key]
+    def _key(self, counts: Mapping[int, int]) -> tuple[int, ...]:
+        return tuple(counts[g] for g in self.env.group_ids)
 
-    def _episode(self, mode: str) -> tuple[dict[int, int], float, list[Any]]:
-        """Play one episode; returns (counts, reward, transitions)."""
+    def _score_batch(self, plans: Sequence[Mapping[int, int]]) -> list[Scored]:
+        """Score every plan not seen before (each distinct one once, together), in the given order; memoised,
+        as plans repeat once the policy converges."""
+        fresh: dict[tuple[int, ...], Mapping[int, int]] = {}
+        for counts in plans:
+            key = self._key(counts)
+            if key not in self._cache:
+                fresh.setdefault(key, counts)
+        done: dict[tuple[int, ...], Scored] = {}
+        if fresh:
+            if self.score_many is not None:
+                scored = self.score_many([dict(c) for c in fresh.values()])
+            else:
+                scored = []
+                for counts in fresh.values():
+                    t0 = time.perf_counter()
+                    reward = float(self.score_fn(dict(counts)))
+                    scored.append(Scored(reward, 0, time.perf_counter() - t0))
+            for key, s in zip(fresh, scored, strict=True):
+                self._cache[key] = float(s.reward)
+                done[key] = s
+        out = []
+        for counts in plans:
+            key = self._key(counts)
+            out.append(done.pop(key, None) or Scored(self._cache[key], None, 0.0))
+        return out
+
+    def _act(self, ep: int, mode: str) -> _Played:
+        """Act one episode (no scoring, no learning); DDPG's noise decays after an explored one."""
         env, agent = self.env, self.agent
         dyn = env.reset()
         if agent is not None:
@@ -139,8 +193,12 @@ class Search:
             count, ndyn, done = env.step(a)
             transitions.append((t, dyn, count / size, min(t + 1, env.steps - 1), ndyn, done))
             dyn = ndyn
-        counts = dict(env.chosen)
-        return counts, self._score(counts), transitions
+        drawn = None
+        if agent is not None:
+            drawn = agent.end_episode()
+            if mode == "explore":
+                agent.decay_noise()
+        return _Played(ep, mode, dict(env.chosen), transitions, drawn)
 
     def run(self, resume: bool = False) -> SearchResult:
         """Run (or continue) the search."""
@@ -150,35 +208,45 @@ class Search:
         if resume:
             start = self._load(result)
         if self.agent is not None and self.episodes == 0 and not result.curve:
-            self._play(result, 0, "greedy")
+            self._play(result, [(0, "greedy")])
             return result
         ep = start
         try:
-            for ep in range(start, self.episodes):
-                mode = "random" if self.agent is None or ep < self.warmup else "explore"
-                self._play(result, ep, mode)
+            while ep < self.episodes:
+                end = min(self.episodes, (ep // self.batch + 1) * self.batch)
+                self._play(result, [(e, self._mode(e)) for e in range(ep, end)])
+                ep = end
         except KeyboardInterrupt:
             result.interrupted = True
         return result
 
-    def _play(self, result: SearchResult, ep: int, mode: str) -> None:
-        """One episode: act, score, learn, record, checkpoint."""
+    def _mode(self, ep: int) -> str:
+        return "random" if self.agent is None or ep < self.warmup else "explore"
+
+    def _play(self, result: SearchResult, batch: list[tuple[int, str]]) -> None:
+        """One batch: act every episode, score the candidates together, learn in episode order, record, checkpoint."""
         t0 = time.perf_counter()
-        counts, reward, transitions = self._episode(mode)
+        played = [self._act(ep, mode) for ep, mode in batch]
+        scored = self._score_batch([p.counts for p in played])
         agent = self.agent
-        if agent is not None and mode != "greedy":
-            agent.observe_episode(transitions, reward)
-            if mode == "explore":
-                agent.learn(len(transitions) * agent.cfg.updates_per_step)
-                agent.decay_noise()
-        if reward > result.best_reward:
-            result.best_reward, result.best_counts, result.best_episode = reward, counts, ep
-        ratios = [counts[g] / s for g, s in zip(self.env.group_ids, self.env.sizes, strict=True)]
-        rec = Episode(ep, reward, self.env.macs(counts) / self.env.total, ratios, time.perf_counter() - t0, result.best_reward, mode)
-        result.curve.append(rec)
-        self._save(result, ep + 1)
+        for p, s in zip(played, scored, strict=True):
+            if agent is not None and p.mode != "greedy":
+                agent.observe_episode(p.transitions, s.reward, p.drawn)
+                if p.mode == "explore":
+                    agent.learn(len(p.transitions) * agent.cfg.updates_per_step)
+        seconds = (time.perf_counter() - t0) / len(played)
+        records = []
+        for p, s in zip(played, scored, strict=True):
+            if s.reward > result.best_reward:
+                result.best_reward, result.best_counts, result.best_episode = s.reward, p.counts, p.episode
+            ratios = [p.counts[g] / size for g, size in zip(self.env.group_ids, self.env.sizes, strict=True)]
+            records.append(Episode(p.episode, s.reward, self.env.macs(p.counts) / self.env.total, ratios, seconds,
+                                   result.best_reward, p.mode, s.worker, s.seconds))  # fmt: skip
+        result.curve.extend(records)
+        self._save(result, played[-1].episode + 1)
         if self.progress:
-            self.progress(rec)
+            for rec in records:
+                self.progress(rec)
 
     def _save(self, result: SearchResult, next_episode: int) -> None:
         """Write the checkpoint atomically (tmp file + rename)."""
@@ -205,7 +273,8 @@ class Search:
         path = self.checkpoint / CHECKPOINT
         state = read_checkpoint(path)
         if state["fingerprint"] != self.fingerprint:
-            raise InputError("the checkpoint belongs to another search (model, target, seed or strategy differ)", self.checkpoint)
+            raise InputError("the checkpoint belongs to another search (model, target, seed, strategy or episodes "
+                             "per batch, i.e. --workers, differ)", self.checkpoint)  # fmt: skip
         try:
             if self.agent is not None and state["agent"] is not None:
                 self.agent.load_state_dict(state["agent"])

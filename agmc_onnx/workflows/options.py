@@ -49,6 +49,8 @@ class PruneOptions:
     command: str | None = None
     preprocess: dict[str, Any] = field(default_factory=dict)  # --scale/--mean/--std/--layout/--resize (None: unset)
     sidecar: PathLike | None = None  # a preprocessing sidecar other than the one beside the model
+    workers: int = 1  # Ray scorer workers for a search (> 1 needs the ray extra)
+    ray_address: str | None = None  # a Ray cluster to join (None: a private Ray on this machine)
 
     def chosen_strategy(self) -> str:
         """The strategy the run uses."""

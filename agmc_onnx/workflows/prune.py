@@ -58,7 +58,8 @@ def _plan_and_cut(model: PathLike, opts: PruneOptions, ctx: RunContext, strategy
         importance=opts.importance, checkpoint=opts.checkpoint or Path(str(out) + ".search"), resume=opts.resume,
         policy=opts.policy, save_policy=opts.save_policy, bn_recalibrate=opts.bn_recalibrate,
         reward_images=opts.reward_images, agent=opts.agent, decoder=opts.decoder, progress=progress,
-        latency=opts.latency(), plan=opts.plan, threads=ctx.threads, warn=warn,
+        latency=opts.latency(), plan=opts.plan, threads=ctx.threads, warn=warn, workers=opts.workers,
+        ray_address=opts.ray_address,
     )  # fmt: skip
     return searched.prune, searched.report
 

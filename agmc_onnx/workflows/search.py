@@ -8,8 +8,11 @@
 from __future__ import annotations
 
 import os
+import socket
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +25,7 @@ from agmc_onnx.devices import device_default
 from agmc_onnx.evaluate import Evaluator, evaluate_onnx
 from agmc_onnx.model import load as load_model
 from agmc_onnx.rl.search import Episode, SearchResult
+from agmc_onnx.rl.workers import ScorerPool, WorkerStats, require_ray
 from agmc_onnx.workflows.context import RunContext, SearchData, build_context, low_accuracy_warning
 from agmc_onnx.workflows.engine import PruneResult, prune_model
 
@@ -79,6 +83,12 @@ def search_defaults(device: str | None = None, episodes: int | None = None, rewa
     )
 
 
+def in_process_workers(evaluator: Evaluator) -> dict[str, Any]:
+    """The report's `workers` entry of a search scored in this process (ScorerPool.summary's shape)."""
+    stats = WorkerStats(0, socket.gethostname(), os.getpid(), str(evaluator.device), evaluator.calls, evaluator.seconds)
+    return {"count": 1, "ray_address": None, "restarts": 0, "per_worker": [stats.to_json()]}
+
+
 @dataclass
 class SearchPruneResult:
     """What search_prune returns: the engine's PruneResult and the search's curve."""
@@ -119,6 +129,8 @@ def search_prune(
     plan: Any = None,
     options: dict[str, Any] | None = None,
     latency: dict[str, Any] | None = None,
+    workers: int = 1,
+    ray_address: str | None = None,
 ) -> SearchPruneResult:
     """Plan with `strategy` (searches score on a reward split of `data`), prune, re-calibrate BN, report.
 
@@ -127,6 +139,9 @@ def search_prune(
     uniform and l1-global included). Episode and image counts default by device (`search_defaults`).
     `latency` holds prune_model's latency-budget keywords (target_latency_ms, target_speedup,
     latency_batch, provider, threads, latency_cache, latency_model); `target_flops` may then be None.
+    `workers` > 1 (or a `ray_address`) scores candidates on that many Ray workers (agmc_onnx.rl.workers;
+    the `ray` extra), `workers` episodes per batch (options["batch_episodes"] to choose another K);
+    latency tables are measured before the workers start.
     """
     from dataclasses import replace
 
@@ -134,6 +149,9 @@ def search_prune(
     from agmc_onnx.report_search import plot_search, search_section
     from agmc_onnx.strategies import SEARCH_STRATEGIES
 
+    parallel = strategy in SEARCH_STRATEGIES and (workers > 1 or ray_address is not None)
+    if parallel:
+        require_ray(workers)  # before any work: exit 2 naming the extra
     d = search_defaults(device, episodes, reward_images, calib_images)
     ctx = data if isinstance(data, RunContext) else None
     analysis = analyze(ctx.model if ctx is not None else load_model(model))
@@ -148,8 +166,13 @@ def search_prune(
     if warning and warn is not None:
         warn(warning)
     searching = strategy in SEARCH_STRATEGIES
-    evaluator = None
-    if searching:
+    evaluator: Any = None
+    if parallel:  # each worker builds the same Evaluator on its own device (one CPU thread each)
+        factory = partial(Evaluator, analysis, sd.reward, sd.calibration, bn_recalibrate=bn_recalibrate,
+                          calib_images=d.calib_images)  # fmt: skip
+        evaluator = ScorerPool(factory, workers, ray_address, device)
+        calib, batch = np.asarray(sd.calibration.x, np.float32)[: d.calib_images], 256
+    elif searching:
         evaluator = Evaluator(analysis, sd.reward, sd.calibration, bn_recalibrate=bn_recalibrate,
                               calib_images=d.calib_images, device=d.device, threads=threads)  # fmt: skip
         calib, batch = evaluator.calib, evaluator.batch_size
@@ -165,9 +188,10 @@ def search_prune(
     })  # fmt: skip
     if warmup is not None:
         opts["warmup"] = warmup
-    result = prune_model(model, target_flops, strategy, plan=plan, round_to=round_to, importance=importance,
-                         seed=seed, evaluator=evaluator, options=opts, analysis=analysis,
-                         **(latency or {}))  # fmt: skip
+    with evaluator if parallel else nullcontext():  # the workers stop when the plan is cut
+        result = prune_model(model, target_flops, strategy, plan=plan, round_to=round_to, importance=importance,
+                             seed=seed, evaluator=evaluator, options=opts, analysis=analysis,
+                             **(latency or {}))  # fmt: skip
     proto = result.proto
     bn_written = bool(bn_recalibrate and bn_nodes(proto))
     if bn_written:  # the same images, batches and procedure as the evaluator's re-calibration
@@ -193,11 +217,12 @@ def search_prune(
     written_png = None
     if search is not None and evaluator is not None:
         facts = {"bn_recalibrated": evaluator.bn_recalibrated, "reward_images": len(sd.reward),
-                 "calibration_images": len(evaluator.calib), "evaluator_mode": evaluator.mode, "seed": seed,
+                 "calibration_images": len(calib), "evaluator_mode": evaluator.mode, "seed": seed,
                  "device": d.device, "threads": evaluator.threads, "defaults_note": d.note(),
                  "scoring_seconds": evaluator.seconds, "scored_candidates": evaluator.calls,
                  "agent": agent if strategy != "random" else None,
-                 "decoder": decoder if strategy == "agmc" else None}  # fmt: skip
+                 "decoder": decoder if strategy == "agmc" else None,
+                 "workers": evaluator.summary() if parallel else in_process_workers(evaluator)}  # fmt: skip
         rep["search"] = search_section(search, strategy, **facts)
         png_path = png if png is not None else Path(report).with_suffix(".png") if report is not None else None
         if png_path is not None:

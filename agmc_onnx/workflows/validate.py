@@ -100,6 +100,10 @@ def validate_prune(model: PathLike, opts: PruneOptions) -> PruneRequest:
     bench = opts.bench or by_latency
     _prune_rules(opts, strategy, bench)
     searching = strategy in SEARCH_STRATEGIES
+    if searching and opts.data is not None and (opts.workers > 1 or opts.ray_address):
+        from agmc_onnx.rl.workers import require_ray
+
+        require_ray(opts.workers)  # the ray extra, named, before the data is read
     out = Path(opts.output or default_output(model))
     report = Path(opts.report) if opts.report else out.with_name(out.name.removesuffix(".onnx") + ".report.json")
     files = [Output("-o", out), Output("--report", report), Output("--report's markdown", markdown_path(report))]
