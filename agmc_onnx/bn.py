@@ -16,6 +16,7 @@ import onnx
 import torch
 from torch import Tensor, nn
 
+from agmc_onnx.data import fixed_batch
 from agmc_onnx.devices import device_default
 from converters import to_torch
 
@@ -85,6 +86,7 @@ def recalibrated_onnx(proto: onnx.ModelProto, images: Any, batch_size: int = 256
     `images`: a dataset (every model input), a tensor/array, or one per model input."""
     if not bn_nodes(proto):
         return proto
+    batch_size = fixed_batch(proto) or batch_size
     dev = torch.device(device) if device else device_default()
     module = to_torch(proto, trainable=False).to(dev).eval()
     raw = getattr(images, "inputs", None) or getattr(images, "x", images)

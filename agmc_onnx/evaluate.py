@@ -26,6 +26,7 @@ import torch
 from torch import Tensor, nn
 
 from agmc_onnx.bn import bn_modules, recalibrate_bn
+from agmc_onnx.data import fixed_batch
 from agmc_onnx.devices import default_threads, device_default
 from agmc_onnx.errors import AgmcError, InputError
 from agmc_onnx.fidelity import Fidelity
@@ -105,7 +106,7 @@ class Evaluator:
         self.reward_kind = reward_kind
         self.device = torch.device(device) if device else device_default()
         self.threads = threads if threads or self.device.type != "cpu" else default_threads()
-        self.batch_size = batch_size
+        self.batch_size = fixed_batch(analysis.model.proto) or batch_size  # a static export: one at a time
         self.inputs = tuple(torch.as_tensor(a, device=self.device) for a in as_inputs(reward))
         self.x = self.inputs[0]
         y = getattr(reward, "y", None)
@@ -195,7 +196,8 @@ class Evaluator:
         from agmc_onnx.surgery import prune
 
         plan = plan_from_ratios(self.analysis, {g.id: 0.5 for g in self.analysis.prunable_groups()}, round_to=1)
-        xs = [t[:4] for t in (self.calib_inputs if len(self.calib) else self.inputs)]
+        n = 1 if self.batch_size == 1 else 4
+        xs = [t[:n] for t in (self.calib_inputs if len(self.calib) else self.inputs)]
         reference = to_torch(prune(self.analysis, plan, check=False), trainable=False).to(self.device).eval()
         module = self._sliced(plan, slots)
         with torch.inference_mode():

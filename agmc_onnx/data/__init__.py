@@ -12,7 +12,7 @@ input. The search scores candidates on `reward_split(train)` (dataset.py: a seed
 class-balanced when labelled); the test split is for final reports only.
 """
 
-from agmc_onnx.data.arrays import InputInfo, model_inputs
+from agmc_onnx.data.arrays import InputInfo, fixed_batch, model_inputs
 from agmc_onnx.data.dataset import Dataset, Split, batches, reward_split
 from agmc_onnx.data.folder import IMAGE_EXTENSIONS
 from agmc_onnx.data.idx import FASHION_MNIST_CLASSES, read_idx
@@ -42,7 +42,7 @@ from agmc_onnx.data.preprocess import (
 from agmc_onnx.data.raw import PathLike
 
 __all__ = [
-    "CHANNEL_ORDERS", "ULTRALYTICS_SOURCE", "InputInfo", "model_inputs", "ultralytics_preprocess", "FASHION_MNIST_CLASSES", "IMAGE_EXTENSIONS", "LAYOUTS", "METADATA_KEY", "RESIZE_MODES", "SHIPPED_FASHION_MNIST", "SIDECAR_KEYS",
+    "CHANNEL_ORDERS", "ULTRALYTICS_SOURCE", "InputInfo", "fixed_batch", "model_inputs", "ultralytics_preprocess", "FASHION_MNIST_CLASSES", "IMAGE_EXTENSIONS", "LAYOUTS", "METADATA_KEY", "RESIZE_MODES", "SHIPPED_FASHION_MNIST", "SIDECAR_KEYS",
     "SPLITS", "SYSTEM_FASHION_MNIST", "Dataset", "PathLike", "Preprocess", "Split", "batches", "detect_format",
     "fashion_mnist_dir", "find_sidecar", "input_spec", "load_dataset", "load_sidecar", "read_idx",
     "recorded_preprocess", "reward_split", "sidecar_path",

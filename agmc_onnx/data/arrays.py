@@ -45,6 +45,19 @@ def model_inputs(proto: Any) -> list[InputInfo]:
     return out
 
 
+def fixed_batch(proto: Any) -> int | None:
+    """The batch size the model's first input fixes (static exports, e.g. Ultralytics' default: 1), None when free.
+    Only 1 is supported: every run then feeds one example at a time."""
+    from agmc_onnx.errors import InputError
+
+    first = next(iter(model_inputs(proto)), None)
+    batch = first.shape[0] if first is not None and first.shape else None
+    if batch is not None and batch != 1:
+        raise InputError(f"the model's input {first.name!r} fixes the batch size to {batch}; export it with a dynamic "
+                         "batch (or batch 1)")
+    return batch
+
+
 @dataclass
 class Arrays:
     """What an unlabelled array file holds for a split: input tensors (one per model input) or raw images."""

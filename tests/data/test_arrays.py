@@ -91,3 +91,14 @@ def test_unnamed_array_bad_data(tmp_path: Path, save, match: str) -> None:  # no
     with pytest.raises(InputError, match=match) as info:
         load_dataset(path, labels=False, inputs=inputs)
     assert path.name in str(info.value) and "\n" not in str(info.value)
+
+
+def test_fixed_batch(tmp_path: Path) -> None:
+    """A static export's batch of 1 is honoured (fed one at a time); a free batch is None; other sizes refused."""
+    from agmc_onnx.data import fixed_batch
+    from tests.data.writers import tiny_model
+
+    assert fixed_batch(onnx.load(str(tiny_model(tmp_path / "a.onnx", [1, 3, 8, 8])))) == 1
+    assert fixed_batch(onnx.load(str(tiny_model(tmp_path / "b.onnx", ["N", 3, 8, 8])))) is None
+    with pytest.raises(InputError, match="fixes the batch size to 4"):
+        fixed_batch(onnx.load(str(tiny_model(tmp_path / "c.onnx", [4, 3, 8, 8]))))
