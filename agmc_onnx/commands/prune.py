@@ -30,7 +30,12 @@ from agmc_onnx.strategies import REGISTRY, SEARCH_STRATEGIES
 @click.option("--importance", type=click.Choice(["l1", "l2", "bn"]), default="l1", show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--data", type=click.Path(exists=True), default=None,
-              help="Labelled data (train [+ test]) for search strategies: reward split, BN calibration, report.")
+              help="Data for search strategies (reward split, BN calibration, report): labelled (IDX, CIFAR, class "
+                   "folders, .npz x/y) or not (a flat folder of images or video frames, an .npy/.npz of images or "
+                   "of input tensors by input name).")
+@click.option("--reward", type=click.Choice(["accuracy", "fidelity"]), default=None,
+              help="Search reward: top-1 accuracy on the labels, or fidelity to the original's outputs (every "
+                   "output; no labels needed). Default: accuracy with labels, fidelity without.")
 @click.option("--episodes", type=int, default=None,
               help="Search episodes (agmc, amc, random; default 300 on a GPU, 100 on a CPU).")
 @click.option("--agent", type=click.Choice(["ddpg", "ppo"]), default="ddpg", show_default=True,
@@ -51,7 +56,7 @@ from agmc_onnx.strategies import REGISTRY, SEARCH_STRATEGIES
 def prune_cmd(model: str, target_flops: str | None, strategy: str | None, plan_path: str | None, output: str | None,
               report: str | None, round_to: str, importance: str, seed: int, data: str | None, episodes: int,
               agent: str, decoder: str, policy: str | None, save_policy: str | None, checkpoint: str | None, resume: bool,
-              bn_recalibrate: bool, reward_images: int | None, **kw: Any) -> None:
+              bn_recalibrate: bool, reward_images: int | None, reward: str | None, **kw: Any) -> None:
     """Prune MODEL's channels to --target-flops and/or --target-latency / --target-speedup (or as --plan says)."""
     from agmc_onnx.api import PruneOptions, run_prune, search_defaults
     from agmc_onnx.commands.bench import parse_batches
@@ -73,7 +78,7 @@ def prune_cmd(model: str, target_flops: str | None, strategy: str | None, plan_p
         target_latency_ms=kw.pop("target_latency"), target_speedup=kw.pop("target_speedup"),
         latency_batch=kw.pop("latency_batch"), latency_cache=kw.pop("latency_cache"),
         latency_rounds=kw.pop("latency_rounds"), preprocess=preprocess_from(kw), sidecar=kw.pop("sidecar"),
-        gates=gates_from(kw),
+        gates=gates_from(kw), reward=reward, augment=kw.pop("augment"),
     )  # fmt: skip
     chosen = opts.chosen_strategy()
     searching = chosen in SEARCH_STRATEGIES and data is not None
@@ -84,7 +89,7 @@ def prune_cmd(model: str, target_flops: str | None, strategy: str | None, plan_p
         opts.episodes, opts.reward_images = defaults.episodes, defaults.reward_images
         bar = ProgressBar(defaults.episodes, chosen)
     with bar as progress:
-        run = run_prune(model, opts, progress=progress, warn=_warn)
+        run = run_prune(model, opts, progress=progress, warn=_warn, note=_note)
     rep = run.report
     console = Console(width=120)
     table = Table(title=f"{model} -> {run.output} ({run.strategy})")
@@ -98,6 +103,10 @@ def prune_cmd(model: str, target_flops: str | None, strategy: str | None, plan_p
             label = f"{split.replace('_', '-')} accuracy ({acc['images']} images)"
             table.add_row(label, f"{100 * acc['original']:.2f}%", f"{100 * acc['pruned']:.2f}%",
                           f"{100 * (acc['pruned'] - acc['original']):+.2f} pts")  # fmt: skip
+    for split, fid in (rep.get("fidelity") or {}).items():
+        if fid:
+            label = f"{split.replace('_', '-')} fidelity ({fid['images']} inputs)"
+            table.add_row(label, "100.00%", f"{100 * fid['pruned']:.2f}%", f"{100 * (fid['pruned'] - 1):+.2f} pts")
     console.print(table)
     pruned = sum(1 for g in rep["groups"] if g["kept_count"] < g["size"])
     steps = sorted({g["round_step"] for g in rep["groups"] if g.get("round_step")})
@@ -114,6 +123,11 @@ def prune_cmd(model: str, target_flops: str | None, strategy: str | None, plan_p
 def _warn(message: str) -> None:
     """A warning on stderr as it happens."""
     click.echo(f"agmc-onnx: warning: {message}", err=True)
+
+
+def _note(message: str) -> None:
+    """What the run decided for the user, on stderr as it happens."""
+    click.echo(f"agmc-onnx: note: {message}", err=True)
 
 
 class ProgressBar:

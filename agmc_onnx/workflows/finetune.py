@@ -8,7 +8,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from agmc_onnx.evaluate import evaluate_onnx
+from agmc_onnx.errors import InputError
+from agmc_onnx.evaluate import evaluate_onnx, fidelity_onnx, reference_fidelity
 from agmc_onnx.finetune import FinetuneConfig, FinetuneResult, finetune
 from agmc_onnx.workflows.context import build_context, self_check
 
@@ -54,11 +55,16 @@ def run_finetune(
     preprocess: dict[str, Any] | None = None,
     sidecar: str | Path | None = None,
     warn: Callable[[str], None] | None = None,
+    note: Callable[[str], None] | None = None,
+    output_kinds: dict[str, str] | None = None,
+    output_weights: dict[str, float] | None = None,
 ) -> FinetuneRun:
     """Fine-tune, write the model, measure accuracy (ORT) and latency, write the JSON + markdown report.
 
     The data is read with the model's own preprocessing (flags > sidecar > what the file records),
-    so a file written by `prune` is fine-tuned on the inputs it was pruned with."""
+    so a file written by `prune` is fine-tuned on the inputs it was pruned with. Data without labels is
+    distilled from the original (`distill`, else `original`); the report gives every model's fidelity to
+    that original on the test split (held out from the data when it has none), before and after."""
     from agmc_onnx import bench, report
     from agmc_onnx.io import check_output_path, write_model
 
@@ -66,10 +72,20 @@ def run_finetune(
     json_path = Path(report_path) if report_path else output.with_name(output.name.removesuffix(".onnx") + ".report.json")
     check_output_path(json_path, model)
     ctx = build_context(model, data_dir, need_test=True, seed=seed, sidecar=sidecar, flags=preprocess)
+    for line in ctx.notes:
+        if note is not None:
+            note(line)
     (train, held), test = ctx.finetune_data(held_out), ctx.test
-    start = evaluate_onnx(ctx.model.source, test)
+    assert test is not None  # need_test
     baseline = original or distill
-    base_acc = evaluate_onnx(baseline, test) if baseline is not None else None
+    teacher = distill if distill is not None or ctx.labelled else original
+    if not ctx.labelled and teacher is None:
+        raise InputError("the data has no labels: fine-tuning distils from the original model; give it with "
+                         "--distill ORIGINAL.onnx", data_dir)  # fmt: skip
+    labelled = test.labelled
+    start = evaluate_onnx(ctx.model.source, test) if labelled else None
+    base_acc = evaluate_onnx(baseline, test) if baseline is not None and labelled else None
+    reference = reference_fidelity(baseline, test, output_kinds, output_weights) if baseline is not None else None
     # a pruned input may score low for good reason: the unpruned baseline is what tells a wrong preprocessing
     low = ctx.low_accuracy_warning(base_acc, "test split (the --original/--distill model)") if base_acc is not None else None
     if low and warn is not None:
@@ -78,13 +94,18 @@ def run_finetune(
         epochs=epochs, batch_size=batch_size, optimizer=optimizer, lr=lr, weight_decay=weight_decay,
         augment=augment, flip=flip, distill_alpha=distill_alpha, device=device, seed=seed,
     )  # fmt: skip
-    result = finetune(ctx.model.source, train, held, cfg, teacher=distill, test=test, progress=progress)
+    result = finetune(ctx.model.source, train, held, cfg, teacher=teacher, test=test, progress=progress,
+                      output_kinds=output_kinds, output_weights=output_weights)  # fmt: skip
     proto = ctx.describe(result.proto)
     stages: dict[str, dict[str, Any]] = {}
     if baseline is not None:
         stages["original"] = report.model_facts(baseline, base_acc)
     stages["pruned"] = report.model_facts(model, start)
     stages["finetuned"] = report.model_facts(proto, result.test_accuracy_onnx)
+    if reference is not None:
+        stages["original"]["fidelity"] = 1.0
+        stages["pruned"]["fidelity"] = fidelity_onnx(ctx.model.source, test, reference)
+        stages["finetuned"]["fidelity"] = fidelity_onnx(proto, test, reference)
     stages["finetuned"]["path"] = str(output)
     latency = None
     if do_bench:
@@ -92,13 +113,14 @@ def run_finetune(
         labels = (["original"] if baseline is not None else []) + ["finetuned"]
         latency = bench.bench(models, list(bench_batches), provider=provider, threads=threads, repeats=bench_repeats,
                               labels=labels).to_json()  # fmt: skip
-    extra = {"finetune": {**result.summary(), "config": asdict(cfg)}}
+    loss = "cross-entropy" + (" + distillation" if teacher else "") if ctx.labelled else "distillation (no labels)"
+    extra = {"finetune": {**result.summary(), "config": asdict(cfg), "loss": loss}, "notes": list(ctx.notes)}
     rep = report.build("finetune", stages, latency=latency, gates=gates, command=command, extra=extra)
     rep["warnings"] = ([low] if low else []) + report.latency_warnings(rep, proto, provider, threads)
     written = write_model(proto, output, model)
     sidecar_out = None
     try:
-        self_check(written, test, result.test_accuracy_onnx)
+        self_check(written, test, result.test_accuracy_onnx, reference, stages["finetuned"].get("fidelity"))
         sidecar_out = ctx.write_sidecar(written)
         jp, mp = report.write(rep, json_path)
     except BaseException:

@@ -61,6 +61,10 @@ class PruneOptions:
     command: str | None = None
     preprocess: dict[str, Any] = field(default_factory=dict)  # --scale/--mean/--std/--layout/--resize (None: unset)
     sidecar: PathLike | None = None  # a preprocessing sidecar other than the one beside the model
+    reward: str | None = None  # "accuracy" | "fidelity"; None: accuracy with labels, fidelity without
+    augment: bool = True  # fine-tuning augmentations (image inputs only)
+    output_kinds: dict[str, str] | None = None  # fidelity / distillation form per graph output (default inferred)
+    output_weights: dict[str, float] | None = None  # weight per graph output (default equal)
 
     def chosen_strategy(self) -> str:
         """The strategy the run uses."""
@@ -109,29 +113,35 @@ def _plan_and_cut(model: PathLike, opts: PruneOptions, ctx: RunContext, strategy
         importance=opts.importance, checkpoint=opts.checkpoint or Path(str(out) + ".search"), resume=opts.resume,
         policy=opts.policy, save_policy=opts.save_policy, bn_recalibrate=opts.bn_recalibrate,
         reward_images=opts.reward_images, agent=opts.agent, decoder=opts.decoder, progress=progress,
-        latency=opts.latency(), plan=opts.plan, threads=ctx.threads, warn=warn,
+        latency=opts.latency(), plan=opts.plan, threads=ctx.threads, warn=warn, reward=opts.reward,
+        output_kinds=opts.output_kinds, output_weights=opts.output_weights,
     )  # fmt: skip
     return searched.prune, searched.report
 
 
 def _finetune(ctx: RunContext, proto: onnx.ModelProto, opts: PruneOptions, progress: bool) -> tuple[Any, dict[str, Any]]:
-    """Fine-tune the pruned model on the run's training data (distilling from the original with `distill`)."""
+    """Fine-tune the pruned model on the run's training data: with labels (distilling from the original too with
+    `distill`), without labels by distillation from the original alone."""
     from agmc_onnx.finetune import FinetuneConfig, finetune
 
     train, held = ctx.finetune_data()
-    cfg = FinetuneConfig(epochs=opts.finetune_epochs, seed=opts.seed)
-    res = finetune(proto, train, held, cfg, teacher=str(ctx.path) if opts.distill else None, test=ctx.test,
-                   progress=progress)  # fmt: skip
-    return res, {"finetune": {**res.summary(), "config": asdict(cfg)}}
+    cfg = FinetuneConfig(epochs=opts.finetune_epochs, seed=opts.seed, augment=opts.augment)
+    teacher = str(ctx.path) if opts.distill or not ctx.labelled else None
+    res = finetune(proto, train, held, cfg, teacher=teacher, test=ctx.test, progress=progress,
+                   output_kinds=opts.output_kinds, output_weights=opts.output_weights)  # fmt: skip
+    mode = "cross-entropy" + (" + distillation" if teacher else "") if ctx.labelled else "distillation (no labels)"
+    return res, {"finetune": {**res.summary(), "config": asdict(cfg), "loss": mode}}
 
 
 def run_prune(model: PathLike, opts: PruneOptions, progress: Callable[..., None] | None = None,
-              finetune_progress: bool = True, warn: Callable[[str], None] | None = None) -> PruneRun:  # fmt: skip
+              finetune_progress: bool = True, warn: Callable[[str], None] | None = None,
+              note: Callable[[str], None] | None = None) -> PruneRun:  # fmt: skip
     """Plan, cut, re-calibrate, fine-tune, measure; write the model (recording the run's preprocessing, with a
     sidecar beside it when the input had one) and the report; evaluate the gates. `warn` hears warnings
-    that matter before the work is done (a near-chance original: wrong preprocessing)."""
+    that matter before the work is done (a near-chance original: wrong preprocessing); `note` hears what the
+    run decided for the user (preprocessing read from an exporter's metadata, inputs held out)."""
     from agmc_onnx import bench, report
-    from agmc_onnx.evaluate import evaluate_onnx
+    from agmc_onnx.evaluate import evaluate_onnx, fidelity_onnx, reference_fidelity
     from agmc_onnx.io import check_output_path, write_model
 
     strategy = opts.chosen_strategy()
@@ -141,19 +151,30 @@ def run_prune(model: PathLike, opts: PruneOptions, progress: Callable[..., None]
     if opts.finetune_epochs and opts.data is None:
         raise InputError("--finetune-epochs needs --data (training images)")
     ctx = build_context(model, opts.data, seed=opts.seed, sidecar=opts.sidecar, flags=opts.preprocess)
+    for line in ctx.notes:
+        if note is not None:
+            note(line)
     result, prune_report = _plan_and_cut(model, opts, ctx, strategy, progress, warn, json_path)
     proto = result.proto
     stages: dict[str, dict[str, Any]] = {}
     extra: dict[str, Any] = {}
     test = ctx.test
     original = str(model)
-    stages["original"] = report.model_facts(original, None if test is None else evaluate_onnx(original, test))
-    stages["pruned"] = report.model_facts(proto, None if test is None else evaluate_onnx(proto, test))
+    labelled = test is not None and test.labelled
+    reference = None if test is None else reference_fidelity(original, test, opts.output_kinds, opts.output_weights)
+
+    def facts(m: Any, accuracy: float | None = None, fidelity: float | None = None) -> dict[str, Any]:
+        out = report.model_facts(m, accuracy if accuracy is not None or not labelled else evaluate_onnx(m, test))
+        out["fidelity"] = fidelity if fidelity is not None or reference is None else fidelity_onnx(m, test, reference)
+        return out
+
+    stages["original"] = facts(original, fidelity=1.0 if reference is not None else None)
+    stages["pruned"] = facts(proto)
     final = "pruned"
     if opts.finetune_epochs:
         res, extra = _finetune(ctx, proto, opts, finetune_progress)
         proto, final = res.proto, "finetuned"
-        stages["finetuned"] = report.model_facts(proto, res.test_accuracy_onnx)
+        stages["finetuned"] = facts(proto, res.test_accuracy_onnx)
     latency = None
     batches = list(opts.bench_batches)
     budget = prune_report.get("latency_budget")
@@ -176,12 +197,13 @@ def run_prune(model: PathLike, opts: PruneOptions, progress: Callable[..., None]
                 f"the latency budget was met on the predictor ({merged['latency_budget']['predicted_ms']:.3f} ms) "
                 f"but not when measured: {got['pruned_ms']:.3f} ms, {got['speedup']:.2f}x vs the original")
     merged["output"] = str(out)
+    merged["notes"] = list(ctx.notes)
     stages[final]["path"] = str(out)
     written = write_model(ctx.describe(proto), out, model)
     sidecar = None
     try:
         if test is not None:
-            self_check(written, test, stages[final].get("accuracy"))
+            self_check(written, test, stages[final].get("accuracy"), reference, stages[final].get("fidelity"))
         sidecar = ctx.write_sidecar(written)
         report.write(merged, json_path)
     except BaseException:

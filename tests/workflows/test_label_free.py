@@ -1,6 +1,6 @@
 """Pruning and recovery without labels (issue 16), end to end through the CLI with default flags: the shipped
-ResNet-20 with its labels withheld (an .npz of images only), and a detector-like model with two dense outputs
-beside its logits (fixtures/multi_output.py) fed a flat folder of images. The written file meets the target,
+ResNet-20 with its labels withheld (an .npz of images only), and a detector-like model with a dense feature map
+and an embedding beside its logits (fixtures/multi_output.py) fed a flat folder of images. The written file meets the target,
 distillation raises its fidelity above pruning alone, and the searched plan recovers better than the uniform
 plan given the same recovery; `finetune` distils a pruned file without labels too."""
 
@@ -21,7 +21,7 @@ from fixtures.multi_output import with_dense_outputs
 
 ROOT = Path(__file__).resolve().parents[2]
 RESNET20 = ROOT / "fixtures" / "models" / "resnet20.onnx"
-COMMON = ["--target-flops", "0.5", "--reward-images", "200", "--finetune-epochs", "1", "--no-bench", "--threads", "1"]
+COMMON = ["--target-flops", "0.5", "--reward-images", "128", "--finetune-epochs", "1", "--no-bench", "--threads", "1"]
 
 
 def _images(n_train: int, n_test: int) -> tuple[np.ndarray, np.ndarray]:
@@ -40,12 +40,12 @@ def _prune(model: Path, data: Path, out: Path, *extra: str) -> dict:
 
 @pytest.fixture(scope="module")
 def withheld(tmp_path_factory: pytest.TempPathFactory) -> dict:
-    """ResNet-20 pruned with default flags on images only (agmc, 10 episodes), and the uniform plan, each
+    """ResNet-20 pruned with default flags on images only (agmc, 8 episodes), and the uniform plan, each
     recovered by one epoch of distillation."""
     tmp = tmp_path_factory.mktemp("labelfree")
-    x_train, x_test = _images(1500, 300)
+    x_train, x_test = _images(1000, 200)
     np.savez(tmp / "images.npz", x_train=x_train, x_test=x_test)  # labels withheld
-    agmc = _prune(RESNET20, tmp / "images.npz", tmp / "agmc.onnx", "--episodes", "10")
+    agmc = _prune(RESNET20, tmp / "images.npz", tmp / "agmc.onnx", "--episodes", "8")
     uniform = _prune(RESNET20, tmp / "images.npz", tmp / "uniform.onnx", "--strategy", "uniform")
     return {"tmp": tmp, "agmc": agmc, "uniform": uniform}
 
@@ -98,17 +98,18 @@ def test_gates_and_reward_without_labels(withheld: dict) -> None:
 
 
 def test_detector_like_outputs_from_a_flat_folder(withheld: dict, tmp_path: Path) -> None:
-    """Three outputs (logits, two feature maps), a flat folder of PNG frames, default flags."""
+    """Three outputs (logits, a feature map, an embedding), a flat folder of PNG frames, default flags."""
     from PIL import Image
 
     frames = tmp_path / "frames"
     frames.mkdir()
-    x, _ = _images(1200, 0)
+    x, _ = _images(800, 0)
     for i, img in enumerate(x):
         Image.fromarray(img).save(frames / f"frame_{i:05d}.png")
     model = with_dense_outputs(RESNET20, tmp_path / "detector.onnx")
-    agmc = _prune(model, frames, tmp_path / "agmc.onnx", "--episodes", "10")
+    agmc = _prune(model, frames, tmp_path / "agmc.onnx", "--episodes", "8")
     uniform = _prune(model, frames, tmp_path / "uniform.onnx", "--strategy", "uniform")
     assert any("held out" in n for n in agmc["notes"])  # no test split: a slice is held out for the figures
-    assert agmc["fidelity"]["test"]["images"] == 240
+    assert agmc["fidelity"]["test"]["images"] == 160
+    assert [s.get("kind") for s in agmc["search"]["outputs"]] == ["logits", "dense", "embedding"]
     _check(agmc, tmp_path / "agmc.onnx", uniform)
