@@ -9,17 +9,17 @@ averaged with per-output weights (equal by default):
   flip no top-1 decision are still told apart.
 - ``probs`` ([N, C], rows >= 0 summing to 1): the same on the probabilities as given.
 - ``embedding`` ([N, D] rows of unit L2 norm): mean cosine similarity, clipped at 0.
-- ``dense`` (anything else: boxes, score maps, features): ``max(0, 1 - NMSE / 2)``. NMSE is the mean squared
-  error per channel (axis 1, over examples and positions) divided by that channel's variance in the
-  original's outputs, averaged over channels, so every channel counts the same whatever its units (box
-  pixels or sigmoid scores). An unrelated output of the same distribution has NMSE 2, hence fidelity 0;
-  halving keeps the plans a search visits (NMSE up to about 1.4 measured) off the floor, where
-  ``1 - NMSE`` saturated.
+- ``dense`` (anything else: boxes, score maps, features): ``exp(-2 NMSE)``. NMSE is the mean squared error
+  per channel (axis 1, over examples and positions) divided by that channel's variance in the original's
+  outputs, averaged over channels, so every channel counts the same whatever its units (box pixels or
+  sigmoid scores). An unrelated output of the same distribution has NMSE 2, hence fidelity e^-4 = 0.02;
+  the form never reaches 0, so badly damaged candidates (an untrained net's, NMSE > 2) still rank, where
+  ``1 - NMSE`` saturated at 0 for plans a search visits.
 
 Identical outputs score 1; outputs independent of the original's score about 0 (agreement is at chance,
 1/C, and the KL of unrelated logits is large); every form falls as the error grows. The forms were chosen
 by measurement (benchmarks/label_free.md): among the plans an agmc search visits on ResNet-20, the logits
-form ranks TEST accuracy better than reward-split accuracy itself, and 1 - NMSE/2 ranks it better than
+form ranks TEST accuracy better than reward-split accuracy itself, and NMSE ranks it better than
 concordance or cosine similarity on a dense feature output.
 """
 
@@ -174,4 +174,4 @@ def combine(kind: str, means: Mapping[str, Tensor]) -> float:
         return 0.5 * float(means["agree"]) + 0.5 * float(torch.exp(-means["kl"]))
     if kind == "embedding":
         return max(0.0, float(means["cos"]))
-    return max(0.0, 1.0 - float(means["nmse"]) / 2)
+    return float(torch.exp(-2 * means["nmse"]))

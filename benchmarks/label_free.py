@@ -1,19 +1,26 @@
 """Pruning without labels, measured (issue 16): which fidelity form tracks accuracy, how noisy each reward is,
 accuracy- vs fidelity-rewarded agmc searches after equal recovery, and seconds per episode.
 
-    python benchmarks/label_free.py forms  --model fixtures/models/resnet20.onnx --plans 40 --out OUT
-    python benchmarks/label_free.py noise  --model fixtures/models/resnet20.onnx --plans 6 --subsets 5 --out OUT
+    python benchmarks/label_free.py forms  --model fixtures/models/resnet20.onnx --episodes 100 [--dense-outputs] \
+        --tag _search --out OUT
+    python benchmarks/label_free.py noise  --model fixtures/models/resnet20.onnx --plans 8 --subsets 5 --out OUT \
+        [--vary both|calib|reward --tag _calib]
+    python benchmarks/label_free.py speed  --model fixtures/models/resnet20.onnx --plans 20 --out OUT
     python benchmarks/label_free.py search --model fixtures/models/resnet20.onnx --episodes 100 --seeds 0 1 \
         --epochs 2 --out OUT
-    python benchmarks/label_free.py render --out OUT      # OUT/label_free.md from the JSON files
 
-`forms`: random plans at --target MACs (jittered per-group ratios solved to the target), BN re-calibrated, each
-scored on the reward split by every candidate form (top-1 agreement, exp(-KL), their blend, logits as a dense
-output: 1 - NMSE and cosine) and by accuracy; the Spearman correlation of each with TEST accuracy.
+Each writes OUT/<what>_<model><tag>.json (benchmarks/label_free/ holds the committed ones; label_free.md the
+tables). `forms`: the plans an accuracy-rewarded agmc search of --episodes visits (or --plans random plans at
+--target MACs, per-group ratios jittered), BN re-calibrated, each scored on the reward split by every
+candidate form (logits: top-1 agreement, exp(-KL), their blend; any output as dense: 1 - NMSE, 1 - NMSE/2,
+exp(-NMSE), concordance, cosine) and by accuracy; the Spearman correlation of each with TEST accuracy, over
+all plans and over the better half. --dense-outputs adds a feature map and an embedding as outputs
+(fixtures/multi_output.py).
 `noise`: the same plan scored on --subsets disjoint reward/calibration subsets of TRAIN: std per plan, for the
 accuracy and the fidelity rewards. `search`: agmc rewarded by accuracy and by fidelity (same episodes and
 seed), then the same recovery for both (--epochs of label-free distillation, and of labelled fine-tuning),
-TEST accuracy before and after, seconds per episode. Data: the shipped Fashion-MNIST subset. One scoring
+TEST accuracy before and after, seconds per episode. `speed`: seconds per scored candidate with either reward,
+the same plans scored alternately. Data: the shipped Fashion-MNIST subset. One scoring
 thread (the machine's 2 cores are shared).
 """
 
@@ -86,13 +93,18 @@ def outputs(module: torch.nn.Module, x: torch.Tensor, batch: int = 500) -> list[
 
 
 def dense_forms(out: torch.Tensor, ref: torch.Tensor) -> dict[str, float]:
-    """Candidate forms for a dense output: 1 - NMSE (per channel), exp(-NMSE), concordance, per-example cosine."""
+    """Candidate forms for a dense output: 1 - NMSE (per channel), 1 - NMSE/2, exp(-NMSE), concordance,
+    per-example cosine."""
     a, b = out.double().reshape(len(out), out.shape[1], -1), ref.double().reshape(len(ref), ref.shape[1], -1)
     var = b.transpose(0, 1).reshape(b.shape[1], -1).var(1, unbiased=False).clamp_min(1e-12)
     nmse = float((((a - b) ** 2).mean((0, 2)) / var).mean())
-    d = {k: v.double().mean(0) for k, v in terms_of("dense", out, ref).items()}
+    ma, mb = a.mean((0, 2)), b.mean((0, 2))
+    va, vb = a.transpose(0, 1).reshape(a.shape[1], -1).var(1, unbiased=False), var
+    cov = ((a - ma[None, :, None]) * (b - mb[None, :, None])).mean((0, 2))
+    ccc = float((2 * cov / (va + vb + (ma - mb) ** 2).clamp_min(1e-12)).clamp_min(0).mean())  # Lin's concordance
     cos = float(torch.nn.functional.cosine_similarity(a.reshape(len(a), -1), b.reshape(len(b), -1), dim=1).mean())
-    return {"nmse": max(0.0, 1 - nmse), "exp_nmse": float(np.exp(-nmse)), "ccc": combine("dense", d), "cosine": cos}
+    return {"nmse": max(0.0, 1 - nmse), "half_nmse": max(0.0, 1 - nmse / 2), "exp_nmse": float(np.exp(-nmse)),
+            "ccc": ccc, "cosine": cos}  # fmt: skip
 
 
 def form_scores(outs: list[torch.Tensor], refs: list[torch.Tensor], names: list[str]) -> dict[str, float]:
@@ -182,15 +194,129 @@ def cmd_forms(args: argparse.Namespace) -> dict[str, Any]:
             "rows": rows, "summary": {k: stats(k) for k in keys}}  # fmt: skip
 
 
+def cmd_noise(args: argparse.Namespace) -> dict[str, Any]:
+    """Std of each reward per plan over disjoint reward/calibration subsets of TRAIN (same plan, other images;
+    --vary calib / reward keeps the other one fixed)."""
+    from agmc_onnx.strategies import REGISTRY
+
+    torch.set_num_threads(1)
+    a = analyze(args.model)
+    pre = Preprocess.for_model(a.model)
+    train = load_dataset(DATA, "train", pre)
+    order = np.random.default_rng(args.seed).permutation(len(train))
+    r, c = args.reward_images, 256
+    if args.subsets * (r + c) > len(train):
+        raise SystemExit(f"{args.subsets} subsets of {r} + {c} images do not fit in {len(train)}")
+    ctx = StrategyContext(analysis=a, budget=Budget(flops=args.target), round_to="auto", path=args.model)
+    plans = {"uniform": REGISTRY["uniform"]().propose(ctx), "l1-global": REGISTRY["l1-global"]().propose(ctx)}
+    plans.update({f"random{i}": p for i, p in enumerate(random_plans(a, args.target, args.plans - 2, args.seed, 0.25))})
+    scores: dict[str, dict[str, list[float]]] = {name: {"accuracy": [], "fidelity": []} for name in plans}
+    for s in range(args.subsets):
+        lo = s * (r + c)
+        reward, calib = train.subset(order[lo:lo + r]), train.subset(order[lo + r:lo + r + c])
+        if args.vary == "calib":  # one reward split, other calibration images
+            reward = train.subset(order[:r])
+        elif args.vary == "reward":  # other reward splits, one set of calibration images
+            calib = train.subset(order[r:r + c])
+        ev = Evaluator(a, reward, calib, calib_images=c, device="cpu", threads=1, reward_kind="fidelity")
+        for name, plan in plans.items():
+            module = ev._model_for(plan)
+            ev._recalibrate(module)
+            scores[name]["accuracy"].append(ev.accuracy(module))
+            scores[name]["fidelity"].append(ev.fidelity_of(module))
+        print(json.dumps({"subset": s, **{n: {k: round(v[-1], 4) for k, v in d.items()}
+                                          for n, d in scores.items()}}), flush=True)  # fmt: skip
+    summary = {}
+    for kind in ("accuracy", "fidelity"):
+        per_plan = np.array([scores[n][kind] for n in plans])  # [plans, subsets]
+        within = float(per_plan.std(1, ddof=1).mean())
+        between = float(per_plan.mean(1).std(ddof=1))
+        summary[kind] = {"mean_std_per_plan": within, "std_between_plans": between, "noise_to_signal": within / between}
+    return {"kind": "noise", "vary": args.vary, "model": args.model, "target": args.target, "reward_images": r,
+            "calib_images": c,
+            "subsets": args.subsets, "plans": list(plans), "scores": scores, "summary": summary}  # fmt: skip
+
+
+def recover(proto: Any, ctx: Any, epochs: int, labels: bool, seed: int) -> float:
+    """TEST accuracy after `epochs` of fine-tuning: labelled cross-entropy, or distillation without labels."""
+    from agmc_onnx.evaluate import evaluate_onnx
+    from agmc_onnx.finetune import FinetuneConfig, finetune
+
+    train, held = ctx.finetune_data()
+    if not labels:
+        train, held = train.without_labels(), held.without_labels()
+    cfg = FinetuneConfig(epochs=epochs, seed=seed)
+    res = finetune(proto, train, held, cfg, teacher=None if labels else str(ctx.path), test=ctx.test, progress=False)
+    return evaluate_onnx(res.proto, ctx.test)
+
+
+def cmd_search(args: argparse.Namespace) -> dict[str, Any]:
+    """agmc rewarded by accuracy vs fidelity: same episodes, seed and reward split; then the same recovery."""
+    from agmc_onnx.evaluate import evaluate_onnx
+    from agmc_onnx.workflows.context import build_context
+    from agmc_onnx.workflows.search import search_prune
+
+    rows = []
+    for seed in args.seeds:
+        ctx = build_context(args.model, DATA, seed=seed)
+        for reward in ("accuracy", "fidelity"):
+            t0 = time.perf_counter()
+            res = search_prune(args.model, args.target, "agmc", data=ctx, episodes=args.episodes, seed=seed,
+                               reward=reward, threads=1, device="cpu")  # fmt: skip
+            search = res.report["search"]
+            row = {"seed": seed, "reward": reward, "episodes": args.episodes, "search_seconds": time.perf_counter() - t0,
+                   "seconds_per_episode": search["seconds_per_episode"],
+                   "scoring_seconds_per_candidate": search["scoring_seconds"] / max(1, search["scored_candidates"]),
+                   "best_reward": search["best_reward"], "macs_ratio": res.report["macs_ratio"],
+                   "test_pruned": evaluate_onnx(res.prune.proto, ctx.test),
+                   "test_fidelity_pruned": res.report["fidelity"]["test"]["pruned"]}  # fmt: skip
+            for labels in (False, True):
+                if args.epochs:
+                    key = f"test_after_{args.epochs}ep_{'labelled' if labels else 'distilled'}"
+                    row[key] = recover(res.prune.proto, ctx, args.epochs, labels, seed)
+            rows.append(row)
+            print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()}), flush=True)
+    return {"kind": "search", "model": args.model, "target": args.target, "episodes": args.episodes,
+            "seeds": args.seeds, "epochs": args.epochs, "rows": rows}  # fmt: skip
+
+
+def cmd_speed(args: argparse.Namespace) -> dict[str, Any]:
+    """Seconds per scored candidate, accuracy vs fidelity reward: same plans, same data, scored alternately (so a
+    busy machine slows both alike); the evaluator's build time (fidelity computes the original's outputs once)."""
+    torch.set_num_threads(1)
+    a, reward, rest, _ = load(args.model, args.reward_images, 0)
+    built: dict[str, float] = {}
+    evs: dict[str, Evaluator] = {}
+    for kind in ("accuracy", "fidelity"):
+        t0 = time.perf_counter()
+        evs[kind] = Evaluator(a, reward, rest, calib_images=256, device="cpu", threads=1, reward_kind=kind)
+        built[kind] = time.perf_counter() - t0
+    seconds: dict[str, list[float]] = {"accuracy": [], "fidelity": []}
+    for i, plan in enumerate(random_plans(a, args.target, args.plans, args.seed, 0.25)):
+        for kind in (("accuracy", "fidelity") if i % 2 == 0 else ("fidelity", "accuracy")):
+            t0 = time.perf_counter()
+            evs[kind].score(plan)
+            seconds[kind].append(time.perf_counter() - t0)
+    med = {k: float(np.median(v)) for k, v in seconds.items()}
+    return {"kind": "speed", "model": args.model, "reward_images": args.reward_images, "calib_images": 256,
+            "plans": args.plans, "evaluator_mode": evs["fidelity"].mode, "build_seconds": built, "seconds": seconds,
+            "summary": {"median_seconds": med, "fidelity_over_accuracy": med["fidelity"] / med["accuracy"]}}  # fmt: skip
+
+
 def main(argv: list[str] | None = None) -> int:
     """Command line."""
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("what", choices=["forms"])
+    p.add_argument("what", choices=["forms", "noise", "search", "speed"])
     p.add_argument("--model", default=str(ROOT / "fixtures" / "models" / "resnet20.onnx"))
     p.add_argument("--target", type=float, default=0.5)
     p.add_argument("--plans", type=int, default=40)
     p.add_argument("--episodes", type=int, default=0, help="forms: the plans an agmc search of N episodes visits")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seeds", type=int, nargs="+", default=[0], help="search: seeds")
+    p.add_argument("--subsets", type=int, default=5, help="noise: disjoint reward/calibration subsets")
+    p.add_argument("--vary", choices=["both", "calib", "reward"], default="both",
+                   help="noise: what changes between subsets (reward split, BN calibration images, or both)")
+    p.add_argument("--epochs", type=int, default=2, help="search: recovery epochs (0: none)")
     p.add_argument("--spread", type=float, default=0.5, help="forms: log-normal jitter of the per-group ratios")
     p.add_argument("--reward-images", type=int, default=1000)
     p.add_argument("--dense-outputs", action="store_true",
@@ -199,7 +325,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--tag", default="", help="suffix of the JSON file's name")
     args = p.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
-    result = {"forms": cmd_forms}[args.what](args)
+    result = {"forms": cmd_forms, "noise": cmd_noise, "search": cmd_search, "speed": cmd_speed}[args.what](args)
     name = f"{args.what}_{Path(args.model).stem}{args.tag}.json"
     (args.out / name).write_text(json.dumps(result, indent=1))
     print(json.dumps(result.get("summary", {}), indent=1))

@@ -187,10 +187,11 @@ def build_context(
     inputs = model_inputs(graph.proto)
     pre = ctx.preprocess or Preprocess()
     ctx.train = load_dataset(data, "train", pre, labels=False, inputs=inputs)
+    missing_test: InputError | None = None
     try:
         ctx.test = load_dataset(data, "test", pre, labels=False, inputs=inputs)
-    except InputError:
-        ctx.test = None
+    except InputError as exc:
+        ctx.test, missing_test = None, exc
     check_inputs(ctx.train, inputs, ctx.preprocess, data)
     if ctx.test is None and not ctx.train.labelled:
         n = min(HELD_OUT_IMAGES, len(ctx.train) // 5)
@@ -200,7 +201,8 @@ def build_context(
             ctx.notes.append(f"the data has no labels and no test split: {n} of its {n + len(ctx.train)} inputs are "
                              "held out for the final fidelity figures (never searched or trained on)")
     if ctx.test is None and need_test:
-        raise InputError("no test split (and too few inputs to hold some out)", data)
+        assert missing_test is not None
+        raise missing_test
     return ctx
 
 
@@ -210,8 +212,8 @@ def check_inputs(ds: Dataset, inputs: list[Any], pre: Preprocess | None, data: P
         raise InputError(f"the data gives {len(ds.inputs)} input array(s), the model takes {len(inputs)} "
                          f"({', '.join(i.name for i in inputs)})", data)
     for arr, info in zip(ds.inputs, inputs, strict=True):
-        fixed = [d for d in info.shape[1:]]
-        if arr.ndim != len(info.shape) or any(d is not None and d != a for d, a in zip(fixed, arr.shape[1:], strict=True)):
+        if arr.ndim != len(info.shape) or any(
+                d is not None and d != a for d, a in zip(info.shape[1:], arr.shape[1:], strict=True)):  # fmt: skip
             want = "[" + ",".join("N" if i == 0 or d is None else str(d) for i, d in enumerate(info.shape)) + "]"
             why = "" if pre is not None else " (the model's input is no image: give input tensors in an .npy/.npz)"
             raise InputError(f"the data's {info.name!r} is {list(arr.shape)} but the model takes {want}{why}", data)

@@ -11,6 +11,7 @@ from typing import Any
 from agmc_onnx.errors import InputError
 from agmc_onnx.evaluate import evaluate_onnx, fidelity_onnx, reference_fidelity
 from agmc_onnx.finetune import FinetuneConfig, FinetuneResult, finetune
+from agmc_onnx.model import load as load_model
 from agmc_onnx.workflows.context import build_context, self_check
 
 
@@ -94,7 +95,9 @@ def run_finetune(
         epochs=epochs, batch_size=batch_size, optimizer=optimizer, lr=lr, weight_decay=weight_decay,
         augment=augment, flip=flip, distill_alpha=distill_alpha, device=device, seed=seed,
     )  # fmt: skip
-    result = finetune(ctx.model.source, train, held, cfg, teacher=teacher, test=test, progress=progress,
+    # the teacher as loaded (normalised): exporters' weight-sharing Identity nodes do not convert to torch
+    teacher_proto = load_model(teacher).proto if teacher is not None else None
+    result = finetune(ctx.model.source, train, held, cfg, teacher=teacher_proto, test=test, progress=progress,
                       output_kinds=output_kinds, output_weights=output_weights)  # fmt: skip
     proto = ctx.describe(result.proto)
     stages: dict[str, dict[str, Any]] = {}

@@ -126,10 +126,11 @@ def _finetune(ctx: RunContext, proto: onnx.ModelProto, opts: PruneOptions, progr
 
     train, held = ctx.finetune_data()
     cfg = FinetuneConfig(epochs=opts.finetune_epochs, seed=opts.seed, augment=opts.augment)
-    teacher = str(ctx.path) if opts.distill or not ctx.labelled else None
+    # the original as loaded (normalised): exporters' weight-sharing Identity nodes do not convert to torch
+    teacher = ctx.model.proto if opts.distill or not ctx.labelled else None
     res = finetune(proto, train, held, cfg, teacher=teacher, test=ctx.test, progress=progress,
                    output_kinds=opts.output_kinds, output_weights=opts.output_weights)  # fmt: skip
-    mode = "cross-entropy" + (" + distillation" if teacher else "") if ctx.labelled else "distillation (no labels)"
+    mode = "cross-entropy" + (" + distillation" if teacher is not None else "") if ctx.labelled else "distillation (no labels)"
     return res, {"finetune": {**res.summary(), "config": asdict(cfg), "loss": mode}}
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
+import torch
 from click.testing import CliRunner
 
 from agmc_onnx.cli import main
@@ -113,3 +114,52 @@ def test_detector_like_outputs_from_a_flat_folder(withheld: dict, tmp_path: Path
     assert agmc["fidelity"]["test"]["images"] == 160
     assert [s.get("kind") for s in agmc["search"]["outputs"]] == ["logits", "dense", "embedding"]
     _check(agmc, tmp_path / "agmc.onnx", uniform)
+
+
+class _TwoInputs(torch.nn.Module):
+    """A small net with two inputs (an image and a per-example scale), two dense outputs and BN."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = torch.nn.Sequential(torch.nn.Conv2d(3, 16, 3, padding=1), torch.nn.BatchNorm2d(16), torch.nn.ReLU())
+        self.body = torch.nn.Sequential(torch.nn.Conv2d(16, 32, 3, padding=1), torch.nn.BatchNorm2d(32), torch.nn.ReLU())
+        self.boxes = torch.nn.Conv2d(32, 4, 1)
+        self.scores = torch.nn.Conv2d(32, 3, 1)
+
+    def forward(self, image: torch.Tensor, scale: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        h = self.body(self.stem(image))
+        return self.boxes(h) * scale[:, :, None, None], torch.sigmoid(self.scores(h))
+
+
+def test_two_inputs_by_name(tmp_path: Path) -> None:
+    """An .npz of input tensors named after a two-input model's inputs: searched (fidelity), re-calibrated,
+    distilled and self-checked with both inputs fed everywhere."""
+    import contextlib
+    import io
+    import warnings
+
+    torch.manual_seed(0)
+    rng = np.random.default_rng(0)
+    image = rng.standard_normal((1500, 3, 16, 16)).astype(np.float32)
+    scale = rng.uniform(0.5, 2.0, (1500, 1)).astype(np.float32)
+    net = _TwoInputs()
+    for m in net.modules():  # BN statistics of this data, as a trained model's would be
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.momentum = None
+    with torch.no_grad():
+        net.train()(torch.from_numpy(image), torch.from_numpy(scale))
+    net.eval()
+    model = tmp_path / "two.onnx"
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+        warnings.simplefilter("ignore")
+        torch.onnx.export(net, (torch.randn(2, 3, 16, 16), torch.ones(2, 1)), str(model), dynamo=False, opset_version=13,
+                          input_names=["image", "scale"], output_names=["boxes", "scores"],
+                          dynamic_axes={n: {0: "N"} for n in ("image", "scale", "boxes", "scores")},
+                          training=torch.onnx.TrainingMode.PRESERVE, do_constant_folding=False)  # fmt: skip
+    np.savez(tmp_path / "t.npz", image=image, scale=scale)
+    rep = _prune(model, tmp_path / "t.npz", tmp_path / "two.pruned.onnx", "--episodes", "3", "--no-augment",
+                 "--target-flops", "0.7", "--finetune-epochs", "3")  # fmt: skip
+    assert rep["reward"] == "fidelity" and [o["kind"] for o in rep["search"]["outputs"]] == ["dense", "dense"]
+    models = rep["models"]
+    assert 0 < models["pruned"]["fidelity"] < models["finetuned"]["fidelity"] < 1
+    assert count_macs(onnx.load(str(tmp_path / "two.pruned.onnx"))) <= 0.7 * models["original"]["macs"] * 1.01
