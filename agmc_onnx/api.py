@@ -4,6 +4,8 @@
     >>> analysis = api.analyze("model.onnx")
     >>> result = api.prune_model("model.onnx", 0.5, "l1-global", output="model.pruned.onnx")
     >>> run = api.search_prune("model.onnx", 0.5, "agmc", data="fixtures/data", output="m.pruned.onnx")
+    >>> run = api.search_prune("yolo.onnx", 0.5, data="frames/", reward="fidelity",
+    ...                        output_weights={"output0": 1.0}, output="yolo.pruned.onnx")
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ import os
 
 from agmc_onnx.analysis import Analysis
 from agmc_onnx.analysis import analyze as _analyze
+from agmc_onnx.evaluate import evaluate_onnx, fidelity_onnx, reference_fidelity
+from agmc_onnx.fidelity import Fidelity
 from agmc_onnx.model import ModelGraph
 from agmc_onnx.model import load as _load
 from agmc_onnx.workflows.audit import build_report, default_output, group_macs_share, summarize
@@ -38,7 +42,7 @@ def analyze(model: ModelGraph | PathLike) -> Analysis:
 prune = prune_model
 
 __all__ = [
-    "Analysis", "FinetuneRun", "ModelGraph", "PruneOptions", "PruneResult", "PruneRun", "RunContext", "SearchData",
+    "Analysis", "Fidelity", "FinetuneRun", "evaluate_onnx", "fidelity_onnx", "reference_fidelity", "ModelGraph", "PruneOptions", "PruneResult", "PruneRun", "RunContext", "SearchData",
     "SearchPruneResult", "analyze", "build_context", "build_report", "default_output", "group_macs_share", "load",
     "load_search_data", "prune", "prune_model", "run_finetune", "run_prune", "search_defaults", "search_prune",
     "summarize", "validate_bench", "validate_finetune", "validate_inspect", "validate_prune",

@@ -8,6 +8,7 @@ reward; `recalibrated_onnx` does the same to a written model so that what is wri
 from __future__ import annotations
 
 import copy
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -15,6 +16,7 @@ import onnx
 import torch
 from torch import Tensor, nn
 
+from agmc_onnx.data import fixed_batch
 from agmc_onnx.devices import device_default
 from converters import to_torch
 
@@ -24,16 +26,18 @@ def bn_modules(module: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
     return [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
 
 
-def recalibrate_bn(module: nn.Module, images: Tensor, batch_size: int = 256) -> None:
-    """EagleEye adaptive BN: reset running stats, cumulative average over `images` in train mode, no gradient."""
+def recalibrate_bn(module: nn.Module, images: Tensor | Sequence[Tensor], batch_size: int = 256) -> None:
+    """EagleEye adaptive BN: reset running stats, cumulative average over `images` in train mode, no gradient.
+    `images` is the model's input, or one tensor per model input."""
+    inputs = [images] if isinstance(images, Tensor) else list(images)
     bns = bn_modules(module)
     for m in bns:
         m.reset_running_stats()
         m.momentum = None
         m.train()
     with torch.inference_mode():
-        for i in range(0, len(images), batch_size):
-            module(images[i : i + batch_size])
+        for i in range(0, len(inputs[0]), batch_size):
+            module(*(t[i : i + batch_size] for t in inputs))
     for m in bns:
         m.eval()
 
@@ -78,12 +82,15 @@ def write_bn_stats(proto: onnx.ModelProto, module: nn.Module) -> onnx.ModelProto
 
 def recalibrated_onnx(proto: onnx.ModelProto, images: Any, batch_size: int = 256,
                       device: str | torch.device | None = None) -> onnx.ModelProto:  # fmt: skip
-    """`proto` with BN statistics re-estimated on `images` exactly as the Evaluator scores (unchanged without BN)."""
+    """`proto` with BN statistics re-estimated on `images` exactly as the Evaluator scores (unchanged without BN).
+    `images`: a dataset (every model input), a tensor/array, or one per model input."""
     if not bn_nodes(proto):
         return proto
+    batch_size = fixed_batch(proto) or batch_size
     dev = torch.device(device) if device else device_default()
     module = to_torch(proto, trainable=False).to(dev).eval()
-    raw = getattr(images, "x", images)
-    x = raw.to(dev, torch.float32) if isinstance(raw, torch.Tensor) else torch.as_tensor(np.asarray(raw, np.float32), device=dev)
-    recalibrate_bn(module, x, batch_size)
+    raw = getattr(images, "inputs", None) or getattr(images, "x", images)
+    arrays = list(raw) if isinstance(raw, (tuple, list)) else [raw]
+    xs = [a.to(dev) if isinstance(a, torch.Tensor) else torch.as_tensor(np.asarray(a), device=dev) for a in arrays]
+    recalibrate_bn(module, xs, batch_size)
     return write_bn_stats(proto, module)

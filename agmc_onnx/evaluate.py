@@ -1,4 +1,5 @@
-"""Scoring candidate plans: accuracy on the reward split, by slicing or masking the converted original.
+"""Scoring candidate plans on the reward split (accuracy, or fidelity to the original's outputs when there
+are no labels), by slicing or masking the converted original.
 
 The ORIGINAL model is converted to torch once (converters.to_torch / onnx2torch). A plan is applied
 by cutting every channel-holding tensor of the converted module to the plan (slice mode), or by
@@ -7,12 +8,15 @@ writes, and `run(mask) == run(prune)` is the engine's oracle), so scoring a cand
 tensor operations instead of surgery + conversion (converters.tensor_map finds the tensors). With
 BN in the model, each candidate's BN statistics are re-estimated first (agmc_onnx.bn, EagleEye's
 adaptive BN), which is what makes the accuracy of an un-fine-tuned candidate a usable reward.
-Folded-BN models are scored raw (`bn_recalibrated` is False then).
+Folded-BN models are scored raw (`bn_recalibrated` is False then). The fidelity reward
+(agmc_onnx.fidelity) compares a candidate's outputs, every graph output, with the original's on the same
+reward split, computed once when the Evaluator is built; every mode scores it the same way.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -22,11 +26,36 @@ import torch
 from torch import Tensor, nn
 
 from agmc_onnx.bn import bn_modules, recalibrate_bn
+from agmc_onnx.data import fixed_batch
 from agmc_onnx.devices import default_threads, device_default
-from agmc_onnx.errors import AgmcError
+from agmc_onnx.errors import AgmcError, InputError
+from agmc_onnx.fidelity import Fidelity
 from agmc_onnx.plan import Plan
 from converters import to_torch
 from converters.tensor_map import Slot, Target, map_initializers, node_modules, own_matches, sanitize
+
+REWARDS = ("accuracy", "fidelity")
+
+
+def as_inputs(data: Any) -> tuple[np.ndarray, ...]:
+    """Every model input's array of a dataset (`.inputs`, else `.x`), or an array / tuple of arrays as given."""
+    if hasattr(data, "inputs"):
+        return tuple(data.inputs)
+    if hasattr(data, "x"):
+        return (data.x,)
+    if isinstance(data, (tuple, list)):
+        return tuple(data)
+    return (data,)
+
+
+def first(out: Any) -> Tensor:
+    """A module's first output."""
+    return out[0] if isinstance(out, (tuple, list)) else out
+
+
+def all_outputs(out: Any) -> list[Tensor]:
+    """A module's outputs as a list (one graph output: a list of one)."""
+    return list(out) if isinstance(out, (tuple, list)) else [out]
 
 
 class Evaluator:
@@ -34,7 +63,8 @@ class Evaluator:
 
     Args:
         analysis: the engine's Analysis of the model.
-        reward: the reward split (`.x` float32 NCHW, `.y` int64), never the test set.
+        reward: the reward split (`.x` float32 NCHW, `.y` int64 or None, `.extra` further model inputs),
+            never the test set.
         calibration: images for BN re-calibration (a few hundred train images; default: the
             first `calib_images` of `reward`).
         bn_recalibrate: re-estimate BN statistics per candidate (on by default; no-op without BN).
@@ -47,6 +77,10 @@ class Evaluator:
             Measured on 2 busy CPU cores, ResNet-20 at 50% MACs: conversion costs ~1.9 s per
             candidate, which slice mode avoids while running the smaller network.
         threads: torch CPU threads while scoring (None: `default_threads()` on CPU).
+        reward_kind: "accuracy" (top-1 on the labels) or "fidelity" (the candidate's outputs vs the
+            original's on the reward split; no labels needed; agmc_onnx.fidelity).
+        output_kinds / output_weights: per graph output name, the fidelity form and weight (default:
+            inferred kinds, equal weights).
     """
 
     def __init__(
@@ -60,16 +94,26 @@ class Evaluator:
         device: str | torch.device | None = None,
         mode: str = "auto",
         threads: int | None = None,
+        reward_kind: str = "accuracy",
+        output_kinds: Mapping[str, str] | None = None,
+        output_weights: Mapping[str, float] | None = None,
     ) -> None:
+        if reward_kind not in REWARDS:
+            raise InputError(f"reward must be one of {REWARDS}, got {reward_kind!r}")
+        if reward_kind == "accuracy" and getattr(reward, "y", None) is None:
+            raise InputError("the accuracy reward needs labels; this data has none (use the fidelity reward)")
         self.analysis = analysis
+        self.reward_kind = reward_kind
         self.device = torch.device(device) if device else device_default()
         self.threads = threads if threads or self.device.type != "cpu" else default_threads()
-        self.batch_size = batch_size
-        self.x = torch.as_tensor(np.asarray(reward.x, np.float32), device=self.device)
-        self.y = torch.as_tensor(np.asarray(reward.y, np.int64), device=self.device)
-        cx = np.asarray(calibration.x if calibration is not None and hasattr(calibration, "x") else
-                        calibration if calibration is not None else reward.x, np.float32)[:calib_images]
-        self.calib = torch.as_tensor(cx, device=self.device)
+        self.batch_size = fixed_batch(analysis.model.proto) or batch_size  # a static export: one at a time
+        self.inputs = tuple(torch.as_tensor(a, device=self.device) for a in as_inputs(reward))
+        self.x = self.inputs[0]
+        y = getattr(reward, "y", None)
+        self.y = None if y is None else torch.as_tensor(np.asarray(y, np.int64), device=self.device)
+        calib = as_inputs(calibration) if calibration is not None else as_inputs(reward)
+        self.calib_inputs = tuple(torch.as_tensor(a[:calib_images], device=self.device) for a in calib)
+        self.calib = self.calib_inputs[0]
         self.module = to_torch(analysis.model.proto, trainable=False).to(self.device).eval()
         self._slots: list[tuple[Slot, int, Tensor]] = []
         self._groups_hooks: list[tuple[nn.Module, str, int, int]] = []  # (conv, input tensor, per group, groups)
@@ -101,6 +145,10 @@ class Evaluator:
         self.targets: dict[str, Target] = {}
         if mode == "mask":
             self.targets = map_initializers(self.module, analysis.model.inits, names)
+        self.fidelity: Fidelity | None = None
+        if reward_kind == "fidelity":  # the original's outputs on the reward split: the targets, computed once
+            outputs = [o.name for o in analysis.model.proto.graph.output]
+            self.fidelity = Fidelity(self.outputs(self.module), outputs, output_kinds, output_weights)
         self.calls = 0
         self.seconds = 0.0
 
@@ -151,14 +199,14 @@ class Evaluator:
         from agmc_onnx.surgery import prune
 
         plan = plan_from_ratios(self.analysis, {g.id: 0.5 for g in self.analysis.prunable_groups()}, round_to=1)
-        x = self.calib[:4] if len(self.calib) else self.x[:4]
+        n = 1 if self.batch_size == 1 else 4
+        xs = [t[:n] for t in (self.calib_inputs if len(self.calib) else self.inputs)]
         reference = to_torch(prune(self.analysis, plan, check=False), trainable=False).to(self.device).eval()
         module = self._sliced(plan, slots)
         with torch.inference_mode():
-            want, got = reference(x), module(x)
-        want = want[0] if isinstance(want, (tuple, list)) else want
-        got = got[0] if isinstance(got, (tuple, list)) else got
-        if want.shape != got.shape or not torch.allclose(want, got, rtol=1e-3, atol=1e-4):
+            want, got = all_outputs(reference(*xs)), all_outputs(module(*xs))
+        if len(want) != len(got) or any(
+                w.shape != g.shape or not torch.allclose(w, g, rtol=1e-3, atol=1e-4) for w, g in zip(want, got, strict=True)):
             raise LookupError("sliced module differs from the pruned file's conversion")
 
     def _restore_slices(self, slots: list[tuple[Slot, int, Tensor]]) -> None:
@@ -231,7 +279,7 @@ class Evaluator:
     # BN and accuracy ----------------------------------------------------------------------
     def _recalibrate(self, module: nn.Module) -> None:
         """EagleEye adaptive BN over this evaluator's calibration images (see `recalibrate_bn`)."""
-        recalibrate_bn(module, self.calib, self.batch_size)
+        recalibrate_bn(module, self.calib_inputs, self.batch_size)
 
     def _restore_bn(self) -> None:
         """Put the original BN statistics back (scoring without re-calibration)."""
@@ -241,18 +289,46 @@ class Evaluator:
                 m.running_var.copy_(var)
                 m.momentum = momentum
 
+    def _batches(self) -> Any:
+        """(row offset, the model's inputs) over the reward split in batches."""
+        for i in range(0, len(self.x), self.batch_size):
+            yield i, [t[i : i + self.batch_size] for t in self.inputs]
+
+    def outputs(self, module: nn.Module) -> list[Tensor]:
+        """Every graph output of `module` on the whole reward split."""
+        parts: list[list[Tensor]] = []
+        with torch.inference_mode():
+            for _, xs in self._batches():
+                parts.append(all_outputs(module(*xs)))
+        return [torch.cat([p[k] for p in parts]) for k in range(len(parts[0]))]
+
     def accuracy(self, module: nn.Module) -> float:
         """Top-1 accuracy of `module` on the reward split."""
+        if self.y is None:
+            raise InputError("accuracy needs labels; the reward split has none")
         correct = 0
         with torch.inference_mode():
-            for i in range(0, len(self.x), self.batch_size):
-                out = module(self.x[i : i + self.batch_size])
-                out = out[0] if isinstance(out, (tuple, list)) else out
+            for i, xs in self._batches():
+                out = first(module(*xs))
                 correct += int((out.argmax(1) == self.y[i : i + self.batch_size]).sum())
         return correct / max(1, len(self.x))
 
+    def fidelity_of(self, module: nn.Module, per_output: bool = False) -> Any:
+        """Fidelity of `module`'s outputs to the original's on the reward split (with `per_output`: by output)."""
+        if self.fidelity is None:
+            raise AgmcError("this evaluator scores accuracy; build it with reward_kind='fidelity'")
+        tally = self.fidelity.start()
+        with torch.inference_mode():
+            for i, xs in self._batches():
+                tally.add(i, all_outputs(module(*xs)))
+        return tally.per_output() if per_output else tally.value()
+
+    def reward(self, module: nn.Module) -> float:
+        """The evaluator's reward of a ready module: accuracy or fidelity."""
+        return self.fidelity_of(module) if self.reward_kind == "fidelity" else self.accuracy(module)
+
     def score(self, plan: Plan) -> float:
-        """Accuracy of the plan's candidate on the reward split (BN re-calibrated by default)."""
+        """Reward (accuracy or fidelity) of the plan's candidate on the reward split (BN re-calibrated by default)."""
         t0 = time.perf_counter()
         before = torch.get_num_threads()
         if self.threads:  # on 2 shared cores one thread was 9x faster than two fighting (measured)
@@ -263,23 +339,67 @@ class Evaluator:
                 self._recalibrate(module)
             elif self.mode == "mask":
                 self._restore_bn()  # slice mode: sliced stats are fresh copies, whole ones untouched
-            acc = self.accuracy(module)
+            value = self.reward(module)
         finally:
             torch.set_num_threads(before)
         self.calls += 1
         self.seconds += time.perf_counter() - t0
-        return acc
+        return value
 
 
-def evaluate_onnx(model: onnx.ModelProto | str | Path, dataset: Any, batch_size: int = 256, kind: str = "cpu") -> float:
-    """Top-1 accuracy of an ONNX model on a dataset, in ONNX Runtime (final, reported accuracies)."""
+def _session_batches(model: onnx.ModelProto | str | Path, dataset: Any, batch_size: int, kind: str) -> Any:
+    """(offset, outputs) of a model run in ONNX Runtime over every input of `dataset`, batch by batch (batches
+    of the model's fixed batch size when its input has one)."""
     from agmc_onnx.runtime import session
 
     sess = session(model, kind=kind)
-    name = sess.get_inputs()[0].name
-    x, y = np.asarray(dataset.x, np.float32), np.asarray(dataset.y, np.int64)
+    feeds = sess.get_inputs()
+    arrays = as_inputs(dataset)
+    if len(arrays) != len(feeds):
+        raise InputError(f"the data has {len(arrays)} input array(s), the model takes {len(feeds)} "
+                         f"({', '.join(f.name for f in feeds)})")
+    fixed = feeds[0].shape[0] if feeds[0].shape else None
+    step = fixed if isinstance(fixed, int) and fixed > 0 else batch_size
+    for i in range(0, len(arrays[0]), step):
+        yield i, sess.run(None, {f.name: np.asarray(a[i : i + step]) for f, a in zip(feeds, arrays, strict=True)})
+
+
+def evaluate_onnx(model: onnx.ModelProto | str | Path, dataset: Any, batch_size: int = 256, kind: str = "cpu") -> float:
+    """Top-1 accuracy of an ONNX model on a labelled dataset, in ONNX Runtime (final, reported accuracies)."""
+    y = getattr(dataset, "y", None)
+    if y is None:
+        raise InputError("accuracy needs labels; this data has none")
+    y = np.asarray(y, np.int64)
     correct = 0
-    for i in range(0, len(x), batch_size):
-        out = sess.run(None, {name: x[i : i + batch_size]})[0]
-        correct += int((out.argmax(1) == y[i : i + batch_size]).sum())
-    return correct / max(1, len(x))
+    for i, outs in _session_batches(model, dataset, batch_size, kind):
+        out = outs[0]
+        correct += int((out.argmax(1) == y[i : i + len(out)]).sum())
+    return correct / max(1, len(y))
+
+
+def onnx_outputs(model: onnx.ModelProto | str | Path, dataset: Any, batch_size: int = 256,
+                 kind: str = "cpu") -> list[np.ndarray]:  # fmt: skip
+    """Every graph output of an ONNX model on `dataset`, in ONNX Runtime."""
+    parts = [outs for _, outs in _session_batches(model, dataset, batch_size, kind)]
+    return [np.concatenate([p[k] for p in parts]) for k in range(len(parts[0]))]
+
+
+def reference_fidelity(original: onnx.ModelProto | str | Path, dataset: Any, kinds: Mapping[str, str] | None = None,
+                       weights: Mapping[str, float] | None = None, batch_size: int = 256) -> Fidelity:  # fmt: skip
+    """The original model's outputs on `dataset` (ONNX Runtime) as a Fidelity that scores other models' outputs."""
+    proto = original if isinstance(original, onnx.ModelProto) else onnx.load(str(original), load_external_data=True)
+    refs = onnx_outputs(proto, dataset, batch_size)
+    return Fidelity([torch.from_numpy(r) for r in refs], [o.name for o in proto.graph.output], kinds, weights)
+
+
+def fidelity_onnx(model: onnx.ModelProto | str | Path, dataset: Any, reference: Fidelity, batch_size: int = 256,
+                  kind: str = "cpu") -> float:  # fmt: skip
+    """Fidelity of an ONNX model's outputs on `dataset` to the reference's (built on the same dataset), in ORT."""
+    if len(reference) != len(as_inputs(dataset)[0]):
+        raise ValueError(f"the reference covers {len(reference)} examples, the data has {len(as_inputs(dataset)[0])}")
+    tally = reference.start()
+    for i, outs in _session_batches(model, dataset, batch_size, kind):
+        tally.add(i, [torch.from_numpy(o) for o in outs])
+    return tally.value()
+
+

@@ -1,4 +1,9 @@
-"""Fine-tune a (pruned) ONNX model in PyTorch through converters/, keep the best epoch, export, verify in ORT."""
+"""Fine-tune a (pruned) ONNX model in PyTorch through converters/, keep the best epoch, export, verify in ORT.
+
+With labels: cross-entropy on the first output (blended with distillation when a teacher is given). Without
+labels: distillation alone, the student trained to reproduce the teacher's (the original's) outputs, every
+graph output by its kind (agmc_onnx.distill), the best epoch picked by fidelity on the held-out slice.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +11,7 @@ import copy
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -16,18 +21,31 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from agmc_onnx.bn import bn_modules, recalibrate_bn
+from agmc_onnx.data import fixed_batch
+from agmc_onnx.distill import DistillLoss, augment, hinton_loss, is_image_batch
 from agmc_onnx.errors import AgmcError, InputError
-from agmc_onnx.evaluate import evaluate_onnx
+from agmc_onnx.evaluate import all_outputs, as_inputs, evaluate_onnx, fidelity_onnx, first
+from agmc_onnx.fidelity import Fidelity
 
 # The exported model's test accuracy must match the torch model's within this many points.
 MAX_EXPORT_GAP_POINTS = 0.1
+# Without labels: the exported model's fidelity must match the torch model's within this.
+MAX_EXPORT_GAP_FIDELITY = 1e-3
+# Training inputs the BN statistics are re-estimated on after each epoch (as the search's evaluator does).
+BN_CALIBRATION_IMAGES = 512
+
+__all__ = ["FinetuneConfig", "FinetuneResult", "EpochStats", "augment", "distillation_loss", "finetune",
+           "torch_accuracy", "torch_fidelity"]  # fmt: skip
+
+distillation_loss = hinton_loss  # the name this module has always exported
 
 
 class Data(Protocol):
-    """What fine-tuning needs from a dataset: float32 NCHW images and int64 labels."""
+    """What fine-tuning needs from a dataset: float32 NCHW images (`x`), int64 labels or None (`y`)."""
 
     x: np.ndarray
-    y: np.ndarray
+    y: np.ndarray | None
 
 
 @dataclass
@@ -41,8 +59,11 @@ class FinetuneConfig:
     weight_decay: float | None = None  # default 5e-4 for SGD, 0.05 for AdamW
     momentum: float = 0.9
     warmup_epochs: float = 0.0  # linear warm-up before the cosine decay
-    augment: bool = True  # random crop with padding + horizontal flip
+    augment: bool = True  # random crop with padding + horizontal flip (+ colour jitter), image inputs only
     flip: bool = True
+    color: float | None = None  # colour jitter: contrast x(1 +- c), brightness +- c batch std (None: 0.1
+    #                             when distilling without labels, 0 with labels)
+    bn_recalibrate: bool = True  # after each epoch, BN statistics re-estimated on clean training inputs
     distill_alpha: float = 0.5  # weight of the distillation loss when a teacher is given
     temperature: float = 4.0
     device: str | None = None  # None: cuda when torch sees one, else cpu
@@ -77,7 +98,8 @@ class FinetuneConfig:
 
 @dataclass
 class EpochStats:
-    """One epoch: mean training loss, held-out accuracy after it, last learning rate, seconds."""
+    """One epoch: mean training loss, held-out score after it (accuracy, or fidelity without labels), last
+    learning rate, seconds."""
 
     epoch: int
     loss: float
@@ -98,6 +120,9 @@ class FinetuneResult:
     device: str
     test_accuracy_torch: float | None = None
     test_accuracy_onnx: float | None = None
+    selected_by: str = "accuracy"  # what best_held_out measures: "accuracy" or "fidelity" (no labels)
+    test_fidelity_torch: float | None = None  # vs the teacher, when one was given
+    test_fidelity_onnx: float | None = None
 
     def summary(self) -> dict[str, Any]:
         """A JSON-ready summary (no model)."""
@@ -115,34 +140,6 @@ def pick_device(name: str | None = None) -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def augment(
-    x: torch.Tensor, generator: torch.Generator, pad: int | None = None, flip: bool = True
-) -> torch.Tensor:
-    """Random crop after zero padding (`pad` pixels, default H/8) and random horizontal flip, per sample."""
-    n, _, h, w = x.shape
-    pad = max(1, round(h / 8)) if pad is None else pad
-    dev = x.device
-    if pad > 0:
-        padded = F.pad(x, (pad, pad, pad, pad))
-        oy = torch.randint(0, 2 * pad + 1, (n,), generator=generator).to(dev)
-        ox = torch.randint(0, 2 * pad + 1, (n,), generator=generator).to(dev)
-        rows = (oy[:, None] + torch.arange(h, device=dev)[None, :])[:, None, :, None]
-        cols = (ox[:, None] + torch.arange(w, device=dev)[None, :])[:, None, None, :]
-        batch = torch.arange(n, device=dev)[:, None, None, None]
-        chan = torch.arange(x.shape[1], device=dev)[None, :, None, None]
-        x = padded[batch, chan, rows, cols]
-    if flip:
-        mask = (torch.rand(n, generator=generator) < 0.5).to(dev)
-        x = torch.where(mask[:, None, None, None], x.flip(3), x)
-    return x
-
-
-def distillation_loss(student: torch.Tensor, teacher: torch.Tensor, temperature: float) -> torch.Tensor:
-    """Hinton's soft-target loss: T^2 * KL(softmax(teacher/T) || softmax(student/T))."""
-    t = temperature
-    return F.kl_div(F.log_softmax(student / t, 1), F.softmax(teacher / t, 1), reduction="batchmean") * t * t
-
-
 @torch.no_grad()
 def torch_accuracy(module: nn.Module, data: Data, device: torch.device, batch_size: int = 512) -> float:
     """Top-1 accuracy of a module in eval mode (TF32 off so it matches ORT's float32)."""
@@ -153,14 +150,44 @@ def torch_accuracy(module: nn.Module, data: Data, device: torch.device, batch_si
         prev = torch.backends.cuda.matmul.allow_tf32
         torch.backends.cuda.matmul.allow_tf32 = False
         try:
-            for i in range(0, len(data.y), batch_size):
-                x = torch.from_numpy(np.ascontiguousarray(data.x[i : i + batch_size])).to(device)
-                pred = module(x).argmax(1).cpu().numpy()
+            for i, xs in _batches(data, batch_size, device):
+                pred = first(module(*xs)).argmax(1).cpu().numpy()
                 correct += int((pred == data.y[i : i + batch_size]).sum())
         finally:
             torch.backends.cuda.matmul.allow_tf32 = prev
     module.train(was_training)
     return correct / max(1, len(data.y))
+
+
+def _batches(data: Any, batch_size: int, device: torch.device) -> Any:
+    """(offset, every model input as a tensor on `device`) over `data` in batches."""
+    arrays = as_inputs(data)
+    for i in range(0, len(arrays[0]), batch_size):
+        yield i, [torch.from_numpy(np.ascontiguousarray(a[i : i + batch_size])).to(device) for a in arrays]
+
+
+@torch.no_grad()
+def module_outputs(module: nn.Module, data: Any, device: torch.device, batch_size: int = 512) -> list[torch.Tensor]:
+    """Every graph output of a module (eval mode, TF32 off) on `data`, on the CPU."""
+    was_training = module.training
+    module.eval()
+    parts: list[list[torch.Tensor]] = []
+    prev = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        with torch.backends.cudnn.flags(enabled=True, allow_tf32=False):
+            for _, xs in _batches(data, batch_size, device):
+                parts.append([o.float().cpu() for o in all_outputs(module(*xs))])
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = prev
+    module.train(was_training)
+    return [torch.cat([p[k] for p in parts]) for k in range(len(parts[0]))]
+
+
+def torch_fidelity(module: nn.Module, data: Any, reference: Fidelity, device: torch.device,
+                   batch_size: int = 512) -> float:  # fmt: skip
+    """Fidelity of a module's outputs on `data` to the reference's (the teacher's on the same data)."""
+    return reference.score(module_outputs(module, data, device, batch_size))
 
 
 def _optimizer(module: nn.Module, cfg: FinetuneConfig) -> torch.optim.Optimizer:
@@ -223,6 +250,12 @@ class _Bar:
             self.progress.update(task, advance=advance, info=info)
 
 
+def _output_names(model: str | Path | onnx.ModelProto) -> list[str]:
+    """The graph output names of a model file or proto."""
+    proto = model if isinstance(model, onnx.ModelProto) else onnx.load(str(model), load_external_data=False)
+    return [o.name for o in proto.graph.output]
+
+
 def finetune(
     model: str | Path | onnx.ModelProto,
     train: Data,
@@ -233,37 +266,66 @@ def finetune(
     test: Data | None = None,
     progress: bool = True,
     on_epoch: Callable[[EpochStats], None] | None = None,
+    output_kinds: dict[str, str] | None = None,
+    output_weights: dict[str, float] | None = None,
 ) -> FinetuneResult:
     """Train `model` on `train`, keep the epoch best on `held_out` (epoch 0 = as given), export, verify.
 
-    The exported model's accuracy in ONNX Runtime must equal the torch model's within 0.1 points on
-    `test` (or on `held_out` when no test set is given); otherwise an AgmcError is raised.
+    With labels: cross-entropy (blended with distillation from `teacher` by `distill_alpha`), the best
+    epoch by held-out accuracy. Without labels (`train.y` None) `teacher` is required: distillation alone,
+    every graph output by its kind (`output_kinds` / `output_weights` override, agmc_onnx.distill), the
+    best epoch by held-out fidelity to the teacher. The exported model must score in ONNX Runtime what the
+    torch model scores on `test` (or `held_out`): accuracy within 0.1 points, or without labels fidelity
+    within 0.001; otherwise an AgmcError is raised.
     """
     from converters import to_onnx, to_torch
 
     cfg = config or FinetuneConfig()
-    if len(train.y) == 0 or len(held_out.y) == 0:
+    fixed = fixed_batch(model if isinstance(model, onnx.ModelProto) else onnx.load(str(model), load_external_data=False))
+    if fixed:  # a static export takes one example at a time
+        cfg = replace(cfg, batch_size=fixed, eval_batch_size=fixed)
+    labelled = train.y is not None and held_out.y is not None
+    if len(train.x) == 0 or len(held_out.x) == 0:
         raise InputError("fine-tuning needs non-empty training and held-out data")
+    if not labelled and teacher is None:
+        raise InputError("the data has no labels: fine-tuning distils from the original model; give it as the "
+                         "teacher (--distill ORIGINAL.onnx)")  # fmt: skip
     torch.manual_seed(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
     device = pick_device(cfg.device)
     student = to_torch(model).to(device)
     teacher_module = to_torch(teacher).to(device).eval() if teacher is not None else None
+    names = _output_names(model)
+    distill: DistillLoss | None = None
+    held_ref: Fidelity | None = None
     if teacher_module is not None:
         for p in teacher_module.parameters():
             p.requires_grad_(False)
-    x_all = torch.from_numpy(np.ascontiguousarray(train.x)).to(device)
-    y_all = torch.from_numpy(np.asarray(train.y, np.int64)).to(device)
-    n = len(y_all)
+        sample = module_outputs(teacher_module, [a[:512] for a in as_inputs(train)], device, cfg.eval_batch_size)
+        distill = DistillLoss(sample, names, cfg.temperature, output_kinds, output_weights)
+        if not labelled:
+            held_ref = Fidelity(module_outputs(teacher_module, held_out, device, cfg.eval_batch_size), names,
+                                output_kinds, output_weights)  # fmt: skip
+    xs_all = [torch.from_numpy(np.ascontiguousarray(a)).to(device) for a in as_inputs(train)]
+    y_all = torch.from_numpy(np.asarray(train.y, np.int64)).to(device) if labelled else None
+    n = len(xs_all[0])
     bs = min(cfg.batch_size, n)
     steps = n // bs  # drop the ragged last batch: BN in train mode dislikes batches of one
     total = steps * cfg.epochs
     opt = _optimizer(student, cfg)
     base_lrs = [g["lr"] for g in opt.param_groups]
     warmup = int(cfg.warmup_epochs * steps)
-    use_aug = cfg.augment and x_all.ndim == 4 and min(x_all.shape[2:]) >= 8
+    use_aug = cfg.augment and is_image_batch(xs_all[0][:1])
+    color = cfg.color if cfg.color is not None else (0.0 if labelled else 0.1)
+    calib = [t[:BN_CALIBRATION_IMAGES] for t in xs_all]
+    recal = cfg.bn_recalibrate and bool(bn_modules(student))
 
-    best = torch_accuracy(student, held_out, device, cfg.eval_batch_size)
+    def held_score() -> float:
+        if held_ref is not None:
+            return torch_fidelity(student, held_out, held_ref, device, cfg.eval_batch_size)
+        return torch_accuracy(student, held_out, device, cfg.eval_batch_size)
+
+    best = held_score()
     initial, best_epoch = best, 0
     best_state = copy.deepcopy(student.state_dict())
     history: list[EpochStats] = []
@@ -280,45 +342,71 @@ def finetune(
                 for g, lr0 in zip(opt.param_groups, base_lrs, strict=True):
                     g["lr"] = lr0 * scale
                 idx = order[b * bs : (b + 1) * bs]
-                x, y = x_all[idx], y_all[idx]
+                xs = [t[idx] for t in xs_all]
                 if use_aug:
-                    x = augment(x, gen, flip=cfg.flip)
-                logits = student(x)
-                loss = F.cross_entropy(logits, y)
-                if teacher_module is not None and cfg.distill_alpha > 0:
+                    xs[0] = augment(xs[0], gen, flip=cfg.flip, color=color)
+                outs = all_outputs(student(*xs))
+                kd = None
+                if distill is not None and teacher_module is not None and (y_all is None or cfg.distill_alpha > 0):
                     with torch.no_grad():
-                        soft = teacher_module(x)
-                    kd = distillation_loss(logits, soft, cfg.temperature)
-                    loss = (1 - cfg.distill_alpha) * loss + cfg.distill_alpha * kd
+                        targets = all_outputs(teacher_module(*xs))
+                    kd = distill(outs, targets)
+                if y_all is None:
+                    assert kd is not None  # no labels: a teacher was required above
+                    loss = kd
+                else:
+                    loss = F.cross_entropy(outs[0], y_all[idx])
+                    if kd is not None:
+                        loss = (1 - cfg.distill_alpha) * loss + cfg.distill_alpha * kd
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
                 step += 1
                 loss_sum += float(loss.detach())
                 bar.update(task, f"loss {loss_sum / (b + 1):.4f}")
-            acc = torch_accuracy(student, held_out, device, cfg.eval_batch_size)
-            stats = EpochStats(
-                epoch, loss_sum / max(1, steps), acc, opt.param_groups[0]["lr"], time.perf_counter() - t0
-            )
+            if recal:  # running stats of a few (augmented) steps lag the weights: re-estimate on clean inputs
+                momenta = [m.momentum for m in bn_modules(student)]
+                recalibrate_bn(student, calib, cfg.eval_batch_size)
+                for m, momentum in zip(bn_modules(student), momenta, strict=True):
+                    m.momentum = momentum
+            score = held_score()
+            stats = EpochStats(epoch, loss_sum / max(1, steps), score, opt.param_groups[0]["lr"], time.perf_counter() - t0)
             history.append(stats)
-            bar.update(task, f"loss {stats.loss:.4f}  held-out {100 * acc:.2f}%", advance=0)
+            what = "fidelity" if held_ref is not None else "held-out"
+            bar.update(task, f"loss {stats.loss:.4f}  {what} {100 * score:.2f}%", advance=0)
             if on_epoch:
                 on_epoch(stats)
-            if acc > best:
-                best, best_epoch = acc, epoch
+            if score > best:
+                best, best_epoch = score, epoch
                 best_state = copy.deepcopy(student.state_dict())
     student.load_state_dict(best_state)
     student.eval()
-    proto = to_onnx(student)
+    if fixed:  # traced at the fixed batch, and declared so: its reshapes hold that batch
+        proto = to_onnx(student, sample_inputs=tuple(t[:fixed] for t in xs_all))
+        for value in [*proto.graph.input, *proto.graph.output]:
+            value.type.tensor_type.shape.dim[0].dim_value = fixed
+    else:
+        proto = to_onnx(student)
     check = test if test is not None else held_out
-    acc_torch = torch_accuracy(student, check, device, cfg.eval_batch_size)
-    acc_onnx = evaluate_onnx(proto, check)
-    gap = 100 * abs(acc_torch - acc_onnx)
-    if gap > MAX_EXPORT_GAP_POINTS:
-        raise AgmcError(
-            f"exported model disagrees with torch: {100 * acc_onnx:.2f}% in ONNX Runtime vs "
-            f"{100 * acc_torch:.2f}% in torch ({gap:.2f} points > {MAX_EXPORT_GAP_POINTS})"
-        )
+    acc_torch = acc_onnx = fid_torch = fid_onnx = None
+    if labelled and check.y is not None:
+        acc_torch = torch_accuracy(student, check, device, cfg.eval_batch_size)
+        acc_onnx = evaluate_onnx(proto, check)
+        gap = 100 * abs(acc_torch - acc_onnx)
+        if gap > MAX_EXPORT_GAP_POINTS:
+            raise AgmcError(
+                f"exported model disagrees with torch: {100 * acc_onnx:.2f}% in ONNX Runtime vs "
+                f"{100 * acc_torch:.2f}% in torch ({gap:.2f} points > {MAX_EXPORT_GAP_POINTS})"
+            )
+    if teacher_module is not None:
+        ref = Fidelity(module_outputs(teacher_module, check, device, cfg.eval_batch_size), names, output_kinds,
+                       output_weights)  # fmt: skip
+        fid_torch = torch_fidelity(student, check, ref, device, cfg.eval_batch_size)
+        fid_onnx = fidelity_onnx(proto, check, ref)
+        if not labelled and abs(fid_torch - fid_onnx) > MAX_EXPORT_GAP_FIDELITY:
+            raise AgmcError(f"exported model disagrees with torch: fidelity {fid_onnx:.4f} in ONNX Runtime vs "
+                            f"{fid_torch:.4f} in torch (> {MAX_EXPORT_GAP_FIDELITY})")
+    on_test = test is not None
     return FinetuneResult(
         proto=proto,
         best_epoch=best_epoch,
@@ -326,6 +414,9 @@ def finetune(
         initial_held_out=initial,
         history=history,
         device=str(device),
-        test_accuracy_torch=acc_torch if test is not None else None,
-        test_accuracy_onnx=acc_onnx if test is not None else None,
+        test_accuracy_torch=acc_torch if on_test else None,
+        test_accuracy_onnx=acc_onnx if on_test else None,
+        selected_by="fidelity" if held_ref is not None else "accuracy",
+        test_fidelity_torch=fid_torch if on_test else None,
+        test_fidelity_onnx=fid_onnx if on_test else None,
     )

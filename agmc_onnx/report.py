@@ -39,6 +39,7 @@ class Gates:
     max_accuracy_drop: float | None = None
     min_speedup: float | None = None
     max_latency_ms: float | None = None
+    min_fidelity: float | None = None  # percent: the result's fidelity to the original (data without labels too)
 
     def __post_init__(self) -> None:
         """Reject values that cannot be meant (negative, or a fraction given for a percentage)."""
@@ -48,6 +49,10 @@ class Gates:
         if self.min_accuracy is not None and (self.min_accuracy > 100 or 0 < self.min_accuracy <= 1):
             raise InputError(
                 f"--min-accuracy is a percentage in (1, 100] (e.g. 91.5), got {self.min_accuracy}"
+            )
+        if self.min_fidelity is not None and (self.min_fidelity > 100 or 0 < self.min_fidelity <= 1):
+            raise InputError(
+                f"--min-fidelity is a percentage in (1, 100] (e.g. 97), got {self.min_fidelity}"
             )
         if self.min_speedup is not None and self.min_speedup == 0:
             raise InputError("--min-speedup must be positive")
@@ -79,15 +84,17 @@ def check_gates(report: Mapping[str, Any], gates: Gates) -> list[str]:
     final = final_stage(report)
     acc = _accuracy(report, final)
     base = _accuracy(report, "original")
+    had_data = report.get("models", {}).get(final, {}).get("fidelity") is not None
+    no_labels = "the data has no labels: gate on --min-fidelity" if had_data else "give --data"
     if gates.min_accuracy is not None:
         if acc is None:
-            failed.append(f"min-accuracy: no {final} test accuracy was measured (give --data)")
+            failed.append(f"min-accuracy: no {final} test accuracy was measured ({no_labels})")
         elif 100 * acc < gates.min_accuracy - _EPS:
             failed.append(f"min-accuracy: {final} accuracy {100 * acc:.2f}% < {gates.min_accuracy:g}%")
     if gates.max_accuracy_drop is not None:
         if acc is None or base is None:
             failed.append(
-                "max-accuracy-drop: original and final test accuracies are both needed (give --data)"
+                f"max-accuracy-drop: original and final test accuracies are both needed ({no_labels})"
             )
         else:
             drop = 100 * (base - acc)
@@ -96,6 +103,12 @@ def check_gates(report: Mapping[str, Any], gates: Gates) -> list[str]:
                     f"max-accuracy-drop: accuracy fell {drop:.2f} points ({100 * base:.2f}% -> {100 * acc:.2f}%)"
                     f" > {gates.max_accuracy_drop:g}"
                 )
+    if gates.min_fidelity is not None:
+        fid = report.get("models", {}).get(final, {}).get("fidelity")
+        if fid is None:
+            failed.append(f"min-fidelity: no {final} fidelity to the original was measured (give --data)")
+        elif 100 * fid < gates.min_fidelity - _EPS:
+            failed.append(f"min-fidelity: {final} fidelity {100 * fid:.2f}% < {gates.min_fidelity:g}%")
     latency = report.get("latency") or {}
     rows = [r for r in latency.get("results", []) if r.get("model") == final]
     if gates.min_speedup is not None:
@@ -220,10 +233,13 @@ def _pct(acc: float | None) -> str:
 def render_markdown(report: Mapping[str, Any]) -> str:
     """A short markdown summary of a run report."""
     lines = [f"# agmc-onnx {report['kind']} report", "", f"`{report['command']}`", ""]
-    lines += ["| model | accuracy | MACs | params | file size | path |", "|---|---:|---:|---:|---:|---|"]
+    fid = any(m.get("fidelity") is not None for m in report["models"].values())
+    lines += [f"| model | accuracy |{' fidelity |' if fid else ''} MACs | params | file size | path |",
+              f"|---|---:|{'---:|' if fid else ''}---:|---:|---:|---|"]  # fmt: skip
     for stage, m in report["models"].items():
+        fid_cell = f" {_pct(m.get('fidelity'))} |" if fid else ""
         lines.append(
-            f"| {stage} | {_pct(m.get('accuracy'))} | {m['macs']:,} | {m['params']:,} | "
+            f"| {stage} | {_pct(m.get('accuracy'))} |{fid_cell} {m['macs']:,} | {m['params']:,} | "
             f"{m['file_bytes'] / 1024:.1f} KiB | {m.get('path') or '-'} |"
         )
     lines.append("")
@@ -233,6 +249,9 @@ def render_markdown(report: Mapping[str, Any]) -> str:
         )
     if report.get("accuracy_drop_points") is not None:
         lines.append(f"Accuracy drop: {report['accuracy_drop_points']:.2f} points")
+    if fid:
+        lines.append("Fidelity: how closely a model's outputs reproduce the original's on the same inputs "
+                     "(1 = identical; agmc_onnx.fidelity).")
     lat = report.get("latency")
     if lat:
         lines += [

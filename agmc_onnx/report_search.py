@@ -29,7 +29,7 @@ def search_section(result: SearchResult, strategy: str, **facts: Any) -> dict[st
     }
 
 
-def plot_search(result: SearchResult, path: str | Path, title: str = "") -> Path:
+def plot_search(result: SearchResult, path: str | Path, title: str = "", reward: str = "reward-split accuracy") -> Path:
     """PNG: keep ratio of every prunable group in the best plan, and reward / best reward per episode."""
     import matplotlib
 
@@ -48,7 +48,7 @@ def plot_search(result: SearchResult, path: str | Path, title: str = "") -> Path
     ax2.plot(eps, [e.reward for e in result.curve], ".", ms=3, label="reward", color="tab:gray")
     ax2.plot(eps, [e.best for e in result.curve], "-", label="best", color="tab:red")
     ax2.set_xlabel("episode")
-    ax2.set_ylabel("reward-split accuracy")
+    ax2.set_ylabel(reward)
     ax2.legend(loc="lower right")
     ax2.set_title("search")
     if title:

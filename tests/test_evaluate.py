@@ -16,6 +16,7 @@ import torch
 from agmc_onnx.analysis import Analysis
 from agmc_onnx.api import analyze
 from agmc_onnx.data import Preprocess, load_dataset, reward_split
+from agmc_onnx.errors import InputError
 from agmc_onnx.evaluate import Evaluator, evaluate_onnx
 from agmc_onnx.plan import Plan, plan_from_counts
 from agmc_onnx.rl.env import PruningEnv
@@ -115,3 +116,46 @@ def _ort_outputs(proto: onnx.ModelProto, x: np.ndarray) -> np.ndarray:
 
     sess = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
     return sess.run(None, {sess.get_inputs()[0].name: x})[0]
+
+
+def test_fidelity_reward_in_every_mode(tmp_path: Path) -> None:
+    """The fidelity reward on a model with three outputs (logits, a dense map, an embedding): slice, mask and prune modes
+    score a plan alike, without BN re-calibration exactly what ONNX Runtime gives the surgery's file; the
+    unpruned plan scores 1; no labels are needed."""
+    from agmc_onnx.evaluate import fidelity_onnx, reference_fidelity
+    from agmc_onnx.plan import full_plan
+    from fixtures.multi_output import with_dense_outputs
+
+    model = with_dense_outputs(DATA.parents[0] / "models" / "resnet20.onnx", tmp_path / "r20d.onnx")
+    a = analyze(model)
+    train = load_dataset(DATA, "train", Preprocess.for_model(a.model.proto)).without_labels()
+    split = reward_split(train.subset(np.arange(600)), 96, 0)
+    reward, calib = split.reward, split.rest.subset(np.arange(64))
+    env = PruningEnv.from_analysis(a, 0.5, 1, 0.2)
+    plan = _random_plan(a, env, np.random.default_rng(4))
+    raw = {mode: Evaluator(a, reward, calib, bn_recalibrate=False, device="cpu", threads=1, mode=mode,
+                           reward_kind="fidelity") for mode in ("auto", "mask", "prune")}  # fmt: skip
+    assert raw["auto"].mode == "slice" and [s.kind for s in raw["auto"].fidelity.specs] == ["logits", "dense", "embedding"]
+    scores = {mode: ev.score(plan) for mode, ev in raw.items()}
+    truth = fidelity_onnx(prune(a, plan), reward, reference_fidelity(a.model.proto, reward))
+    assert 0.05 < truth < 0.99
+    for mode, got in scores.items():
+        assert abs(got - truth) < 1e-3, (mode, got, truth)
+    assert raw["auto"].score(full_plan(a)) == pytest.approx(1.0, abs=1e-6)
+    recal = {mode: Evaluator(a, reward, calib, device="cpu", threads=1, mode=mode, reward_kind="fidelity")
+             for mode in ("auto", "prune")}  # fmt: skip
+    assert abs(recal["auto"].score(plan) - recal["prune"].score(plan)) < 1e-3
+    with pytest.raises(InputError, match="needs labels"):
+        Evaluator(a, reward, calib, device="cpu", reward_kind="accuracy")
+
+
+def test_onnx_scoring_of_a_static_batch_model(tmp_path: Path) -> None:
+    """A model whose input fixes the batch to 1 is run one example at a time: outputs and fidelity of all of them."""
+    from agmc_onnx.evaluate import fidelity_onnx, onnx_outputs, reference_fidelity
+    from tests.data.writers import tiny_model
+
+    model = tiny_model(tmp_path / "static.onnx", [1, 3, 4, 4])
+    x = np.random.default_rng(0).standard_normal((5, 3, 4, 4)).astype(np.float32)
+    data = SimpleNamespace(x=x, y=None)
+    np.testing.assert_array_equal(onnx_outputs(model, data)[0], x)
+    assert fidelity_onnx(model, data, reference_fidelity(model, data)) == pytest.approx(1.0)

@@ -9,7 +9,7 @@ import click
 
 from agmc_onnx.report import Gates
 
-GATE_OPTIONS = ("min_accuracy", "max_accuracy_drop", "min_speedup", "max_latency_ms")
+GATE_OPTIONS = ("min_accuracy", "max_accuracy_drop", "min_speedup", "max_latency_ms", "min_fidelity")
 
 
 class BatchList(click.ParamType):
@@ -43,13 +43,16 @@ def gate_options(func: Callable[..., Any]) -> Callable[..., Any]:
                      help="Gate: measured ORT speed-up vs the original at least this, at every --bench-batch."),
         click.option("--max-latency-ms", type=float, default=None,
                      help="Gate: median latency of the result at most this, at every --bench-batch."),
+        click.option("--min-fidelity", type=float, default=None,
+                     help="Gate: the result's fidelity to the original's outputs at least this many percent "
+                          "(e.g. 97; works without labels)."),
     ]  # fmt: skip
     for option in reversed(options):
         func = option(func)
     return func
 
 
-PREPROCESS_OPTIONS = ("scale", "mean", "std", "layout", "resize")
+PREPROCESS_OPTIONS = ("scale", "mean", "std", "layout", "resize", "channel_order")
 
 
 def _floats(ctx: click.Context, param: click.Parameter, value: str | None) -> tuple[float, ...] | None:
@@ -73,8 +76,11 @@ def preprocess_options(func: Callable[..., Any]) -> Callable[..., Any]:
                      help="Per-channel std divided by after the mean, e.g. 0.229,0.224,0.225."),
         click.option("--layout", type=click.Choice(["NCHW", "NHWC"], case_sensitive=False), default=None,
                      help="Input layout (default: from the model's input shape)."),
-        click.option("--resize", type=click.Choice(["resize", "pad"]), default=None,
-                     help="Fit images to the input size by resizing or by centre pad/crop."),
+        click.option("--resize", type=click.Choice(["resize", "pad", "letterbox"]), default=None,
+                     help="Fit images to the input size by resizing, by centre pad/crop, or letterbox (YOLO's: "
+                          "aspect ratio kept, grey 114 padding; the default for Ultralytics exports)."),
+        click.option("--channel-order", type=click.Choice(["rgb", "bgr"], case_sensitive=False), default=None,
+                     help="Channel order of 3-channel input (default rgb; --mean/--std are in this order)."),
         click.option("--sidecar", type=click.Path(exists=True, dir_okay=False), default=None,
                      help="Preprocessing sidecar (JSON/YAML) to use instead of MODEL.preprocess.json."),
     ]  # fmt: skip
@@ -98,7 +104,10 @@ def prune_run_options(func: Callable[..., Any]) -> Callable[..., Any]:
     options = [
         click.option("--finetune-epochs", type=click.IntRange(min=0), default=0, show_default=True,
                      help="Fine-tune the pruned model for N epochs on --data (written to the output)."),
-        click.option("--distill", is_flag=True, help="Distil from the original model while fine-tuning."),
+        click.option("--distill", is_flag=True,
+                     help="Distil from the original model while fine-tuning (always, alone, when the data has no labels)."),
+        click.option("--augment/--no-augment", default=True, show_default=True,
+                     help="Fine-tuning augmentations for image inputs: crop + flip (+ colour jitter without labels)."),
         click.option("--bench/--no-bench", "do_bench", default=True, show_default=True,
                      help="Measure original vs pruned latency in ONNX Runtime (interleaved)."),
         click.option("--bench-batch", type=BATCHES, default="1", show_default=True,
@@ -128,9 +137,11 @@ def prune_run_options(func: Callable[..., Any]) -> Callable[..., Any]:
 def render_run(report: dict[str, Any]) -> None:
     """After the cut: the accuracies, measured speed-ups, latency checks and where the report went."""
     for stage, facts in report["models"].items():
-        acc = facts.get("accuracy")
-        if acc is not None:
-            click.echo(f"{stage:10s} test accuracy {100 * acc:.2f}%")
+        acc, fid = facts.get("accuracy"), facts.get("fidelity")
+        if acc is not None or fid is not None:
+            shown = [] if acc is None else [f"test accuracy {100 * acc:.2f}%"]
+            shown += [] if fid is None else [f"fidelity {100 * fid:.2f}%"]
+            click.echo(f"{stage:10s} {'  '.join(shown)}")
     for batch, speedup in (report.get("speedup") or {}).items():
         click.echo(f"measured speed-up at batch {batch}: {speedup:.2f}x (MACs kept {100 * report['macs_ratio']:.1f}%)")
     lb = report.get("latency_budget")

@@ -24,7 +24,8 @@ def _default_output(model: str) -> Path:
     "data_dir",
     required=True,
     type=click.Path(exists=True),
-    help="Labelled images (IDX, CIFAR, class folders or .npz) with train and test splits.",
+    help="Labelled images (IDX, CIFAR, class folders or .npz) with train and test splits, or data without labels "
+    "(a flat folder of images or frames, an .npy/.npz of images or input tensors): distilled from --distill.",
 )
 @click.option("--epochs", type=click.IntRange(min=0), default=10, show_default=True)
 @click.option(
@@ -38,7 +39,7 @@ def _default_output(model: str) -> Path:
     "--distill",
     type=click.Path(exists=True, dir_okay=False),
     default=None,
-    help="Original ONNX model to distil from (teacher run in torch).",
+    help="Original ONNX model to distil from (teacher run in torch; required when the data has no labels).",
 )
 @click.option(
     "--original",
@@ -64,7 +65,8 @@ def _default_output(model: str) -> Path:
     default=None,
     help="Training examples held out to pick the best epoch (default: a fifth, at most 5000).",
 )
-@click.option("--augment/--no-augment", default=True, show_default=True, help="Random crop + flip.")
+@click.option("--augment/--no-augment", default=True, show_default=True,
+              help="Image inputs: random crop + flip (+ colour jitter without labels); off for non-images.")
 @click.option(
     "--flip/--no-flip", default=True, show_default=True, help="Horizontal flips in the augmentation."
 )
@@ -97,7 +99,7 @@ def finetune_cmd(model: str, data_dir: str, **kw: Any) -> None:
     from agmc_onnx.api import run_finetune
 
     run = run_finetune(model, data_dir, output=output, gates=gates, bench_batches=batches, preprocess=preprocess,
-                       request=request, **kw)  # fmt: skip
+                       request=request, note=lambda m: click.echo(f"agmc-onnx: note: {m}", err=True), **kw)  # fmt: skip
     render(run)
     report.enforce(run.report)
 
@@ -107,13 +109,15 @@ def render(run: Any) -> None:
     rep = run.report
     res = run.result
     for stage, facts in rep["models"].items():
-        acc = facts.get("accuracy")
+        acc, fid = facts.get("accuracy"), facts.get("fidelity")
         shown = "-" if acc is None else f"{100 * acc:.2f}%"
+        fidelity = "" if fid is None else f"  fidelity {100 * fid:.2f}%"
         click.echo(
-            f"{stage:10s} test accuracy {shown:>8s}  MACs {facts['macs']:,}  params {facts['params']:,}"
+            f"{stage:10s} test accuracy {shown:>8s}{fidelity}  MACs {facts['macs']:,}  params {facts['params']:,}"
         )
+    what = "held-out fidelity" if res.selected_by == "fidelity" else "held-out"
     click.echo(
-        f"best epoch {res.best_epoch} (held-out {100 * res.best_held_out:.2f}%, was {100 * res.initial_held_out:.2f}%)"
+        f"best epoch {res.best_epoch} ({what} {100 * res.best_held_out:.2f}%, was {100 * res.initial_held_out:.2f}%)"
     )
     for batch, speedup in (rep.get("speedup") or {}).items():
         click.echo(f"speed-up vs original at batch {batch}: {speedup:.2f}x")

@@ -30,7 +30,12 @@ from agmc_onnx.strategies import REGISTRY, SEARCH_STRATEGIES
 @click.option("--importance", type=click.Choice(["l1", "l2", "bn"]), default="l1", show_default=True)
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
 @click.option("--data", type=click.Path(exists=True), default=None,
-              help="Labelled data (train [+ test]) for search strategies: reward split, BN calibration, report.")
+              help="Data for search strategies (reward split, BN calibration, report): labelled (IDX, CIFAR, class "
+                   "folders, .npz x/y) or not (a flat folder of images or video frames, an .npy/.npz of images or "
+                   "of input tensors by input name).")
+@click.option("--reward", type=click.Choice(["accuracy", "fidelity"]), default=None,
+              help="Search reward: top-1 accuracy on the labels, or fidelity to the original's outputs (every "
+                   "output; no labels needed). Default: accuracy with labels, fidelity without.")
 @click.option("--episodes", type=click.IntRange(min=0), default=None,
               help="Search episodes (agmc, amc, random; default 300 on a GPU, 100 on a CPU).")
 @click.option("--agent", type=click.Choice(["ddpg", "ppo"]), default="ddpg", show_default=True,
@@ -58,7 +63,7 @@ def prune_cmd(model: str, target_flops: str | None, strategy: str | None, plan_p
               report: str | None, round_to: str, importance: str, seed: int, data: str | None, episodes: int,
               agent: str, decoder: str, policy: str | None, save_policy: str | None, checkpoint: str | None, resume: bool,
               bn_recalibrate: bool, reward_images: int | None, workers: int, ray_address: str | None,
-              **kw: Any) -> None:
+              reward: str | None, **kw: Any) -> None:
     """Prune MODEL's channels to --target-flops and/or --target-latency / --target-speedup (or as --plan says)."""
     from agmc_onnx.errors import InputError
     from agmc_onnx.workflows.options import PruneOptions
@@ -80,7 +85,7 @@ def prune_cmd(model: str, target_flops: str | None, strategy: str | None, plan_p
         target_latency_ms=kw.pop("target_latency"), target_speedup=kw.pop("target_speedup"),
         latency_batch=kw.pop("latency_batch"), latency_cache=kw.pop("latency_cache"),
         latency_rounds=kw.pop("latency_rounds"), preprocess=preprocess_from(kw), sidecar=kw.pop("sidecar"),
-        gates=gates_from(kw), workers=workers, ray_address=ray_address,
+        gates=gates_from(kw), workers=workers, ray_address=ray_address, reward=reward, augment=kw.pop("augment"),
     )  # fmt: skip
     request = validate_prune(model, opts)  # every flag, path and input, before torch is imported
     from agmc_onnx.api import run_prune, search_defaults
@@ -95,7 +100,7 @@ def prune_cmd(model: str, target_flops: str | None, strategy: str | None, plan_p
         bar = ProgressBar(defaults.episodes, chosen, workers)
     warned = _Warnings()
     with bar as progress:
-        run = run_prune(model, opts, progress=progress, warn=warned, request=request)
+        run = run_prune(model, opts, progress=progress, warn=warned, request=request, note=_note)
     rep = run.report
     console = Console(width=120)
     table = Table(title=f"{model} -> {run.output} ({run.strategy})")
@@ -109,6 +114,10 @@ def prune_cmd(model: str, target_flops: str | None, strategy: str | None, plan_p
             label = f"{split.replace('_', '-')} accuracy ({acc['images']} images)"
             table.add_row(label, f"{100 * acc['original']:.2f}%", f"{100 * acc['pruned']:.2f}%",
                           f"{100 * (acc['pruned'] - acc['original']):+.2f} pts")  # fmt: skip
+    for split, fid in (rep.get("fidelity") or {}).items():
+        if fid:
+            label = f"{split.replace('_', '-')} fidelity ({fid['images']} inputs)"
+            table.add_row(label, "100.00%", f"{100 * fid['pruned']:.2f}%", f"{100 * (fid['pruned'] - 1):+.2f} pts")
     console.print(table)
     pruned = sum(1 for g in rep["groups"] if g["kept_count"] < g["size"])
     steps = sorted({g["round_step"] for g in rep["groups"] if g.get("round_step")})
@@ -132,6 +141,11 @@ class _Warnings:
         if message not in self.said:
             self.said.add(message)
             click.echo(f"agmc-onnx: warning: {message}", err=True)
+
+
+def _note(message: str) -> None:
+    """What the run decided for the user, on stderr as it happens."""
+    click.echo(f"agmc-onnx: note: {message}", err=True)
 
 
 class ProgressBar:

@@ -1,12 +1,15 @@
 """Model-driven preprocessing: raw images [N,H,W,C] -> the model's float32 input.
 
-`Preprocess` resizes (antialiased bilinear) or centre pads/crops, converts grey<->RGB, scales,
-normalises per channel and lays out NCHW or NHWC; `Preprocess.for_model` reads size, channels and
-layout from the ONNX input and scale/mean/std from flags or a JSON/YAML sidecar.
+`Preprocess` resizes (antialiased bilinear), centre pads/crops or letterboxes (YOLO's: aspect ratio kept,
+grey 114 padding), converts grey<->RGB, orders channels RGB or BGR, scales, normalises per channel and
+lays out NCHW or NHWC; `Preprocess.for_model` reads size, channels and layout from the ONNX input,
+Ultralytics' export metadata (`imgsz`, `stride`: letterbox, /255, RGB) when present, and
+scale/mean/std from flags or a JSON/YAML sidecar.
 """
 
 from __future__ import annotations
 
+import ast
 import json
 import os
 from collections.abc import Mapping
@@ -20,7 +23,9 @@ from agmc_onnx.data.raw import PathLike
 from agmc_onnx.errors import InputError
 
 LAYOUTS = ("NCHW", "NHWC")
-RESIZE_MODES = ("resize", "pad")
+RESIZE_MODES = ("resize", "pad", "letterbox")
+CHANNEL_ORDERS = ("rgb", "bgr")
+LETTERBOX_GREY = 114  # Ultralytics' letterbox padding, in 8-bit pixel units (114/255 for float images)
 _CHUNK = 4096  # images converted at a time (bounds the float temporaries)
 
 
@@ -32,9 +37,11 @@ class Preprocess:
     channels: int | None = None               # 1 or 3
     layout: str = "NCHW"
     resize: str = "resize"                    # "resize" (bilinear, antialiased) | "pad" (centre pad/crop, 0)
+                                              # | "letterbox" (fit keeping aspect ratio, pad grey 114)
     scale: float | None = None                # None: 1/255 for integer images, 1 for float images
     mean: tuple[float, ...] = (0.0,)          # after scale, per channel (or one value for all)
     std: tuple[float, ...] = (1.0,)
+    channel_order: str = "rgb"                # of 3-channel input; mean/std are given in this order
     source: str | None = field(default=None, compare=False)  # sidecar/model it came from, for errors
 
     def __post_init__(self) -> None:
@@ -44,6 +51,8 @@ class Preprocess:
             raise InputError(f"layout must be one of {LAYOUTS}, got {self.layout!r}", where)
         if self.resize not in RESIZE_MODES:
             raise InputError(f"resize must be one of {RESIZE_MODES}, got {self.resize!r}", where)
+        if self.channel_order not in CHANNEL_ORDERS:
+            raise InputError(f"channel order must be one of {CHANNEL_ORDERS}, got {self.channel_order!r}", where)
         if self.channels is not None and self.channels not in (1, 3):
             raise InputError(f"channels must be 1 or 3, got {self.channels}", where)
         if self.size is not None and (len(self.size) != 2 or min(self.size) < 1):
@@ -65,7 +74,8 @@ class Preprocess:
 
     @classmethod
     def for_model(cls, model: Any, sidecar: PathLike | None = None, **overrides: Any) -> Preprocess:
-        """Flags > sidecar (given, or `<model>.preprocess.{json,yaml,yml}`) > the file's metadata > its input shape.
+        """Flags > sidecar (given, or `<model>.preprocess.{json,yaml,yml}`) > the file's metadata > Ultralytics'
+        export metadata > its input shape.
 
         `model` is a path, an `onnx.ModelProto` or anything with a `.proto` and `.path` (a ModelGraph).
         The metadata is what agmc-onnx records in every model it writes (METADATA_KEY), so a pruned or
@@ -74,6 +84,10 @@ class Preprocess:
         """
         proto, path = _model_proto(model)
         fields = input_spec(proto, path)
+        yolo = ultralytics_preprocess(proto)
+        if yolo:
+            fields.update(yolo)
+            fields["source"] = ULTRALYTICS_SOURCE
         recorded = recorded_preprocess(proto, path)
         if recorded:
             fields.update(recorded)
@@ -96,7 +110,20 @@ class Preprocess:
             out["channels"] = self.channels
         if self.scale is not None:
             out["scale"] = self.scale
+        if self.channel_order != "rgb":
+            out["channel_order"] = self.channel_order
         return out
+
+    def describe(self) -> str:
+        """One line: what raw images go through, and where the recipe came from."""
+        size = "their own size" if self.size is None else f"{self.size[0]}x{self.size[1]} ({self.resize})"
+        scale = "pixel/255 for 8-bit images" if self.scale is None else f"x{self.scale:g}"
+        norm = "" if not any(self.mean) and all(s == 1 for s in self.std) else \
+            f", mean {list(self.mean)}, std {list(self.std)}"
+        chans = "" if self.channels is None else f", {self.channels} channel{'s' if self.channels > 1 else ''}"
+        order = f" {self.channel_order.upper()}" if self.channels in (None, 3) else ""
+        return (f"images to {size}{chans}{order}, {scale}{norm}, {self.layout}"
+                f" (from {self.source or 'the input shape'})")
 
     def apply(self, raw: np.ndarray, source: str = "") -> np.ndarray:
         """Raw images [N,H,W,C] (uint8 or float) -> float32 model input, converted chunk by chunk."""
@@ -117,10 +144,13 @@ class Preprocess:
         out = np.empty(shape, np.float32)
         for lo in range(0, n, _CHUNK):
             chunk = raw[lo:lo + _CHUNK].astype(np.float32)
+            fill = pad_fill(raw.dtype, self.resize)
             if out_c < chunk.shape[3]:  # the cheaper order: fewer channels through the resize
-                chunk = resize_or_pad(_convert_channels(chunk, out_c), out_h, out_w, self.resize)
+                chunk = resize_or_pad(_convert_channels(chunk, out_c), out_h, out_w, self.resize, fill)
             else:
-                chunk = _convert_channels(resize_or_pad(chunk, out_h, out_w, self.resize), out_c)
+                chunk = _convert_channels(resize_or_pad(chunk, out_h, out_w, self.resize, fill), out_c)
+            if self.channel_order == "bgr" and out_c == 3:
+                chunk = np.ascontiguousarray(chunk[..., ::-1])
             chunk *= np.float32(scale)
             if mean.any():
                 chunk -= mean
@@ -175,6 +205,22 @@ def input_spec(proto: Any, path: str | None = None) -> dict[str, Any]:
 
 
 METADATA_KEY = "agmc_onnx.preprocess"  # metadata_props entry of written models: to_json() as JSON
+ULTRALYTICS_SOURCE = "Ultralytics export metadata (imgsz, stride): letterbox, pixel/255, RGB"
+
+
+def ultralytics_preprocess(proto: Any) -> dict[str, Any]:
+    """What an Ultralytics export implies (its metadata_props hold `imgsz` and `stride`): letterbox to imgsz,
+    pixel/255, RGB, no mean/std, as its predictor feeds the model. Empty for any other model."""
+    meta = {p.key: p.value for p in proto.metadata_props}
+    if "imgsz" not in meta or "stride" not in meta:
+        return {}
+    try:
+        size = ast.literal_eval(meta["imgsz"])
+        size = (int(size), int(size)) if isinstance(size, (int, float)) else (int(size[0]), int(size[1]))
+    except (ValueError, SyntaxError, TypeError, IndexError):
+        return {}
+    return {"size": size, "resize": "letterbox", "scale": 1.0 / 255.0, "channel_order": "rgb",
+            "mean": (0.0,), "std": (1.0,)}
 
 
 def recorded_preprocess(proto: Any, path: str | None = None) -> dict[str, Any]:
@@ -205,7 +251,8 @@ def _sidecar_candidates(model_path: Path) -> list[Path]:
     return [stem.with_name(stem.name + ".preprocess" + ext) for ext in (".json", ".yaml", ".yml")]
 
 
-SIDECAR_KEYS = frozenset({"size", "height", "width", "channels", "layout", "resize", "scale", "mean", "std"})
+SIDECAR_KEYS = frozenset({"size", "height", "width", "channels", "layout", "resize", "scale", "mean", "std",
+                          "channel_order"})
 
 
 def load_sidecar(path: PathLike) -> dict[str, Any]:
@@ -260,6 +307,8 @@ def _coerce(fields: Mapping[str, Any], where: str | None) -> dict[str, Any]:
                 out[key] = (float(v),) if isinstance(v, (int, float, str)) else tuple(float(x) for x in v)
         if isinstance(out.get("layout"), str):
             out["layout"] = out["layout"].upper()
+        if isinstance(out.get("channel_order"), str):
+            out["channel_order"] = out["channel_order"].lower()
     except (TypeError, ValueError, ZeroDivisionError) as exc:
         raise InputError(f"bad preprocessing value: {exc}", where) from exc
     return out
@@ -287,11 +336,27 @@ def _resize_matrix(n_in: int, n_out: int) -> np.ndarray:
     return (w / w.sum(axis=1, keepdims=True)).astype(np.float32)
 
 
-def resize_or_pad(x: np.ndarray, out_h: int, out_w: int, mode: str) -> np.ndarray:
-    """[n,H,W,C] -> [n,out_h,out_w,C] by bilinear resize or centre zero-pad / centre crop."""
+def pad_fill(dtype: np.dtype, mode: str) -> float:
+    """The padding value in raw pixel units: letterbox grey 114 (114/255 for float images), else 0."""
+    if mode != "letterbox":
+        return 0.0
+    return float(LETTERBOX_GREY) if np.dtype(dtype).kind in "ui" else LETTERBOX_GREY / 255.0
+
+
+def resize_or_pad(x: np.ndarray, out_h: int, out_w: int, mode: str, fill: float = 0.0) -> np.ndarray:
+    """[n,H,W,C] -> [n,out_h,out_w,C] by bilinear resize, centre zero-pad / centre crop, or letterbox (resize
+    keeping the aspect ratio to fit, then centre-pad with `fill`, as Ultralytics' LetterBox)."""
     _, h, w, _ = x.shape
     if (h, w) == (out_h, out_w):
         return x
+    if mode == "letterbox":
+        r = min(out_h / h, out_w / w)
+        nh, nw = max(1, round(h * r)), max(1, round(w * r))
+        inner = resize_or_pad(x, nh, nw, "resize")
+        top, left = round((out_h - nh) / 2 - 0.1), round((out_w - nw) / 2 - 0.1)
+        out = np.full((x.shape[0], out_h, out_w, x.shape[3]), fill, np.float32)
+        out[:, top:top + nh, left:left + nw] = inner
+        return out
     if mode == "resize":
         ry, rx = _resize_matrix(h, out_h), _resize_matrix(w, out_w)
         n, _, _, c = x.shape

@@ -58,6 +58,12 @@ def require_ray(workers: int) -> Any:
     return ray
 
 
+def _outputs(scorer: Any) -> list[dict[str, Any]] | None:
+    """Each graph output's fidelity form and weight of a fidelity-rewarded scorer (None otherwise)."""
+    f = getattr(scorer, "fidelity", None)
+    return None if f is None else f.describe()
+
+
 class ScorerActor:
     """The body of one worker: builds its scorer once (model converted, data on its device), then scores plans."""
 
@@ -74,7 +80,7 @@ class ScorerActor:
         s = self.scorer
         return {"host": socket.gethostname(), "pid": os.getpid(), "device": str(getattr(s, "device", self.device)),
                 "mode": getattr(s, "mode", None), "bn_recalibrated": getattr(s, "bn_recalibrated", None),
-                "threads": getattr(s, "threads", None)}  # fmt: skip
+                "threads": getattr(s, "threads", None), "outputs": _outputs(s)}  # fmt: skip
 
     def score(self, plan: Any) -> tuple[float, float]:
         """(reward, seconds) of one candidate."""
@@ -140,6 +146,10 @@ class ScorerPool:
     @property
     def threads(self) -> int | None:
         return self.facts.get("threads")
+
+    @property
+    def outputs(self) -> list[dict[str, Any]] | None:
+        return self.facts.get("outputs")
 
     @property
     def calls(self) -> int:

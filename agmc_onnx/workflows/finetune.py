@@ -9,8 +9,9 @@ from pathlib import Path
 from typing import Any
 
 from agmc_onnx import io
-from agmc_onnx.evaluate import evaluate_onnx
+from agmc_onnx.evaluate import evaluate_onnx, fidelity_onnx, reference_fidelity
 from agmc_onnx.finetune import FinetuneConfig, FinetuneResult, finetune
+from agmc_onnx.model import load as load_model
 from agmc_onnx.workflows.context import self_check
 from agmc_onnx.workflows.validate import FinetuneRequest, validate_finetune
 
@@ -57,13 +58,18 @@ def run_finetune(
     sidecar: str | Path | None = None,
     warn: Callable[[str], None] | None = None,
     request: FinetuneRequest | None = None,
+    note: Callable[[str], None] | None = None,
+    output_kinds: dict[str, str] | None = None,
+    output_weights: dict[str, float] | None = None,
 ) -> FinetuneRun:
     """Fine-tune, write the model, measure accuracy (ORT) and latency, write the JSON + markdown report.
 
     The data is read with the model's own preprocessing (flags > sidecar > what the file records),
-    so a file written by `prune` is fine-tuned on the inputs it was pruned with. Everything is checked
-    first (`validate_finetune`, or the `request` it returned); the files are committed at the end, or
-    none when the run fails."""
+    so a file written by `prune` is fine-tuned on the inputs it was pruned with. Data without labels is
+    distilled from the original (`distill`, else `original`); the report gives every model's fidelity to
+    that original on the test split (held out from the data when it has none), before and after. Everything
+    is checked first (`validate_finetune`, or the `request` it returned); the files are committed at the
+    end, or none when the run fails."""
     req = request or validate_finetune(
         model, data_dir, output=output, report_path=report_path, distill=distill, original=original,
         held_out=held_out, do_bench=do_bench, provider=provider, threads=threads, gates=gates,
@@ -72,11 +78,18 @@ def run_finetune(
     from agmc_onnx import bench, report
 
     ctx, output, json_path = req.context, req.output, req.report
+    for line in ctx.notes:
+        if note is not None:
+            note(line)
     with io.staged(req.staged):
         (train, held), test = ctx.finetune_data(held_out), ctx.test
-        start = evaluate_onnx(ctx.model.source, test)
+        assert test is not None  # validate_finetune needs a test split
         baseline = original or distill
-        base_acc = evaluate_onnx(baseline, test) if baseline is not None else None
+        teacher = distill if distill is not None or ctx.labelled else original
+        labelled = test.labelled
+        start = evaluate_onnx(ctx.model.source, test) if labelled else None
+        base_acc = evaluate_onnx(baseline, test) if baseline is not None and labelled else None
+        reference = reference_fidelity(baseline, test, output_kinds, output_weights) if baseline is not None else None
         # a pruned input may score low for good reason: the unpruned baseline is what tells a wrong preprocessing
         low = ctx.low_accuracy_warning(base_acc, "test split (the --original/--distill model)") if base_acc is not None else None
         if low and warn is not None:
@@ -85,13 +98,20 @@ def run_finetune(
             epochs=epochs, batch_size=batch_size, optimizer=optimizer, lr=lr, weight_decay=weight_decay,
             augment=augment, flip=flip, distill_alpha=distill_alpha, device=device, seed=seed,
         )  # fmt: skip
-        result = finetune(ctx.model.source, train, held, cfg, teacher=distill, test=test, progress=progress)
+        # the teacher as loaded (normalised): exporters' weight-sharing Identity nodes do not convert to torch
+        teacher_proto = load_model(teacher).proto if teacher is not None else None
+        result = finetune(ctx.model.source, train, held, cfg, teacher=teacher_proto, test=test, progress=progress,
+                          output_kinds=output_kinds, output_weights=output_weights)  # fmt: skip
         proto = ctx.describe(result.proto)
         stages: dict[str, dict[str, Any]] = {}
         if baseline is not None:
             stages["original"] = report.model_facts(baseline, base_acc)
         stages["pruned"] = report.model_facts(model, start)
         stages["finetuned"] = report.model_facts(proto, result.test_accuracy_onnx)
+        if reference is not None:
+            stages["original"]["fidelity"] = 1.0
+            stages["pruned"]["fidelity"] = fidelity_onnx(ctx.model.source, test, reference)
+            stages["finetuned"]["fidelity"] = fidelity_onnx(proto, test, reference)
         stages["finetuned"]["path"] = str(output)
         latency = None
         if do_bench:
@@ -99,11 +119,13 @@ def run_finetune(
             labels = (["original"] if baseline is not None else []) + ["finetuned"]
             latency = bench.bench(models, list(bench_batches), provider=provider, threads=threads,
                                   repeats=bench_repeats, labels=labels).to_json()  # fmt: skip
-        extra = {"finetune": {**result.summary(), "config": asdict(cfg)}}
+        loss = "cross-entropy" + (" + distillation" if teacher else "") if ctx.labelled else "distillation (no labels)"
+        extra = {"finetune": {**result.summary(), "config": asdict(cfg), "loss": loss}, "notes": list(ctx.notes)}
         rep = report.build("finetune", stages, latency=latency, gates=gates, command=command, extra=extra)
         rep["warnings"] = ([low] if low else []) + report.latency_warnings(rep, proto, provider, threads)
         written = io.write_model(proto, output, model)
-        self_check(written, test, result.test_accuracy_onnx, io.staged_file(written))
+        self_check(written, test, result.test_accuracy_onnx, reference, stages["finetuned"].get("fidelity"),
+                   io.staged_file(written))
         ctx.write_sidecar(written)
         jp, mp = report.write(rep, json_path)
     return FinetuneRun(result, rep, output, jp, mp)

@@ -51,6 +51,10 @@ class PruneOptions:
     sidecar: PathLike | None = None  # a preprocessing sidecar other than the one beside the model
     workers: int = 1  # Ray scorer workers for a search (> 1 needs the ray extra)
     ray_address: str | None = None  # a Ray cluster to join (None: a private Ray on this machine)
+    reward: str | None = None  # "accuracy" | "fidelity"; None: accuracy with labels, fidelity without
+    augment: bool = True  # fine-tuning augmentations (image inputs only)
+    output_kinds: dict[str, str] | None = None  # fidelity / distillation form per graph output (default inferred)
+    output_weights: dict[str, float] | None = None  # weight per graph output (default equal)
 
     def chosen_strategy(self) -> str:
         """The strategy the run uses."""

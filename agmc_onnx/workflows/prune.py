@@ -59,31 +59,40 @@ def _plan_and_cut(model: PathLike, opts: PruneOptions, ctx: RunContext, strategy
         policy=opts.policy, save_policy=opts.save_policy, bn_recalibrate=opts.bn_recalibrate,
         reward_images=opts.reward_images, agent=opts.agent, decoder=opts.decoder, progress=progress,
         latency=opts.latency(), plan=opts.plan, threads=ctx.threads, warn=warn, workers=opts.workers,
-        ray_address=opts.ray_address,
+        ray_address=opts.ray_address, reward=opts.reward, output_kinds=opts.output_kinds,
+        output_weights=opts.output_weights,
     )  # fmt: skip
     return searched.prune, searched.report
 
 
 def _finetune(ctx: RunContext, proto: onnx.ModelProto, opts: PruneOptions, progress: bool) -> tuple[Any, dict[str, Any]]:
-    """Fine-tune the pruned model on the run's training data (distilling from the original with `distill`)."""
+    """Fine-tune the pruned model on the run's training data: with labels (distilling from the original too with
+    `distill`), without labels by distillation from the original alone."""
     from agmc_onnx.finetune import FinetuneConfig, finetune
 
     train, held = ctx.finetune_data()
-    cfg = FinetuneConfig(epochs=opts.finetune_epochs, seed=opts.seed)
-    res = finetune(proto, train, held, cfg, teacher=str(ctx.path) if opts.distill else None, test=ctx.test,
-                   progress=progress)  # fmt: skip
-    return res, {"finetune": {**res.summary(), "config": asdict(cfg)}}
+    cfg = FinetuneConfig(epochs=opts.finetune_epochs, seed=opts.seed, augment=opts.augment)
+    # the original as loaded (normalised): exporters' weight-sharing Identity nodes do not convert to torch
+    teacher = ctx.model.proto if opts.distill or not ctx.labelled else None
+    res = finetune(proto, train, held, cfg, teacher=teacher, test=ctx.test, progress=progress,
+                   output_kinds=opts.output_kinds, output_weights=opts.output_weights)  # fmt: skip
+    mode = "cross-entropy" + (" + distillation" if teacher is not None else "") if ctx.labelled else "distillation (no labels)"
+    return res, {"finetune": {**res.summary(), "config": asdict(cfg), "loss": mode}}
 
 
 def run_prune(model: PathLike, opts: PruneOptions, progress: Callable[..., None] | None = None,
               finetune_progress: bool = True, warn: Callable[[str], None] | None = None,
-              request: PruneRequest | None = None) -> PruneRun:  # fmt: skip
+              request: PruneRequest | None = None, note: Callable[[str], None] | None = None) -> PruneRun:  # fmt: skip
     """Plan, cut, re-calibrate, fine-tune, measure; write the model (recording the run's preprocessing, with a
     sidecar beside it when the input had one) and the report; evaluate the gates. `warn` hears warnings
-    that matter before the work is done (a near-chance original: wrong preprocessing). Everything is checked
-    first (`validate_prune`, or the `request` it returned); every file the run writes is committed at its
-    end, or none when it fails (the search checkpoint excepted: it is what --resume continues from)."""
+    that matter before the work is done (a near-chance original: wrong preprocessing); `note` hears what the
+    run decided for the user (preprocessing read from an exporter's metadata, inputs held out). Everything is
+    checked first (`validate_prune`, or the `request` it returned); every file the run writes is committed at
+    its end, or none when it fails (the search checkpoint excepted: it is what --resume continues from)."""
     req = request or validate_prune(model, opts)
+    for line in req.context.notes:
+        if note is not None:
+            note(line)
     with io.staged(req.staged):
         return _run(model, opts, req, progress, finetune_progress, warn)
 
@@ -92,7 +101,7 @@ def _run(model: PathLike, opts: PruneOptions, req: PruneRequest, progress: Calla
          finetune_progress: bool, warn: Callable[[str], None] | None) -> PruneRun:  # fmt: skip
     """run_prune's work, inside its staged outputs."""
     from agmc_onnx import bench, report
-    from agmc_onnx.evaluate import evaluate_onnx
+    from agmc_onnx.evaluate import evaluate_onnx, fidelity_onnx, reference_fidelity
 
     strategy, ctx, out, json_path = req.strategy, req.context, req.output, req.report
     result, prune_report = _plan_and_cut(model, opts, ctx, strategy, progress, warn, json_path)
@@ -101,13 +110,21 @@ def _run(model: PathLike, opts: PruneOptions, req: PruneRequest, progress: Calla
     extra: dict[str, Any] = {}
     test = ctx.test
     original = ctx.model.source or str(model)
-    stages["original"] = report.model_facts(str(model), None if test is None else evaluate_onnx(original, test))
-    stages["pruned"] = report.model_facts(proto, None if test is None else evaluate_onnx(proto, test))
+    labelled = test is not None and test.labelled
+    reference = None if test is None else reference_fidelity(original, test, opts.output_kinds, opts.output_weights)
+
+    def facts(m: Any, accuracy: float | None = None, fidelity: float | None = None) -> dict[str, Any]:
+        out = report.model_facts(m, accuracy if accuracy is not None or not labelled else evaluate_onnx(m, test))
+        out["fidelity"] = fidelity if fidelity is not None or reference is None else fidelity_onnx(m, test, reference)
+        return out
+
+    stages["original"] = facts(original, fidelity=1.0 if reference is not None else None)
+    stages["pruned"] = facts(proto)
     final = "pruned"
     if opts.finetune_epochs:
         res, extra = _finetune(ctx, proto, opts, finetune_progress)
         proto, final = res.proto, "finetuned"
-        stages["finetuned"] = report.model_facts(proto, res.test_accuracy_onnx)
+        stages["finetuned"] = facts(proto, res.test_accuracy_onnx)
     latency = None
     batches = list(opts.bench_batches)
     budget = prune_report.get("latency_budget")
@@ -130,10 +147,12 @@ def _run(model: PathLike, opts: PruneOptions, req: PruneRequest, progress: Calla
                 f"the latency budget was met on the predictor ({merged['latency_budget']['predicted_ms']:.3f} ms) "
                 f"but not when measured: {got['pruned_ms']:.3f} ms, {got['speedup']:.2f}x vs the original")
     merged["output"] = str(out)
+    merged["notes"] = list(ctx.notes)
     stages[final]["path"] = str(out)
     written = io.write_model(ctx.describe(proto), out, model)
     if test is not None:
-        self_check(written, test, stages[final].get("accuracy"), io.staged_file(written))
+        self_check(written, test, stages[final].get("accuracy"), reference, stages[final].get("fidelity"),
+                   io.staged_file(written))
     ctx.write_sidecar(written)
     report.write(merged, json_path)
     paths = [str(json_path), str(report.markdown_path(json_path))]

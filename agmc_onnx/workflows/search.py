@@ -16,13 +16,12 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from agmc_onnx.analysis import analyze
 from agmc_onnx.bn import bn_nodes, recalibrated_onnx
 from agmc_onnx.data import reward_split
 from agmc_onnx.devices import device_default
-from agmc_onnx.evaluate import Evaluator, evaluate_onnx
+from agmc_onnx.errors import InputError
+from agmc_onnx.evaluate import Evaluator, evaluate_onnx, fidelity_onnx, reference_fidelity
 from agmc_onnx.model import load as load_model
 from agmc_onnx.rl.search import Episode, SearchResult
 from agmc_onnx.rl.workers import ScorerPool, WorkerStats, require_ray
@@ -39,7 +38,7 @@ def load_search_data(model: Any, data: PathLike | Any, reward_images: int = 2000
         return data
     if isinstance(data, RunContext):
         return data.search_data(reward_images)
-    if hasattr(data, "x") and hasattr(data, "y"):
+    if hasattr(data, "x"):
         split = reward_split(data, min(reward_images, len(data) // 2), seed)
         return SearchData(split.reward, split.rest)
     return build_context(model, data, seed=seed).search_data(reward_images)
@@ -131,8 +130,16 @@ def search_prune(
     latency: dict[str, Any] | None = None,
     workers: int = 1,
     ray_address: str | None = None,
+    reward: str | None = None,
+    output_kinds: dict[str, str] | None = None,
+    output_weights: dict[str, float] | None = None,
 ) -> SearchPruneResult:
     """Plan with `strategy` (searches score on a reward split of `data`), prune, re-calibrate BN, report.
+
+    `reward`: "accuracy" (labels needed) or "fidelity" (the candidate's outputs vs the original's, every graph
+    output; `output_kinds` / `output_weights` by output name override the inferred forms and equal weights);
+    default accuracy when the data has labels, else fidelity. The report's `accuracy` section needs labels;
+    its `fidelity` section is always there.
 
     The written model is what was scored: with `bn_recalibrate` its BN statistics are re-estimated
     on the same calibration images by the same procedure as the evaluator's (for every strategy,
@@ -160,24 +167,31 @@ def search_prune(
     if ctx is None and isinstance(data, (str, os.PathLike)):
         ctx = build_context(analysis.model, data, seed=seed)
     sd = ctx.search_data(d.reward_images) if ctx is not None else load_search_data(analysis.model, data, d.reward_images, seed)
-    original_reward = evaluate_onnx(analysis.model.proto, sd.reward)
-    warning = low_accuracy_warning(original_reward, "labelled reward split", ctx.preprocess if ctx else None,
-                                   ctx.path if ctx else None)  # fmt: skip
+    labelled = getattr(sd.reward, "y", None) is not None
+    reward = reward or ("accuracy" if labelled else "fidelity")
+    if reward == "accuracy" and not labelled:
+        raise InputError("--reward accuracy needs labelled data; this data has no labels (use --reward fidelity)",
+                         getattr(sd.reward, "source", None) or None)  # fmt: skip
+    original_reward = evaluate_onnx(analysis.model.proto, sd.reward) if labelled else None
+    warning = None if original_reward is None else low_accuracy_warning(
+        original_reward, "labelled reward split", ctx.preprocess if ctx else None, ctx.path if ctx else None)
     if warning and warn is not None:
         warn(warning)
     searching = strategy in SEARCH_STRATEGIES
     evaluator: Any = None
     if parallel:  # each worker builds the same Evaluator on its own device (one CPU thread each)
         factory = partial(Evaluator, analysis, sd.reward, sd.calibration, bn_recalibrate=bn_recalibrate,
-                          calib_images=d.calib_images)  # fmt: skip
+                          calib_images=d.calib_images, reward_kind=reward, output_kinds=output_kinds,
+                          output_weights=output_weights)  # fmt: skip
         evaluator = ScorerPool(factory, workers, ray_address, device)
-        calib, batch = np.asarray(sd.calibration.x, np.float32)[: d.calib_images], 256
+        calib, batch = tuple(a[: d.calib_images] for a in sd.calibration.inputs), 256
     elif searching:
         evaluator = Evaluator(analysis, sd.reward, sd.calibration, bn_recalibrate=bn_recalibrate,
-                              calib_images=d.calib_images, device=d.device, threads=threads)  # fmt: skip
-        calib, batch = evaluator.calib, evaluator.batch_size
+                              calib_images=d.calib_images, device=d.device, threads=threads, reward_kind=reward,
+                              output_kinds=output_kinds, output_weights=output_weights)  # fmt: skip
+        calib, batch = evaluator.calib_inputs, evaluator.batch_size
     else:
-        calib, batch = np.asarray(sd.calibration.x, np.float32)[: d.calib_images], 256
+        calib, batch = tuple(a[: d.calib_images] for a in sd.calibration.inputs), 256
     holder: dict[str, SearchResult] = {}
     if checkpoint is None and output is not None:
         checkpoint = Path(str(output) + ".search")
@@ -206,27 +220,35 @@ def search_prune(
     if warning:
         rep["warnings"] = [*rep.get("warnings", []), warning]
     rep["output"] = str(output) if output is not None else None
-    rep["bn_recalibration"] = {"written": bn_written, "calibration_images": len(calib), "batch": batch}
+    n_calib = len(calib[0]) if isinstance(calib, tuple) else len(calib)
+    rep["bn_recalibration"] = {"written": bn_written, "calibration_images": n_calib, "batch": batch}
     search = holder.get("r")
-    rep["accuracy"] = {
+    rep["reward"] = reward
+    test_labelled = sd.test is not None and getattr(sd.test, "y", None) is not None
+    rep["accuracy"] = None if not labelled else {
         "reward_split": {"original": original_reward,
                          "pruned": evaluate_onnx(proto, sd.reward), "images": len(sd.reward)},
-        "test": None if sd.test is None else {"original": evaluate_onnx(analysis.model.proto, sd.test),
-                                              "pruned": evaluate_onnx(proto, sd.test), "images": len(sd.test)},
+        "test": None if not test_labelled else {"original": evaluate_onnx(analysis.model.proto, sd.test),
+                                                "pruned": evaluate_onnx(proto, sd.test), "images": len(sd.test)},
     }  # fmt: skip
+    rep["fidelity"] = {split: None if ds is None else {
+        "pruned": fidelity_onnx(proto, ds, reference_fidelity(analysis.model.proto, ds, output_kinds, output_weights)),
+        "images": len(ds)} for split, ds in (("reward_split", sd.reward), ("test", sd.test))}  # fmt: skip
     written_png = None
     if search is not None and evaluator is not None:
         facts = {"bn_recalibrated": evaluator.bn_recalibrated, "reward_images": len(sd.reward),
                  "calibration_images": len(calib), "evaluator_mode": evaluator.mode, "seed": seed,
                  "device": d.device, "threads": evaluator.threads, "defaults_note": d.note(),
                  "scoring_seconds": evaluator.seconds, "scored_candidates": evaluator.calls,
-                 "agent": agent if strategy != "random" else None,
+                 "reward": reward, "agent": agent if strategy != "random" else None,
+                 "outputs": evaluator.outputs if parallel else evaluator.fidelity and evaluator.fidelity.describe(),
                  "decoder": decoder if strategy == "agmc" else None,
                  "workers": evaluator.summary() if parallel else in_process_workers(evaluator)}  # fmt: skip
         rep["search"] = search_section(search, strategy, **facts)
         png_path = png if png is not None else Path(report).with_suffix(".png") if report is not None else None
         if png_path is not None:
-            written_png = plot_search(search, png_path, f"{Path(str(model)).name}: {strategy}")
+            written_png = plot_search(search, png_path, f"{Path(str(model)).name}: {strategy}",
+                                      f"reward-split {reward}")
             rep["search"]["png"] = str(written_png)
     if report is not None:
         write_json(rep, report, model)

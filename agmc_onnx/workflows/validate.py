@@ -175,6 +175,9 @@ def validate_finetune(model: PathLike, data: PathLike, *, output: PathLike, repo
     for p, proto in [(model, graph.source or graph.proto), *others]:
         check_image_input(proto, p)
     ctx = build_context(graph, data, need_test=True, seed=seed, sidecar=sidecar, flags=preprocess)
+    if not ctx.labelled and baseline is None:
+        raise InputError("the data has no labels: fine-tuning distils from the original model; give it with "
+                         "--distill ORIGINAL.onnx", data)  # fmt: skip
     n = len(ctx.train or ())
     if held_out is not None and not 0 < held_out < n:
         raise InputError(f"--held-out {held_out} is out of range: it must be below the {n} training examples "
@@ -254,11 +257,11 @@ def check_torch_file(path: PathLike, flag: str, what: str) -> None:
 
 
 def check_image_input(proto: onnx.ModelProto, path: PathLike) -> None:
-    """A model fed --data images: one graph input, float32 (what the data becomes after preprocessing)."""
+    """A model fed --data: its first graph input float32 (what images become after preprocessing). Further inputs
+    come from an .npz of input tensors; the data's arrays are matched to every input once loaded."""
     ins = image_inputs(proto)
-    if len(ins) != 1:
-        raise InputError(f"the model has {len(ins)} graph inputs ({', '.join(i.name for i in ins)}); "
-                         "--data feeds one image input", path)  # fmt: skip
+    if not ins:
+        raise InputError("the model has no graph input to feed --data to", path)
     elem = ins[0].type.tensor_type.elem_type
     if elem != onnx.TensorProto.FLOAT:
         name = onnx.TensorProto.DataType.Name(elem).lower() if elem else "of no tensor type"

@@ -94,3 +94,44 @@ def test_sidecars(tmp_path: Path) -> None:
         load_sidecar(side)
     with pytest.raises(InputError, match="sidecar not found"):
         load_sidecar(tmp_path / "missing.yaml")
+
+
+def test_letterbox_keeps_aspect_and_pads_grey() -> None:
+    """YOLO's letterbox: a 10x20 image into 16x16 becomes 8x16 centred, grey 114 (8-bit) above and below."""
+    raw = np.full((1, 10, 20, 3), 200, np.uint8)
+    x = Preprocess(size=(16, 16), resize="letterbox").apply(raw)
+    assert x.shape == (1, 3, 16, 16)
+    np.testing.assert_allclose(x[0, :, :4], 114 / 255, atol=1e-6)
+    np.testing.assert_allclose(x[0, :, 12:], 114 / 255, atol=1e-6)
+    np.testing.assert_allclose(x[0, :, 4:12], 200 / 255, atol=1e-5)
+    xf = Preprocess(size=(16, 16), resize="letterbox").apply(raw.astype(np.float32) / 255)  # float images: 114/255
+    np.testing.assert_allclose(xf, x, atol=1e-5)
+
+
+def test_channel_order_bgr(tmp_path: Path) -> None:
+    """--channel-order bgr reverses RGB after conversion; mean/std apply in the model's order; recorded in JSON."""
+    raw = np.zeros((1, 2, 2, 3), np.uint8)
+    raw[..., 0] = 255  # red
+    x = Preprocess(channel_order="bgr", mean=(0.0, 0.0, 0.5)).apply(raw)
+    np.testing.assert_allclose(x[0, :, 0, 0], [0.0, 0.0, 0.5])  # blue, green, red - 0.5
+    assert Preprocess(channel_order="bgr").to_json()["channel_order"] == "bgr"
+    assert "channel_order" not in Preprocess().to_json()
+    with pytest.raises(InputError, match="channel order"):
+        Preprocess(channel_order="rbg")
+    model = tiny_model(tmp_path / "m.onnx", ["N", 3, 4, 4])
+    (tmp_path / "m.preprocess.json").write_text(json.dumps({"channel_order": "BGR"}))
+    assert Preprocess.for_model(model).channel_order == "bgr"
+
+
+def test_ultralytics_metadata_is_the_default(tmp_path: Path) -> None:
+    """An Ultralytics export (imgsz + stride in metadata_props) is read letterboxed, /255, RGB, and says so;
+    flags and sidecars still win."""
+    model = onnx.load(str(tiny_model(tmp_path / "y.onnx", [1, 3, 32, 32])))
+    for k, v in {"author": "Ultralytics", "stride": "32", "imgsz": "[32, 32]", "task": "detect"}.items():
+        model.metadata_props.add(key=k, value=v)
+    onnx.save(model, tmp_path / "y.onnx")
+    pre = Preprocess.for_model(tmp_path / "y.onnx")
+    assert (pre.size, pre.resize, pre.scale, pre.channel_order) == ((32, 32), "letterbox", 1 / 255, "rgb")
+    assert "Ultralytics" in (pre.source or "") and "Ultralytics" in pre.describe()
+    assert Preprocess.for_model(tmp_path / "y.onnx", resize="resize").resize == "resize"
+    assert Preprocess.for_model(tiny_model(tmp_path / "p.onnx", [1, 3, 32, 32])).resize == "resize"
