@@ -9,6 +9,7 @@ from rich.console import Console
 from rich.table import Table
 
 from agmc_onnx import bench
+from agmc_onnx.commands._options import input_shape_option, input_shapes_from
 
 
 def parse_batches(value: str) -> list[int]:
@@ -36,6 +37,7 @@ def parse_batches(value: str) -> list[int]:
 @click.option("--profile", "top", type=click.IntRange(min=0), default=0,
               help="Also profile each model and list its N most costly layers.")  # fmt: skip
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@input_shape_option
 def bench_cmd(
     model: str,
     others: tuple[str, ...],
@@ -47,16 +49,18 @@ def bench_cmd(
     sessions: int,
     top: int,
     as_json: bool,
+    input_shape: tuple[str, ...],
 ) -> None:
     """Time MODEL (and --compare models) in ONNX Runtime: median, p90 and speed-up vs MODEL."""
     batches = parse_batches(batch)
     paths = [model, *others]
+    sizes = input_shapes_from({"input_shape": input_shape})
     result = bench.bench(paths, batches, provider=provider, threads=threads, warmup=warmup, repeats=repeats,
-                         sessions=sessions)  # fmt: skip
+                         sessions=sessions, input_shapes=sizes)  # fmt: skip
     profiles = {}
     if top:
         for label, path in zip(result.models, paths, strict=True):
-            profiles[label] = bench.profile(path, batches[0], provider, threads)[:top]
+            profiles[label] = bench.profile(path, batches[0], provider, threads, input_shapes=sizes)[:top]
     if as_json:
         doc = result.to_json()
         if profiles:

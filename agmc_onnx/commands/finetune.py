@@ -7,7 +7,14 @@ from typing import Any
 
 import click
 
-from agmc_onnx.commands._options import gate_options, gates_from, preprocess_from, preprocess_options
+from agmc_onnx.commands._options import (
+    gate_options,
+    gates_from,
+    input_shape_option,
+    input_shapes_from,
+    preprocess_from,
+    preprocess_options,
+)
 
 
 def _default_output(model: str) -> Path:
@@ -76,6 +83,7 @@ def _default_output(model: str) -> Path:
 @click.option("--bench-repeats", type=click.IntRange(min=1), default=30, show_default=True)
 @click.option("--provider", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="ORT intra-op threads.")
+@input_shape_option
 @preprocess_options
 @gate_options
 def finetune_cmd(model: str, data_dir: str, **kw: Any) -> None:
@@ -87,6 +95,7 @@ def finetune_cmd(model: str, data_dir: str, **kw: Any) -> None:
     gates = gates_from(kw)
     preprocess = preprocess_from(kw)
     batches = parse_batches(kw.pop("bench_batch"))
+    kw["input_shapes"] = input_shapes_from(kw)
     output = Path(kw.pop("output") or _default_output(model))
     run = run_finetune(model, data_dir, output=output, gates=gates, bench_batches=batches, preprocess=preprocess, **kw)
     render(run)

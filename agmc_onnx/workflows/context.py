@@ -25,6 +25,7 @@ from agmc_onnx.data import (
     sidecar_path,
 )
 from agmc_onnx.errors import AgmcError, InputError
+from agmc_onnx.inputs import InputShapes
 from agmc_onnx.model import ModelGraph
 from agmc_onnx.model import load as load_model
 
@@ -55,6 +56,12 @@ class RunContext:
     device: str | None = None
     threads: int | None = None
     _splits: dict[tuple[str, int], Any] = field(default_factory=dict, repr=False)
+
+    @property
+    def input_shapes(self) -> InputShapes:
+        """The input size the run analyses, counts and benchmarks at (resolved once, when the model loaded)."""
+        assert self.model.input_shapes is not None
+        return self.model.input_shapes
 
     def search_data(self, reward_images: int) -> SearchData:
         """A seeded class-balanced reward split of TRAIN, the rest as BN calibration images, and TEST."""
@@ -143,9 +150,11 @@ def build_context(
     preprocess: Preprocess | None = None,
     sidecar: PathLike | None = None,
     flags: dict[str, Any] | None = None,
+    input_shapes: Any = None,
 ) -> RunContext:
-    """Load the model (once) and, with `data`, resolve the preprocessing and load train (+ test) with it."""
-    graph = model if isinstance(model, ModelGraph) else load_model(model)
+    """Load the model (once, analysed at `input_shapes`: --input-shape values by input name, default the file's
+    static dims or its exporter's metadata) and, with `data`, resolve the preprocessing and load train (+ test)."""
+    graph = model if isinstance(model, ModelGraph) else load_model(model, input_shapes=input_shapes)
     path = Path(graph.path) if graph.path else Path(str(model)) if not isinstance(model, ModelGraph) else Path("model")
     ctx = RunContext(path=path, model=graph, seed=seed, device=device, threads=threads)
     if data is None:  # no data to read: the model's own preprocessing is still what its outputs record

@@ -54,6 +54,7 @@ def run_finetune(
     preprocess: dict[str, Any] | None = None,
     sidecar: str | Path | None = None,
     warn: Callable[[str], None] | None = None,
+    input_shapes: Any = None,
 ) -> FinetuneRun:
     """Fine-tune, write the model, measure accuracy (ORT) and latency, write the JSON + markdown report.
 
@@ -65,7 +66,8 @@ def run_finetune(
     check_output_path(output, model)
     json_path = Path(report_path) if report_path else output.with_name(output.name.removesuffix(".onnx") + ".report.json")
     check_output_path(json_path, model)
-    ctx = build_context(model, data_dir, need_test=True, seed=seed, sidecar=sidecar, flags=preprocess)
+    ctx = build_context(model, data_dir, need_test=True, seed=seed, sidecar=sidecar, flags=preprocess,
+                        input_shapes=input_shapes)  # fmt: skip
     (train, held), test = ctx.finetune_data(held_out), ctx.test
     start = evaluate_onnx(ctx.model.source, test)
     baseline = original or distill
@@ -82,19 +84,19 @@ def run_finetune(
     proto = ctx.describe(result.proto)
     stages: dict[str, dict[str, Any]] = {}
     if baseline is not None:
-        stages["original"] = report.model_facts(baseline, base_acc)
-    stages["pruned"] = report.model_facts(model, start)
-    stages["finetuned"] = report.model_facts(proto, result.test_accuracy_onnx)
+        stages["original"] = report.model_facts(baseline, base_acc, ctx.input_shapes)
+    stages["pruned"] = report.model_facts(model, start, ctx.input_shapes)
+    stages["finetuned"] = report.model_facts(proto, result.test_accuracy_onnx, ctx.input_shapes)
     stages["finetuned"]["path"] = str(output)
     latency = None
     if do_bench:
         models = ([baseline] if baseline is not None else []) + [proto]
         labels = (["original"] if baseline is not None else []) + ["finetuned"]
         latency = bench.bench(models, list(bench_batches), provider=provider, threads=threads, repeats=bench_repeats,
-                              labels=labels).to_json()  # fmt: skip
+                              labels=labels, input_shapes=ctx.input_shapes).to_json()  # fmt: skip
     extra = {"finetune": {**result.summary(), "config": asdict(cfg)}}
     rep = report.build("finetune", stages, latency=latency, gates=gates, command=command, extra=extra)
-    rep["warnings"] = ([low] if low else []) + report.latency_warnings(rep, proto, provider, threads)
+    rep["warnings"] = ([low] if low else []) + report.latency_warnings(rep, proto, provider, threads, ctx.input_shapes)
     written = write_model(proto, output, model)
     sidecar_out = None
     try:

@@ -61,6 +61,7 @@ class PruneOptions:
     command: str | None = None
     preprocess: dict[str, Any] = field(default_factory=dict)  # --scale/--mean/--std/--layout/--resize (None: unset)
     sidecar: PathLike | None = None  # a preprocessing sidecar other than the one beside the model
+    input_shapes: dict[str, tuple[int, ...]] | None = None  # --input-shape: the size a dynamic file is analysed at
 
     def chosen_strategy(self) -> str:
         """The strategy the run uses."""
@@ -140,20 +141,25 @@ def run_prune(model: PathLike, opts: PruneOptions, progress: Callable[..., None]
     check_output_path(json_path, model)
     if opts.finetune_epochs and opts.data is None:
         raise InputError("--finetune-epochs needs --data (training images)")
-    ctx = build_context(model, opts.data, seed=opts.seed, sidecar=opts.sidecar, flags=opts.preprocess)
+    ctx = build_context(model, opts.data, seed=opts.seed, sidecar=opts.sidecar, flags=opts.preprocess,
+                        input_shapes=opts.input_shapes)  # fmt: skip
     result, prune_report = _plan_and_cut(model, opts, ctx, strategy, progress, warn, json_path)
     proto = result.proto
     stages: dict[str, dict[str, Any]] = {}
     extra: dict[str, Any] = {}
     test = ctx.test
     original = str(model)
-    stages["original"] = report.model_facts(original, None if test is None else evaluate_onnx(original, test))
-    stages["pruned"] = report.model_facts(proto, None if test is None else evaluate_onnx(proto, test))
+    # one count per model, the engine's (normalised original, written file): table, JSON and markdown agree
+    before, after = prune_report["before"], prune_report["after"]
+    stages["original"] = report.model_facts(original, None if test is None else evaluate_onnx(original, test),
+                                            counts=(before["macs"], before["params"]))  # fmt: skip
+    stages["pruned"] = report.model_facts(proto, None if test is None else evaluate_onnx(proto, test),
+                                          counts=(after["macs"], after["params"]))  # fmt: skip
     final = "pruned"
     if opts.finetune_epochs:
         res, extra = _finetune(ctx, proto, opts, finetune_progress)
         proto, final = res.proto, "finetuned"
-        stages["finetuned"] = report.model_facts(proto, res.test_accuracy_onnx)
+        stages["finetuned"] = report.model_facts(proto, res.test_accuracy_onnx, ctx.input_shapes)
     latency = None
     batches = list(opts.bench_batches)
     budget = prune_report.get("latency_budget")
@@ -161,11 +167,12 @@ def run_prune(model: PathLike, opts: PruneOptions, progress: Callable[..., None]
         batches = list(dict.fromkeys([*batches, int(budget["batch"])]))
     if opts.bench or budget:
         latency = bench.bench([original, proto], batches, provider=opts.provider, threads=opts.threads,
-                              repeats=opts.bench_repeats, labels=["original", final]).to_json()  # fmt: skip
+                              repeats=opts.bench_repeats, labels=["original", final],
+                              input_shapes=ctx.input_shapes).to_json()  # fmt: skip
     run = report.build("prune", stages, latency=latency, gates=opts.gates, command=opts.command, extra=extra)
     merged = {**prune_report, **run}
     merged["warnings"] = list(prune_report.get("warnings", [])) + report.latency_warnings(
-        run, proto, opts.provider, opts.threads)  # fmt: skip
+        run, proto, opts.provider, opts.threads, ctx.input_shapes)  # fmt: skip
     if budget:  # predicted vs measured for latency-budgeted runs
         from agmc_onnx.latency import verification
 
