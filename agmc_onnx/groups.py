@@ -188,11 +188,12 @@ class Propagator:
         shape = self.shape(tensor)
         if shape is not None and len(shape) >= 2 and axis < len(shape) and isinstance(shape[axis], int):
             self.set(tensor, self.new(shape[axis], None, frozen=reason), axis)
-        else:  # no width to give ids to: record it, so what reads the tensor is frozen with a reason
+        else:
             self.tensor_ids.pop(tensor, None)
             self.tensor_axis.pop(tensor, None)
             self.tensor_split.pop(tensor, None)
-            self.untracked[tensor] = f"{reason}; the channel width of {tensor!r} is unknown"
+            if shape is None or (axis < len(shape) and len(shape) >= 2):  # a width exists but is unknown: record
+                self.untracked[tensor] = f"{reason}; the channel width of {tensor!r} is unknown"  # why, for readers
 
     def freeze(self, ids: list[int], reason: str) -> None:
         """Freeze the classes of `ids`."""

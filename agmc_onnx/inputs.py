@@ -118,8 +118,7 @@ def _metadata_size(proto: onnx.ModelProto, name: str, dims: list[Any]) -> tuple[
     if len(hw) != 2 or min(hw) < 1 or not isinstance(channels, int) or channels < 1:
         return None
     got = [dims[0], channels, *hw]
-    keys = "imgsz" + (", channels" if "channels" in meta else "")
-    return got, f"{meta['imgsz']}" + (f", channels {meta['channels']}" if "channels" in meta else "") + f" ({keys})"
+    return got, f"imgsz {meta['imgsz']}" + (f", channels {meta['channels']}" if "channels" in meta else "")
 
 
 def resolve_input_shapes(proto: onnx.ModelProto, given: Mapping[str, Sequence[int]] | None = None,
@@ -166,13 +165,13 @@ def resolve_input_shapes(proto: onnx.ModelProto, given: Mapping[str, Sequence[in
             full = [batch if not isinstance(dims[0], int) else dims[0], *meta[0][1:]]
             dims_out[name] = tuple(full)
             sources.add("metadata")
-            notes.append(f"input size from the file's metadata (imgsz {meta[1]}): {name} {_show(full)}; "
+            notes.append(f"input size from the file's metadata ({meta[1]}): {name} {_show(full)}; "
                          f"another size with {FLAG} {name}:1,{','.join(map(str, full[1:-2]))},H,W")  # fmt: skip
             continue
         letters = {2: "H", 3: "W"} if len(dims) == 4 else {}
         example = ",".join(str(d) if isinstance(d, int) else ("1" if k == 0 else letters.get(k, f"D{k}"))
                            for k, d in enumerate(dims))  # fmt: skip
-        raise InputError(f"input {name!r} has shape {_show(dims)}: give the size to analyse at with "
+        raise InputError(f"input {name!r} has shape {_show(dims)}: give its size with "
                          f"{FLAG} {name}:{example}", path)  # fmt: skip
     source = "metadata" if "metadata" in sources else (FLAG if FLAG in sources else "file")
     return InputShapes(dims_out, source, "; ".join(notes) or None, tuple(dynamic))

@@ -212,8 +212,16 @@ def reference_params(model: onnx.ModelProto) -> int:
     """Elements of every float initializer some node reads, and of float Constant nodes, Loop/If bodies
     included (docs/design.md convention)."""
 
+    def reads(g: onnx.GraphProto) -> set[str]:
+        out = {i for n in g.node for i in n.input}
+        for n in g.node:  # a body reads outer-scope names too (a Loop body's conv weight)
+            for a in n.attribute:
+                for sub in [a.g] if a.type == onnx.AttributeProto.GRAPH else list(a.graphs):
+                    out |= reads(sub)
+        return out
+
     def graph_params(g: onnx.GraphProto) -> int:
-        read = {i for n in g.node for i in n.input}
+        read = reads(g)
         total = sum(_float_elems(t) for t in g.initializer if t.name in read)
         for n in g.node:
             for a in n.attribute:

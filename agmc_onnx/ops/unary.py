@@ -49,7 +49,7 @@ def maxpool(p: Propagation, node: onnx.NodeProto) -> None:
     p.set(node.output[0], tracked(p, node.input[0]))
 
 
-@rule("Shape", "Size")
+@rule("Shape", "Size", any_axis=True, split_aware=True)
 def shape_of(p: Propagation, node: onnx.NodeProto) -> None:
     """Shape/Size read only the shape, which is computed at run time: no channels flow."""
 
