@@ -20,7 +20,7 @@ import onnx
 from onnx import numpy_helper
 
 from agmc_onnx.inputs import InputDim, with_input_dims
-from agmc_onnx.protos import Dim, constants_to_initializers, dims, fold_small_constants
+from agmc_onnx.protos import FOLDABLE, Dim, constants_to_initializers, dims, fold_small_constants
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +51,104 @@ def shapes_of(proto: onnx.ModelProto) -> Shapes:
 def _static(shape: list[Dim] | None) -> bool:
     """True for a known rank with every dim a number."""
     return shape is not None and all(isinstance(d, int) and d >= 0 for d in shape)
+
+
+_NUMPY_OPS = ("Gather", "Unsqueeze", "Squeeze", "Concat", "Cast", "Slice", "Identity", "Reshape", "Add", "Sub", "Mul",
+              "Neg")
+
+
+def _axes(node: onnx.NodeProto, values: list[np.ndarray], at: int) -> list[int] | None:
+    """An axes list given as attribute (old opsets) or as input `at` (new ones)."""
+    a = {x.name: onnx.helper.get_attribute_value(x) for x in node.attribute}
+    if "axes" in a:
+        return [int(v) for v in a["axes"]]
+    return [int(v) for v in values[at].reshape(-1)] if len(values) > at else None
+
+
+def _numpy_op(node: onnx.NodeProto, values: list[np.ndarray]) -> np.ndarray | None:
+    """One small integer op evaluated with numpy (the shape arithmetic exporters write); None: not handled."""
+    op, a = node.op_type, {x.name: onnx.helper.get_attribute_value(x) for x in node.attribute}
+    x = values[0]
+    if op == "Identity":
+        return x
+    if op == "Cast":
+        return x.astype(onnx.helper.tensor_dtype_to_np_dtype(int(a["to"])))
+    if op == "Gather":
+        return np.take(x, values[1].astype(np.int64), axis=int(a.get("axis", 0)))
+    if op == "Concat":
+        return np.concatenate(values, axis=int(a["axis"]))
+    if op == "Unsqueeze":
+        axes = _axes(node, values, 1)
+        if axes is None:
+            return None
+        out = x
+        for ax in sorted(ax % (x.ndim + len(axes)) for ax in axes):
+            out = np.expand_dims(out, ax)
+        return out
+    if op == "Squeeze":
+        axes = _axes(node, values, 1)
+        return np.squeeze(x) if axes is None else np.squeeze(x, axis=tuple(ax % x.ndim for ax in axes))
+    if op == "Reshape" and not a.get("allowzero", 0):
+        shape = [int(d) if d != 0 else x.shape[i] for i, d in enumerate(values[1].reshape(-1))]
+        return x.reshape(shape)
+    if op in ("Add", "Sub", "Mul") and x.dtype.kind in "iu" and values[1].dtype == x.dtype:
+        return {"Add": np.add, "Sub": np.subtract, "Mul": np.multiply}[op](x, values[1])
+    if op == "Neg" and x.dtype.kind == "i":
+        return -x
+    if op == "Slice" and len(values) >= 3:
+        axes = [int(v) for v in values[3].reshape(-1)] if len(values) > 3 else list(range(len(values[1].reshape(-1))))
+        steps = [int(v) for v in values[4].reshape(-1)] if len(values) > 4 else [1] * len(axes)
+        idx = [slice(None)] * x.ndim
+        for ax, st, en, sp in zip(axes, values[1].reshape(-1), values[2].reshape(-1), steps, strict=True):
+            idx[ax % x.ndim] = slice(int(st), int(en), sp)
+        return x[tuple(idx)]
+    return None
+
+
+def _fold_constants(graph: onnx.GraphProto, opsets: list[onnx.OperatorSetIdProto]) -> int:
+    """Evaluate the small integer ops whose inputs are all constants (numpy for the usual shape arithmetic,
+    onnx.reference for the rest); their outputs become initializers (in place). How many were folded."""
+    consts = {t.name: t for t in graph.initializer}
+    keep, n = [], 0
+    for node in graph.node:
+        ins = [i for i in node.input if i]
+        if (node.op_type in FOLDABLE and node.domain in ("", "ai.onnx") and ins and len(node.output) == 1
+                and all(i in consts and int(np.prod(consts[i].dims)) <= 4096 for i in ins)):  # fmt: skip
+            values = [numpy_helper.to_array(consts[i]) for i in node.input if i]
+            value = _numpy_op(node, values) if node.op_type in _NUMPY_OPS and len(ins) == len(node.input) else None
+            if value is None:
+                keep.append(node)
+                continue
+            t = numpy_helper.from_array(np.asarray(value), node.output[0])
+            graph.initializer.append(t)
+            consts[t.name] = t
+            n += 1
+            continue
+        keep.append(node)
+    if n:
+        del graph.node[:]
+        graph.node.extend(keep)
+    fold_small_constants(graph, opsets)  # what numpy did not handle (onnx.reference)
+    return n
+
+
+def _weightless(proto: onnx.ModelProto) -> onnx.ModelProto:
+    """The model with its large float initializers turned into typed graph inputs: shape inference reads
+    only their types, so it need not serialise megabytes of weights on every call."""
+    out = onnx.ModelProto()
+    out.CopyFrom(proto)
+    keep = []
+    for t in out.graph.initializer:
+        if t.data_type in _FLOATS and int(np.prod(t.dims)) > 64:
+            out.graph.input.append(onnx.helper.make_tensor_value_info(t.name, t.data_type, list(t.dims)))
+        else:
+            keep.append(t)
+    del out.graph.initializer[:]
+    out.graph.initializer.extend(keep)
+    return out
+
+
+_FLOATS = (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE, onnx.TensorProto.BFLOAT16)
 
 
 def _fold_shape_nodes(graph: onnx.GraphProto, shapes: Shapes) -> int:
@@ -130,16 +228,18 @@ _ORT_TYPES = {"tensor(float)": "float32", "tensor(double)": "float64", "tensor(f
 def static_shapes(proto: onnx.ModelProto, inputs: Mapping[str, Sequence[int]]) -> Shapes:
     """Shapes of every tensor with the inputs at `inputs` (all dims numbers): inference, shape subgraphs
     folded until nothing changes, then one ONNX Runtime run for what is still unknown."""
-    work = with_input_dims(proto, inputs)
+    work = _weightless(with_input_dims(proto, inputs))
     constants_to_initializers(work.graph)
     inferred = infer(work)
     shapes = shapes_of(inferred)
+    for t in proto.graph.initializer:
+        shapes[t.name] = [int(d) for d in t.dims]
     for _ in range(MAX_FOLD_ROUNDS):
         if not _incomplete(proto, shapes):
             break
         n_nodes = len(work.graph.node)
         folded = _fold_shape_nodes(work.graph, shapes)
-        fold_small_constants(work.graph, list(work.opset_import))
+        _fold_constants(work.graph, list(work.opset_import))
         if not folded and len(work.graph.node) == n_nodes:
             break
         del work.graph.value_info[:]
@@ -173,7 +273,7 @@ def shape_views(proto: onnx.ModelProto, dims: Mapping[str, Sequence[InputDim]], 
     already inferred on `proto` (reused when the inputs already declare `dims`)."""
     symbols = sorted({d for ds in dims.values() for d in ds if isinstance(d, str)})
     same = declared is not None and all(declared.get(n) == list(ds) for n, ds in dims.items())
-    view = dict(declared) if same and declared is not None else shapes_of(infer(with_input_dims(proto, dims)))
+    view = dict(declared) if same and declared is not None else shapes_of(infer(_weightless(with_input_dims(proto, dims))))
     todo = _incomplete(proto, view, symbols)
     if not todo:
         return ShapeViews(view, None)
