@@ -268,7 +268,7 @@ class ModelGraph:
         views = shape_views(self.proto, self.input_shapes.dims, shapes_of(self.proto))
         self.shapes = views.view
         self.filled_shapes = views.filled
-        self.notes = [n for n in (self.input_shapes.note, views.note) if n]
+        self.notes = [self.input_shapes.note] if self.input_shapes.note else []
         self._static = views.static
         for name, arr in self.inits.items():
             self.shapes[name] = list(arr.shape)

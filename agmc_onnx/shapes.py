@@ -260,7 +260,6 @@ class ShapeViews:
     view: Shapes
     static: Shapes | None  # None: not computed yet (a file whose inference is complete needs it only for costs)
     filled: list[str] = field(default_factory=list)  # tensors whose view shape came from the folded graphs
-    note: str | None = None  # what the user should know (a file that computes only at batch 1)
 
 
 def at_batch(dims: Mapping[str, Sequence[InputDim]], batch: int) -> dict[str, list[int]]:
@@ -279,11 +278,6 @@ def shape_views(proto: onnx.ModelProto, dims: Mapping[str, Sequence[InputDim]], 
         return ShapeViews(view, None)
     static = static_shapes(proto, at_batch(dims, 1))
     at_two = static_shapes(proto, at_batch(dims, 2)) if symbols else static
-    broken = [n for n in todo if _static(static.get(n)) and not _static(at_two.get(n))]
-    if broken:  # e.g. Reshape(x, [1, -1]) under a symbolic batch: the file computes only at batch 1
-        node = next((nd.name or nd.op_type for nd in proto.graph.node if broken[0] in nd.output), broken[0])
-        return ShapeViews(dict(static), static, todo, f"the file declares a symbolic batch but computes only at "
-                          f"batch 1 (from {node} on): analysed at batch 1")  # fmt: skip
     batch = symbols[0] if symbols else None
     for name in todo:
         s1, s2 = static.get(name), at_two.get(name)
