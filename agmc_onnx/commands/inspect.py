@@ -6,6 +6,7 @@ import json
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from agmc_onnx.commands._options import input_shape_option, input_shapes_from
@@ -33,19 +34,19 @@ def inspect_cmd(model: str, as_json: bool, input_shape: tuple[str, ...]) -> None
     if sizes and (sizes["dynamic"] or sizes["source"] != "file"):
         shown = ", ".join(f"{n} [{', '.join(map(str, d))}]" for n, d in sizes["dims"].items())
         console.print(f"analysed at {shown} ({'from ' + sizes['source'] if sizes['source'] != 'file' else 'the file'}; "
-                      "the file's sizes stay dynamic)")  # fmt: skip
+                      "the file's sizes stay dynamic)", markup=False)  # fmt: skip
     for note in info["notes"]:
-        console.print(f"note: {note}")
+        console.print(f"note: {note}", markup=False)
     for body in info["uncounted"]:
         console.print(f"note: the {body['mac_ops']} MAC op(s) inside {body['op']} {body['node']}'s body are not "
-                      "counted in MACs (and not pruned)")  # fmt: skip
+                      "counted in MACs (and not pruned)", markup=False)  # fmt: skip
     if info["why_nothing_prunable"]:
-        console.print(f"nothing prunable: {info['why_nothing_prunable']}")
+        console.print(f"nothing prunable: {info['why_nothing_prunable']}", markup=False)
     table = Table(show_lines=False)
     for col in ("group", "size", "MACs share", "status", "producers"):
         table.add_column(col)
     for g in info["group_table"]:
         status = "prunable" if g["prunable"] else f"frozen: {g['frozen_reason']}"
         prods = ", ".join(g["producers"][:2]) + (f" (+{len(g['producers']) - 2})" if len(g["producers"]) > 2 else "")
-        table.add_row(str(g["id"]), str(g["size"]), f"{100 * g['macs_share']:.1f}%", status, prods)
+        table.add_row(str(g["id"]), str(g["size"]), f"{100 * g['macs_share']:.1f}%", escape(status), escape(prods))
     console.print(table)
