@@ -33,8 +33,8 @@ def _cpu_ms(fn: Callable[[], Any], reps: int) -> tuple[float, float]:
 def time_model(path: str, reps: int) -> None:
     """Print the CPU time of each case on one model."""
     from agmc_onnx import surgery
-    from agmc_onnx.evaluate import _to_torch
     from agmc_onnx.analysis import analyze
+    from agmc_onnx.evaluate import _to_torch
     from agmc_onnx.model import load
     from agmc_onnx.plan import plan_from_ratios
 
