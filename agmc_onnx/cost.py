@@ -13,12 +13,10 @@ from typing import Any, Protocol
 
 import numpy as np
 import onnx
-from onnx import numpy_helper
 
 from agmc_onnx.groups import ChannelLayout
 from agmc_onnx.inputs import InputShapes, as_input_shapes
 from agmc_onnx.model import ModelGraph
-from agmc_onnx.protos import constants_to_initializers
 from agmc_onnx.shapes import at_batch, static_shapes
 
 
@@ -76,12 +74,8 @@ def count_macs(proto: onnx.ModelProto, input_shapes: InputShapes | Mapping[str, 
     exporter's metadata), batch 1, shape subgraphs folded: the independent oracle. Nodes inside Loop/If
     bodies are not counted (design.md)."""
     sizes = as_input_shapes(proto, input_shapes)
-    work = onnx.ModelProto()
-    work.CopyFrom(proto)
-    constants_to_initializers(work.graph)  # weights in Constant nodes (Paddle) are weights
-    shapes = static_shapes(work, at_batch(sizes.dims, 1))
-    inits = {t.name: numpy_helper.to_array(t) for t in work.graph.initializer}
-    return int(sum(node_macs_static(n, inits, shapes) for n in work.graph.node))
+    shapes = static_shapes(proto, at_batch(sizes.dims, 1))  # weights' dims included (Constant nodes too)
+    return int(sum(node_macs_static(n, {}, shapes) for n in proto.graph.node))
 
 
 FLOAT_TYPES = (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE, onnx.TensorProto.BFLOAT16)
