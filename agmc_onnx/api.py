@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import os
+from typing import Any
 
 from agmc_onnx.analysis import Analysis
 from agmc_onnx.analysis import analyze as _analyze
@@ -29,14 +30,14 @@ from agmc_onnx.workflows.validate import validate_bench, validate_finetune, vali
 PathLike = str | os.PathLike[str]
 
 
-def load(path: PathLike) -> ModelGraph:
-    """Read, check and normalise an ONNX file."""
-    return _load(path)
+def load(path: PathLike, input_shapes: Any = None) -> ModelGraph:
+    """Read, check and normalise an ONNX file (analysed at `input_shapes`: {input: dims}, for dynamic sizes)."""
+    return _load(path, input_shapes=input_shapes)
 
 
-def analyze(model: ModelGraph | PathLike) -> Analysis:
-    """Channel groups and cost model of a model (a ModelGraph or a path)."""
-    return _analyze(model if isinstance(model, ModelGraph) else _load(model))
+def analyze(model: ModelGraph | PathLike, input_shapes: Any = None) -> Analysis:
+    """Channel groups and cost model of a model (a ModelGraph or a path, loaded at `input_shapes`)."""
+    return _analyze(model if isinstance(model, ModelGraph) else _load(model, input_shapes=input_shapes))
 
 
 prune = prune_model

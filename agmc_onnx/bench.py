@@ -161,32 +161,25 @@ def measure_sessions(
     return out
 
 
-def _dims(model: onnx.ModelProto) -> list[tuple[str, list[int | str], int]]:
-    """(name, shape, elem_type) of each real graph input."""
-    inits = {i.name for i in model.graph.initializer}
-    out = []
-    for value in model.graph.input:
-        if value.name in inits:
-            continue
-        tt = value.type.tensor_type
-        shape: list[int | str] = [
-            d.dim_value if d.HasField("dim_value") else (d.dim_param or "?") for d in tt.shape.dim
-        ]
-        out.append((value.name, shape, tt.elem_type))
-    return out
+def make_inputs(model: onnx.ModelProto, batch: int, seed: int = 0, input_shapes: Any = None) -> dict[str, np.ndarray]:
+    """Random inputs for every real graph input (never an initializer listed as an input), at `input_shapes`
+    (an InputShapes, or --input-shape values by input name; default: the file's static dims or its
+    exporter's metadata, else an InputError naming the input and the flag), axis 0 set to `batch`."""
+    from agmc_onnx.inputs import InputShapes, declared_inputs, resolve_input_shapes
 
-
-def make_inputs(model: onnx.ModelProto, batch: int, seed: int = 0) -> dict[str, np.ndarray]:
-    """Random inputs for every graph input, axis 0 set to `batch` (other axes must be fixed)."""
+    real = declared_inputs(model)
+    if isinstance(input_shapes, InputShapes) and set(input_shapes.dims) == set(real):
+        sizes = input_shapes
+    else:
+        given = input_shapes.fixed(1) if isinstance(input_shapes, InputShapes) else input_shapes
+        sizes = resolve_input_shapes(model, given)
+    elems = {vi.name: vi.type.tensor_type.elem_type for vi in model.graph.input}
     rng = np.random.default_rng(seed)
     feeds = {}
-    for name, shape, elem in _dims(model):
-        dims = list(shape)
+    for name, dims in sizes.fixed(batch).items():
         if dims:
             dims[0] = batch
-        if any(not isinstance(d, int) or d <= 0 for d in dims):
-            raise InputError(f"input {name!r} has shape {shape}: only the batch axis may be symbolic")
-        dtype = onnx.helper.tensor_dtype_to_np_dtype(elem)
+        dtype = onnx.helper.tensor_dtype_to_np_dtype(elems[name])
         if np.issubdtype(dtype, np.floating):
             feeds[name] = rng.standard_normal(dims).astype(dtype)
         else:
@@ -246,10 +239,12 @@ def bench(
     labels: Sequence[str] | None = None,
     timer: Timer = time.perf_counter,
     sessions: int = SESSIONS,
+    input_shapes: Any = None,
 ) -> BenchResult:
     """Time every model at every batch size in ORT, interleaved; the first model is the baseline.
 
     Each model runs in `sessions` ORT sessions; its figures are those of its fastest (measure_sessions).
+    `input_shapes`: the size to feed files with dynamic input sizes (make_inputs).
     """
     if not models:
         raise InputError("bench needs at least one model")
@@ -265,7 +260,7 @@ def bench(
         runners = []
         for proto, group, name in zip(protos, opened, names, strict=True):
             try:
-                feeds = make_inputs(proto, batch)
+                feeds = make_inputs(proto, batch, input_shapes=input_shapes)
             except InputError as exc:
                 raise InputError(str(exc), name) if exc.path is None else exc from None
             runners.append([lambda sess=sess, feeds=feeds: sess.run(None, feeds) for sess in group])
@@ -309,11 +304,12 @@ def parse_profile(
 
 
 def profile(
-    model: ModelRef, batch: int = 1, provider: str = "cpu", threads: int | None = None, runs: int = 10
+    model: ModelRef, batch: int = 1, provider: str = "cpu", threads: int | None = None, runs: int = 10,
+    input_shapes: Any = None,
 ) -> list[NodeCost]:
     """Profile `runs` inferences with ORT's profiler and return the per-node costs."""
     proto = _proto(model)
-    feeds = make_inputs(proto, batch)
+    feeds = make_inputs(proto, batch, input_shapes=input_shapes)
     with tempfile.TemporaryDirectory() as tmp:
         sess = _session(proto, provider, threads, profile_prefix=os.path.join(tmp, "agmc"))
         sess.run(None, feeds)  # warm-up, counted out below

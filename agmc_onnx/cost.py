@@ -7,17 +7,17 @@ pools and norms are not MACs. Params = elements of every float initializer.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
 import onnx
-from onnx import numpy_helper
 
 from agmc_onnx.groups import ChannelLayout
-from agmc_onnx.model import ModelGraph, batch_one
-from agmc_onnx.protos import constants_to_initializers, fold_small_constants
+from agmc_onnx.inputs import InputShapes, as_input_shapes
+from agmc_onnx.model import ModelGraph
+from agmc_onnx.shapes import at_batch, static_shapes
 
 
 class KeptChannels(Protocol):
@@ -69,31 +69,64 @@ def node_macs_static(node: onnx.NodeProto, inits: Mapping[str, np.ndarray], shap
     return _prod(out_shape) * _static(a_shape[-1])
 
 
-def count_macs(proto: onnx.ModelProto) -> int:
-    """MACs of a model counted from its own (re-inferred) shapes: the independent oracle."""
-    work = batch_one(proto)  # batch 1: dims that follow from the batch become numbers
-    constants_to_initializers(work.graph)  # Slice/Reshape parameters in Constant nodes: shapes become known
-    fold_small_constants(work.graph, list(work.opset_import))
-    inferred = onnx.shape_inference.infer_shapes(work, data_prop=True)
-    g = inferred.graph
-    inits = {t.name: numpy_helper.to_array(t) for t in g.initializer}
-    shapes: dict[str, Any] = {}
-    for vi in list(g.input) + list(g.value_info) + list(g.output):
-        if vi.type.HasField("tensor_type") and vi.type.tensor_type.HasField("shape"):
-            shapes[vi.name] = [
-                d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in vi.type.tensor_type.shape.dim
-            ]
-    return int(sum(node_macs_static(n, inits, shapes) for n in g.node))
+def count_macs(proto: onnx.ModelProto, input_shapes: InputShapes | Mapping[str, Sequence[int]] | None = None) -> int:
+    """MACs of a model counted from its own shapes at `input_shapes` (default: the file's static dims or its
+    exporter's metadata), batch 1, shape subgraphs folded: the independent oracle. Nodes inside Loop/If
+    bodies are not counted (design.md)."""
+    sizes = as_input_shapes(proto, input_shapes)
+    shapes = static_shapes(proto, at_batch(sizes.dims, 1))  # weights' dims included (Constant nodes too)
+    return int(sum(node_macs_static(n, {}, shapes) for n in proto.graph.node))
+
+
+FLOAT_TYPES = (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE, onnx.TensorProto.BFLOAT16)
+
+
+def _elems(t: onnx.TensorProto) -> int:
+    """Elements of a float tensor, 0 for other types."""
+    if t.data_type not in FLOAT_TYPES:
+        return 0
+    return int(np.prod(t.dims)) if len(t.dims) else 1
+
+
+def _constant_params(node: onnx.NodeProto) -> int:
+    """Float elements a Constant node holds."""
+    total = 0
+    for a in node.attribute:
+        if a.name == "value" and a.type == onnx.AttributeProto.TENSOR:
+            total += _elems(a.t)
+        elif a.name == "value_float":
+            total += 1
+        elif a.name == "value_floats":
+            total += len(a.floats)
+    return total
+
+
+def _subgraphs(graph: onnx.GraphProto) -> list[onnx.GraphProto]:
+    """Every Loop/If/Scan body nested in `graph`'s nodes (recursively)."""
+    out = []
+    for node in graph.node:
+        for a in node.attribute:
+            for g in ([a.g] if a.type == onnx.AttributeProto.GRAPH else list(a.graphs)):
+                out.append(g)
+                out.extend(_subgraphs(g))
+    return out
+
+
+def _graph_params(graph: onnx.GraphProto) -> int:
+    """Float elements of one graph's own initializers and Constant nodes (not its subgraphs')."""
+    return sum(_elems(t) for t in graph.initializer) + sum(
+        _constant_params(n) for n in graph.node if n.op_type == "Constant" and n.domain in ("", "ai.onnx"))
+
+
+def nested_params(graph: onnx.GraphProto) -> int:
+    """Float parameters that live inside Loop/If bodies (their initializers and Constant nodes)."""
+    return sum(_graph_params(g) for g in _subgraphs(graph))
 
 
 def count_params(proto: onnx.ModelProto) -> int:
-    """Float parameters of a model: elements of its float initializers."""
-    total = 0
-    for t in proto.graph.initializer:
-        if t.data_type in (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE,
-                           onnx.TensorProto.BFLOAT16):
-            total += int(np.prod(t.dims)) if len(t.dims) else 1
-    return total
+    """Float parameters of a model: elements of its float initializers and float Constant nodes, those of
+    Loop/If bodies included (exporters keep weights in either; Paddle2ONNX writes every weight as a Constant)."""
+    return _graph_params(proto.graph) + nested_params(proto.graph)
 
 
 @dataclass
@@ -293,6 +326,9 @@ def build_cost_model(m: ModelGraph, analysis: ChannelLayout) -> CostModel:
             else:
                 terms.append(_Term(node.name, macs, []))
     params: list[tuple[str, list[Length]]] = []
+    nested = nested_params(m.graph)
+    if nested:  # weights inside Loop/If bodies: counted, never pruned
+        params.append(("(Loop/If bodies)", [Length(nested)]))
     for t in m.graph.initializer:
         arr = m.inits[t.name]
         if arr.dtype.kind != "f":

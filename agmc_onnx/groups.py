@@ -113,6 +113,7 @@ class Propagator:
         self.created: dict[str, list[int]] = {}  # producer node -> ids it created, in output order
         self.hooks: list[tuple[str, Rewrite]] = []  # (node name, its surgery rewrite)
         self.frozen_log: list[tuple[str, str]] = []
+        self.untracked: dict[str, str] = {}  # tensor -> why its channels could not be tracked (width unknown)
         self._current_hooks: list[tuple[str, Rewrite]] = []
         self._current_members: list[_RawMember] = []
 
@@ -191,6 +192,8 @@ class Propagator:
             self.tensor_ids.pop(tensor, None)
             self.tensor_axis.pop(tensor, None)
             self.tensor_split.pop(tensor, None)
+            if shape is None or (axis < len(shape) and len(shape) >= 2):  # a width exists but is unknown: record
+                self.untracked[tensor] = f"{reason}; the channel width of {tensor!r} is unknown"  # why, for readers
 
     def freeze(self, ids: list[int], reason: str) -> None:
         """Freeze the classes of `ids`."""
@@ -203,13 +206,19 @@ class Propagator:
         inputs = [i for i in node.input if i]
         tracked = [i for i in inputs if i in self.tensor_ids]
         sub_inputs = _subgraph_inputs(node)
-        if not tracked and not any(s in self.tensor_ids for s in sub_inputs):
+        lost = [i for i in inputs if i in self.untracked] if not tracked and node.op_type not in ("Shape", "Size") else []
+        if not tracked and not any(s in self.tensor_ids for s in sub_inputs) and not lost:
             return  # shape computations and constants: no channels flow
         self._current_hooks, self._current_members = [], []
-        rule = RULES.get(node.op_type) if node.domain in ("", "ai.onnx") and not sub_inputs else None
+        body = _has_body(node)
+        rule = RULES.get(node.op_type) if node.domain in ("", "ai.onnx") and not body else None
         reason = None
         off_axis = [t for t in tracked if self.axis(t) != 1]
-        if rule is None:
+        if lost and not any(s in self.tensor_ids for s in sub_inputs):
+            reason = f"reads channels that are not tracked ({self.untracked[lost[0]]})"
+        elif body:
+            reason = f"channels that enter or leave a {node.op_type} body are kept (bodies are not pruned)"
+        elif rule is None:
             reason = f"unsupported op {node.op_type}"
         elif off_axis and not rule.any_axis:
             reason = f"channel axis of {off_axis[0]!r} is axis {self.axis(off_axis[0])} ({node.op_type} needs axis 1)"
@@ -260,6 +269,11 @@ class Propagator:
                     self.freeze(ids, full)
                     for t in tracked:
                         self.freeze(self.tensor_ids[t], full)
+
+
+def _has_body(node: onnx.NodeProto) -> bool:
+    """True for a node with a subgraph attribute (Loop, If, Scan)."""
+    return any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for a in node.attribute)
 
 
 def _subgraph_inputs(node: onnx.NodeProto) -> list[str]:

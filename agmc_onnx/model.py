@@ -6,6 +6,7 @@ import copy
 import logging
 import os
 from collections import defaultdict
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -14,9 +15,11 @@ import onnx
 from onnx import numpy_helper
 
 from agmc_onnx.errors import InputError
+from agmc_onnx.inputs import InputShapes, as_input_shapes, resolve_input_shapes
 from agmc_onnx.modelfile import MAX_OPSET, MIN_OPSET, read_model_file
 from agmc_onnx.protos import Dim, constants_to_initializers, dims
 from agmc_onnx.protos import opset as default_opset
+from agmc_onnx.shapes import at_batch, shape_views, shapes_of, static_shapes
 
 log = logging.getLogger(__name__)
 logging.getLogger("agmc_onnx").addHandler(logging.NullHandler())  # no stray stderr lines from warnings
@@ -172,21 +175,6 @@ def infer_shapes(proto: onnx.ModelProto) -> onnx.ModelProto:
         return proto
 
 
-def batch_one(proto: onnx.ModelProto) -> onnx.ModelProto:
-    """A copy whose graph inputs have every symbolic dim set to 1 (batch 1), value_info cleared."""
-    out = copy.deepcopy(proto)
-    del out.graph.value_info[:]
-    for vi in out.graph.input:
-        if vi.type.HasField("tensor_type") and vi.type.tensor_type.HasField("shape"):
-            for d in vi.type.tensor_type.shape.dim:
-                if not d.HasField("dim_value"):
-                    d.dim_value = 1
-    for vi in out.graph.output:
-        if vi.type.HasField("tensor_type"):
-            vi.type.tensor_type.ClearField("shape")
-    return out
-
-
 def normalise(proto: onnx.ModelProto) -> onnx.ModelProto:
     """Fold exporter clutter (onnxslim), weights into initializers, unshared; named, sorted, shapes inferred."""
     original = proto
@@ -217,6 +205,10 @@ class ModelGraph:
     proto: onnx.ModelProto
     path: str | None = None
     source: onnx.ModelProto | None = None  # the file as read (before normalising)
+    # the size the run analyses at (None: resolved from the file: its static dims or its exporter's metadata)
+    input_shapes: InputShapes | None = None
+    filled_shapes: list[str] = field(default_factory=list)  # tensors whose shape came from folding / a run
+    notes: list[str] = field(default_factory=list)  # what loading found that a user should know
     inits: dict[str, np.ndarray] = field(default_factory=dict)
     shapes: dict[str, list[Dim] | None] = field(default_factory=dict)
     elem_types: dict[str, int] = field(default_factory=dict)
@@ -224,32 +216,36 @@ class ModelGraph:
     consumers: dict[str, list[onnx.NodeProto]] = field(default_factory=lambda: defaultdict(list))
 
     def __post_init__(self) -> None:
-        """Index the graph."""
+        """Index the graph at its analysis size."""
+        if self.input_shapes is None:
+            self.input_shapes = resolve_input_shapes(self.source or self.proto, None, self.path)
         self._static: dict[str, list[Dim] | None] | None = None
         self.reindex()
 
     def static_shape(self, name: str) -> list[Dim] | None:
-        """Dims at batch 1 (symbolic dims that follow from the batch become numbers); for costs."""
+        """Dims at the analysis size and batch 1 (dims that follow from the batch become numbers); for costs."""
         if self._static is None:
-            inferred = infer_shapes(batch_one(self.proto))
-            self._static = {}
-            for vi in list(inferred.graph.input) + list(inferred.graph.value_info) + list(inferred.graph.output):
-                self._static[vi.name] = dims(vi.type)
+            assert self.input_shapes is not None
+            self._static = static_shapes(self.proto, at_batch(self.input_shapes.dims, 1))
             for name_, arr in self.inits.items():
                 self._static[name_] = list(arr.shape)
         got = self._static.get(name)
         return got if got is not None else self.shape(name)
 
     def reindex(self) -> None:
-        """Rebuild the name maps from `proto`."""
+        """Rebuild the name maps from `proto`; shapes are those at the analysis size (input_shapes)."""
         g = self.proto.graph
         self.inits = {t.name: numpy_helper.to_array(t) for t in g.initializer}
-        self.shapes = {}
         self.elem_types = {}
         for vi in list(g.input) + list(g.value_info) + list(g.output):
-            self.shapes[vi.name] = dims(vi.type)
             if vi.type.HasField("tensor_type"):
                 self.elem_types[vi.name] = vi.type.tensor_type.elem_type
+        assert self.input_shapes is not None
+        views = shape_views(self.proto, self.input_shapes.dims, shapes_of(self.proto))
+        self.shapes = views.view
+        self.filled_shapes = views.filled
+        self.notes = [self.input_shapes.note] if self.input_shapes.note else []
+        self._static = views.static
         for name, arr in self.inits.items():
             self.shapes[name] = list(arr.shape)
         self.producer = {}
@@ -296,18 +292,24 @@ class ModelGraph:
         return self.shapes.get(name)
 
 
-def load(path: str | os.PathLike[str], normalise_graph: bool = True) -> ModelGraph:
-    """Read, check and normalise an ONNX file; InputError (exit 2) on anything unusable."""
+InputSizes = InputShapes | Mapping[str, Sequence[int]] | None
+
+
+def load(path: str | os.PathLike[str], normalise_graph: bool = True, input_shapes: InputSizes = None) -> ModelGraph:
+    """Read, check and normalise an ONNX file, analysed at `input_shapes` (--input-shape values by input name;
+    default: the file's static dims or its exporter's metadata); InputError (exit 2) on anything unusable."""
     p = Path(path)
     proto = _read(p)
+    sizes = as_input_shapes(proto, input_shapes, p)
     norm = normalise(proto) if normalise_graph else infer_shapes(copy.deepcopy(proto))
-    return ModelGraph(proto=norm, path=str(p), source=proto)
+    return ModelGraph(proto=norm, path=str(p), source=proto, input_shapes=sizes)
 
 
-def from_proto(proto: onnx.ModelProto, normalise_graph: bool = True) -> ModelGraph:
+def from_proto(proto: onnx.ModelProto, normalise_graph: bool = True, input_shapes: InputSizes = None) -> ModelGraph:
     """A ModelGraph from an in-memory proto (tests, converters)."""
     opset = default_opset(proto)
     if opset is None or opset < MIN_OPSET or opset > MAX_OPSET:
         raise InputError(f"unsupported opset {opset} (supported: {MIN_OPSET}..{MAX_OPSET})")
+    sizes = as_input_shapes(proto, input_shapes)
     norm = normalise(proto) if normalise_graph else infer_shapes(copy.deepcopy(proto))
-    return ModelGraph(proto=norm, source=proto)
+    return ModelGraph(proto=norm, source=proto, input_shapes=sizes)

@@ -157,10 +157,11 @@ def command_line(argv: Sequence[str] | None = None) -> str:
     return shlex.join(args)
 
 
-def model_facts(model: str | Path | onnx.ModelProto, accuracy: float | None = None) -> dict[str, Any]:
-    """MACs and params counted from the file, its size, path and test accuracy (fraction)."""
-    from agmc_onnx.cost import count_macs, count_params
-
+def model_facts(model: str | Path | onnx.ModelProto, accuracy: float | None = None, input_shapes: Any = None,
+                counts: tuple[int, int] | None = None) -> dict[str, Any]:  # fmt: skip
+    """MACs and params, its size, path and test accuracy (fraction). `counts` (MACs, params) when the run has
+    counted them already; else the model is normalised as `load` does and counted at `input_shapes` (so every
+    model of a report is counted the same way: one counter over normalised graphs)."""
     path = None
     if isinstance(model, onnx.ModelProto):
         proto = model
@@ -169,10 +170,18 @@ def model_facts(model: str | Path | onnx.ModelProto, accuracy: float | None = No
         path = str(model)
         proto = onnx.load(path)
         size = os.path.getsize(path)
+    if counts is None:
+        from agmc_onnx.cost import count_macs, count_params
+        from agmc_onnx.inputs import as_input_shapes
+        from agmc_onnx.model import normalise
+
+        sizes = as_input_shapes(proto, input_shapes, path)
+        norm = normalise(proto)
+        counts = (count_macs(norm, sizes), count_params(norm))
     return {
         "path": path,
-        "macs": int(count_macs(proto)),
-        "params": int(count_params(proto)),
+        "macs": int(counts[0]),
+        "params": int(counts[1]),
         "file_bytes": int(size),
         "accuracy": None if accuracy is None else float(accuracy),
     }
@@ -243,10 +252,10 @@ def render_markdown(report: Mapping[str, Any]) -> str:
             f"{m['file_bytes'] / 1024:.1f} KiB | {m.get('path') or '-'} |"
         )
     lines.append("")
-    if report.get("macs_ratio") is not None:
-        lines.append(
-            f"MACs kept: {100 * report['macs_ratio']:.1f}%; params kept: {100 * report['params_ratio']:.1f}%"
-        )
+    kept = [f"{what} kept: {100 * report[key]:.1f}%" for what, key in (("MACs", "macs_ratio"), ("params", "params_ratio"))
+            if report.get(key) is not None]  # fmt: skip
+    if kept:
+        lines.append("; ".join(kept))
     if report.get("accuracy_drop_points") is not None:
         lines.append(f"Accuracy drop: {report['accuracy_drop_points']:.2f} points")
     if fid:
@@ -319,6 +328,7 @@ def latency_warnings(
     final_model: str | Path | onnx.ModelProto,
     provider: str = "cpu",
     threads: int | None = None,
+    input_shapes: Any = None,
 ) -> list[str]:
     """Warnings for every batch whose measured speed-up falls well short of the MACs reduction.
 
@@ -337,7 +347,8 @@ def latency_warnings(
         if costly is None and _short(row["speedup"], ratio):
             from agmc_onnx.bench import profile
 
-            costly = [(c.node, c.op, c.share) for c in profile(final_model, row["batch"], provider, threads)]
+            costly = [(c.node, c.op, c.share) for c in profile(final_model, row["batch"], provider, threads,
+                                                               input_shapes=input_shapes)]  # fmt: skip
         msg = shortfall_warning(row["speedup"], ratio, row["batch"], costly or [])
         if msg:
             out.append(msg)

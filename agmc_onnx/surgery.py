@@ -22,6 +22,7 @@ from onnx_graphsurgeon.logger import G_LOGGER
 from agmc_onnx.analysis import Analysis
 from agmc_onnx.errors import AgmcError
 from agmc_onnx.plan import Plan, validate
+from agmc_onnx.protos import dims
 
 # GraphProto fields the exported graph rewrites; every other field (name, interface, docs) is the source's
 _REWRITTEN = frozenset({"node", "initializer", "sparse_initializer", "value_info"})
@@ -152,6 +153,34 @@ def _put_back(graph: gs.Graph, proto: onnx.GraphProto, aside: dict[int, _Aside])
         pnode.metadata_props.extend(held.metadata)
 
 
+def _bodies(graph: onnx.GraphProto) -> list[onnx.GraphProto]:
+    """Every Loop/If/Scan body nested in `graph` (recursively)."""
+    out = []
+    for node in graph.node:
+        for a in node.attribute:
+            for g in [a.g] if a.type == onnx.AttributeProto.GRAPH else list(a.graphs):
+                out += [g, *_bodies(g)]
+    return out
+
+
+def _outer_constants_back(graph: onnx.GraphProto, main: set[str]) -> None:
+    """gs exports an outer-scope constant that only bodies read into every body that reads it (a copy per If
+    branch); put each back, once, into the main graph where the source had it (in place)."""
+    have = {t.name for t in graph.initializer}
+    for body in _bodies(graph):
+        keep = []
+        for t in body.initializer:
+            if t.name in main and t.name not in {i.name for i in body.input}:
+                if t.name not in have:
+                    graph.initializer.append(t)
+                    have.add(t.name)
+                continue
+            keep.append(t)
+        if len(keep) != len(body.initializer):
+            del body.initializer[:]
+            body.initializer.extend(keep)
+
+
 def _export(graph: gs.Graph, src: onnx.ModelProto) -> onnx.ModelProto:
     """The rewritten graph as a model with the source's header (IR, opsets, producer, metadata, functions),
     graph name and interface (declared input/output types), and initializers in the source's order."""
@@ -168,12 +197,29 @@ def _export(graph: gs.Graph, src: onnx.ModelProto) -> onnx.ModelProto:
         if fd.name not in _REWRITTEN:
             out.graph.ClearField(fd.name)
     out.graph.MergeFrom(onnx.GraphProto(**{fd.name: v for fd, v in src.graph.ListFields() if fd.name not in _REWRITTEN}))
+    _outer_constants_back(out.graph, {t.name for t in src.graph.initializer})
     order = {t.name: k for k, t in enumerate(src.graph.initializer)}
     inits = sorted(out.graph.initializer, key=lambda t: (order.get(t.name, len(order)), t.name))
     if [t.name for t in inits] != [t.name for t in out.graph.initializer]:
         del out.graph.initializer[:]
         out.graph.initializer.extend(inits)
     return out
+
+
+def _declared(declared: onnx.ValueInfoProto, inferred: onnx.ValueInfoProto) -> onnx.ValueInfoProto:
+    """The declared output (its symbolic dims and names), unless its shape contradicts what the graph computes
+    (a stale converter value_info: another rank, or another fixed size); then the inferred shape."""
+    want, got = dims(declared.type), dims(inferred.type)
+    if want is None or got is None:
+        return declared
+    clash = len(want) != len(got) or any(isinstance(a, int) and isinstance(b, int) and a != b
+                                         for a, b in zip(want, got, strict=True))  # fmt: skip
+    if not clash:
+        return declared
+    fixed = onnx.ValueInfoProto()
+    fixed.CopyFrom(declared)
+    fixed.type.tensor_type.shape.CopyFrom(inferred.type.tensor_type.shape)
+    return fixed
 
 
 def prune(analysis: Analysis, plan: Plan, check: bool = True) -> onnx.ModelProto:
@@ -196,12 +242,16 @@ def prune(analysis: Analysis, plan: Plan, check: bool = True) -> onnx.ModelProto
     with G_LOGGER.suppress(G_LOGGER.ERROR):
         proto = _export(graph, src)
     _put_back(graph, proto.graph, aside)
+    for o in proto.graph.output:  # inferred afresh: a stale declared shape must not fail inference
+        if o.type.HasField("tensor_type"):
+            o.type.tensor_type.ClearField("shape")
     try:
         inferred = onnx.shape_inference.infer_shapes(proto, strict_mode=True, data_prop=True)
     except Exception as exc:
         raise AgmcError(f"pruned graph fails shape inference: {exc}") from exc
+    outputs = [_declared(o, got) for o, got in zip(src.graph.output, inferred.graph.output, strict=True)]
     del inferred.graph.output[:]
-    inferred.graph.output.extend(src.graph.output)  # the declared output types, not the inferred ones
+    inferred.graph.output.extend(outputs)
     if check:
         try:
             onnx.checker.check_model(inferred, full_check=True)

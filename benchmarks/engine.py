@@ -1,6 +1,10 @@
-"""Engine benchmark: load + analyze + plan + prune at 0.5 MACs for torchvision ResNet-50, EfficientNet-B0, DenseNet-121.
+"""Engine benchmark: load + analyze + plan + prune at 0.5 MACs for torchvision ResNet-50, EfficientNet-B0,
+DenseNet-121, Ultralytics YOLOv8n at 640 (its static export, and its dynamic=True export analysed at the
+imgsz it records) and PaddleOCR's PP-OCRv4 det model at 640x640 (its input size is dynamic: --input-shape).
 
-Models are exported at 224x224 with random weights (no download) into --work (cached between runs).
+torchvision models are exported at 224x224 with random weights (no download) into --work (cached between
+runs); YOLOv8n and PaddleOCR det are fixtures/wild.py's (they need the test-only packages: the README's
+test set-up installs them).
 Each stage is timed with time.perf_counter, best of --repeat runs; file I/O (reading the file's bytes,
 writing the result) is timed apart and excluded from the total. Prints a markdown table.
 
@@ -27,11 +31,26 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-MODELS = ("resnet50", "efficientnet_b0", "densenet121")
+MODELS = ("resnet50", "efficientnet_b0", "densenet121", "yolov8n", "yolov8n_dyn", "paddle_det")
+# files from other toolchains: fixtures/wild.py name and the input size analysed (None: the file's own)
+# (their heads have many 16- to 64-channel groups: they are planned at the CLI's default --round-to auto)
+WILD: dict[str, tuple[str, dict[str, tuple[int, ...]] | None]] = {
+    "yolov8n": ("ultra_yolov8n", None),
+    "yolov8n_dyn": ("ultra_yolov8n_dyn", None),  # imgsz [640, 640] from its metadata
+    "paddle_det": ("paddle_det", {"x": (1, 3, 640, 640)}),
+}
 
 
 def export(name: str, work: Path) -> Path:
-    """Export a torchvision model at 224 with seeded random weights (once; cached in `work`)."""
+    """Export a torchvision model at 224 with seeded random weights, or build a wild fixture (once; cached)."""
+    if name in WILD:
+        path = work / f"{WILD[name][0]}.onnx"
+        if not path.exists():
+            from fixtures import wild
+
+            work.mkdir(parents=True, exist_ok=True)
+            wild.build(WILD[name][0], work)
+        return path
     path = work / f"{name}_224.onnx"
     if path.exists():
         return path
@@ -57,21 +76,22 @@ def _timed(fn: Callable[[], Any]) -> tuple[Any, float]:
     return out, time.perf_counter() - t0
 
 
-def run_once(path: Path, target: float, round_to: int, out: Path) -> dict[str, float]:
+def run_once(path: Path, target: float, round_to: int | str, out: Path,
+             input_shapes: dict[str, tuple[int, ...]] | None = None) -> dict[str, float]:  # fmt: skip
     """One load -> analyze -> plan -> prune -> save pass; seconds per stage."""
     from agmc_onnx.analysis import analyze
     from agmc_onnx.model import load
+    from agmc_onnx.plan import parse_round_to
     from agmc_onnx.strategies import REGISTRY, Budget, StrategyContext
     from agmc_onnx.surgery import prune
 
     _, read = _timed(path.read_bytes)  # the file's bytes from the page cache: the I/O part of load
-    model, load_s = _timed(lambda: load(path))
+    model, load_s = _timed(lambda: load(path, input_shapes=input_shapes))
     analysis, analyze_s = _timed(lambda: analyze(model))
-    ctx = StrategyContext(analysis=analysis, budget=Budget(flops=target), round_to=round_to)
+    ctx = StrategyContext(analysis=analysis, budget=Budget(flops=target), round_to=parse_round_to(round_to))
     plan, plan_s = _timed(lambda: REGISTRY["uniform"]().propose(ctx))
     pruned, prune_s = _timed(lambda: prune(analysis, plan))
     _, save = _timed(lambda: onnx.save_model(pruned, str(out)))
-    keep = {gid: len(k) for gid, k in plan.kept.items()}
     return {
         "read": read,
         "load": max(load_s - read, 0.0),
@@ -79,7 +99,7 @@ def run_once(path: Path, target: float, round_to: int, out: Path) -> dict[str, f
         "plan": plan_s,
         "prune": prune_s,
         "save": save,
-        "ratio": analysis.cost.macs(keep) / analysis.cost.total_macs,
+        "ratio": analysis.cost.plan_macs(plan) / analysis.cost.total_macs,  # exact (split groups: counts are not)
         "groups": float(len(analysis.groups)),
         "prunable": float(sum(g.prunable for g in analysis.groups)),
     }
@@ -103,7 +123,10 @@ def main(argv: list[str] | None = None) -> int:
     print("|---|---|---|---|---|---|---|---|---|---|")
     for name in args.models:
         path = export(name, args.work)
-        runs = [run_once(path, args.target, args.round_to, args.work / f"{name}.pruned.onnx") for _ in range(args.repeat)]
+        sizes = WILD[name][1] if name in WILD else None
+        round_to = "auto" if name in WILD else args.round_to
+        runs = [run_once(path, args.target, round_to, args.work / f"{name}.pruned.onnx", sizes)
+                for _ in range(args.repeat)]  # fmt: skip
         best = {k: min(r[k] for r in runs) for k in runs[0]}
         totals = [r["load"] + r["analyze"] + r["plan"] + r["prune"] for r in runs]
         nodes = len(onnx.load(str(path), load_external_data=False).graph.node)

@@ -127,7 +127,7 @@ def _mlp(width: int, path: Path | None = None, fixed_c: bool = True) -> onnx.Mod
 def test_make_inputs_sets_batch_and_rejects_symbolic_axes() -> None:
     """Inputs get the requested batch; a symbolic non-batch axis is an input error."""
     assert bench.make_inputs(_mlp(8), 5)["input"].shape == (5, 32)
-    with pytest.raises(InputError, match="only the batch axis"):
+    with pytest.raises(InputError, match="--input-shape"):
         bench.make_inputs(_mlp(8, fixed_c=False), 1)
 
 
@@ -221,3 +221,13 @@ def test_bench_command_table_and_bad_batch(tmp_path: Path) -> None:
     assert "a.onnx#2" in out.output and "speed-up" in out.output
     bad = CliRunner().invoke(main, ["bench", str(a), "--batch", "1,x"])
     assert bad.exit_code == 2
+
+
+def test_make_inputs_at_the_given_size_never_feeds_initializers() -> None:
+    """A dynamic input is fed at --input-shape's size; initializers listed as graph inputs (old IR) are weights."""
+    model = _mlp(8, fixed_c=False)
+    feeds = bench.make_inputs(model, 3, input_shapes={"input": (1, 32)})
+    assert {k: v.shape for k, v in feeds.items()} == {"input": (3, 32)}
+    old = _mlp(8)
+    old.graph.input.extend(helper.make_tensor_value_info(t.name, t.data_type, list(t.dims)) for t in old.graph.initializer)
+    assert list(bench.make_inputs(old, 2)) == ["input"]

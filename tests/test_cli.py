@@ -20,7 +20,7 @@ def _inspect(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, exc: BaseException
     """`inspect` on the tiny net with its validation step raising `exc`: (exit code, stderr lines, stderr)."""
     onnx.save_model(tiny_convnet(), str(tmp_path / "m.onnx"))
 
-    def boom(model: object) -> None:
+    def boom(*args: object) -> None:
         raise exc
 
     monkeypatch.setattr(validate, "validate_inspect", boom)
@@ -53,7 +53,7 @@ def test_sigterm_handler_is_installed_only_while_a_command_runs(tmp_path: Path, 
     """During the command SIGTERM raises Interrupted (so cleanups run); afterwards the old handler is back."""
     seen = {}
 
-    def record(model: object) -> None:
+    def record(*args: object) -> None:
         seen["handler"] = signal.getsignal(signal.SIGTERM)
         raise Interrupted("SIGTERM")
 

@@ -55,3 +55,42 @@ def test_macs_call_is_cheap(analyses: dict) -> None:
     for _ in range(2000):
         a.cost.macs(keep)
     assert time.perf_counter() - t < 2.0
+
+
+def test_count_macs_at_the_analysis_size_of_a_dynamic_file() -> None:
+    """A file with dynamic sizes is counted at the given size (the shape subgraphs folded there); without one
+    it is refused (it used to be counted at 1x1)."""
+    from onnx import TensorProto, helper
+
+    from agmc_onnx.errors import InputError
+    from tests.conftest import helper_model
+    from tests.helpers_onnx import reference_macs
+    from tests.ops.helpers import runtime_reshape_head
+
+    nodes, inits = runtime_reshape_head()
+    model = helper_model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, "H", "W"])],
+                         [helper.make_tensor_value_info("out", TensorProto.FLOAT, ["N", 4])], inits)  # fmt: skip
+    for size in ((1, 3, 8, 8), (1, 3, 12, 20)):
+        assert count_macs(model, {"x": size}) == reference_macs(model, {"x": size}) == size[2] * size[3] * 8 * 27 + 32
+    with pytest.raises(InputError, match="--input-shape"):
+        count_macs(model)
+
+
+def test_count_params_reads_constant_nodes_and_bodies() -> None:
+    """Weights in Constant nodes (Paddle) and in Loop/If bodies are params; non-float constants are not."""
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper
+
+    branch = helper.make_graph([helper.make_node("Mul", ["x", "s"], ["y"])], "b", [],
+                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+                               [numpy_helper.from_array(np.ones(5, np.float32), "s")])  # fmt: skip
+    graph = helper.make_graph(
+        [helper.make_node("Constant", [], ["w"], value=numpy_helper.from_array(np.ones((3, 4), np.float32))),
+         helper.make_node("Constant", [], ["k"], value=numpy_helper.from_array(np.ones(7, np.int64))),
+         helper.make_node("Constant", [], ["f"], value_floats=[1.0, 2.0]),
+         helper.make_node("If", ["c"], ["o"], then_branch=branch, else_branch=branch)],
+        "g", [helper.make_tensor_value_info("c", TensorProto.BOOL, [])],
+        [helper.make_tensor_value_info("o", TensorProto.FLOAT, None)],
+        [numpy_helper.from_array(np.ones(6, np.float32), "x")],
+    )  # fmt: skip
+    assert count_params(helper.make_model(graph)) == 12 + 2 + 6 + 5 + 5

@@ -129,6 +129,30 @@ def test_custom_domain_op_never_crashes() -> None:
     assert not g.prunable and "Weird" in (g.frozen_reason or "")
 
 
+def test_an_unknown_width_freezes_what_follows_and_says_where() -> None:
+    """A custom op that neither ONNX inference nor ONNX Runtime can give a shape: its output's width is
+    unknown, so what reads it is frozen naming it, never dropped silently (it was '0/0 groups', no reason)."""
+    from agmc_onnx.workflows.audit import summarize
+
+    nodes = [
+        helper.make_node("Conv", ["x", "w1"], ["a"], name="c1"),
+        helper.make_node("Weird", ["a"], ["b"], domain="com.example", name="weird"),
+        helper.make_node("Conv", ["b", "w2"], ["c"], name="c2"),
+        helper.make_node("Relu", ["c"], ["out"], name="relu"),
+    ]
+    graph = helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 4, 4])],
+        [helper.make_tensor_value_info("out", TensorProto.FLOAT, None)], [_w("w1", 8, 3, 1, 1), _w("w2", 2, 8, 1, 1)],
+    )  # fmt: skip
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13), helper.make_opsetid("com.example", 1)])
+    a = analyze(from_proto(model, normalise_graph=False))
+    reasons = dict(a.frozen)
+    assert "Weird weird" in reasons["weird"]
+    assert "not tracked" in reasons["c2"] and "weird" in reasons["c2"] and "'b'" in reasons["c2"]
+    info = summarize(a)
+    assert info["prunable_groups"] == 0 and info["why_nothing_prunable"] and "Weird" in info["why_nothing_prunable"]
+
+
 def test_identity_shared_weight_and_constant_of_shape() -> None:
     """Identity-shared initializers become per-layer copies; ConstantOfShape weights are folded."""
     nodes = [

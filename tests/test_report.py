@@ -145,6 +145,34 @@ def test_model_facts_counts_from_the_file(tmp_path: Path) -> None:
     assert facts["file_bytes"] == path.stat().st_size
 
 
+def test_model_facts_counts_weights_in_constant_nodes() -> None:
+    """Paddle2ONNX keeps every weight in a Constant node: they are params too (params_ratio was None)."""
+    w = numpy_helper.from_array(np.ones((4, 16), np.float32), "w")
+    graph = helper.make_graph(
+        [helper.make_node("Constant", [], ["w"], value=w), helper.make_node("Gemm", ["input", "w"], ["logits"], transB=1)],
+        "g", [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 16])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 4])],
+    )  # fmt: skip
+    facts = report.model_facts(graph_model(graph))
+    assert facts["macs"] == 64 and facts["params"] == 64
+    assert report.model_facts(graph_model(graph), counts=(7, 9))["macs"] == 7  # counted already: taken as given
+
+
+def graph_model(graph: onnx.GraphProto) -> onnx.ModelProto:
+    """A model around `graph` at opset 13."""
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+
+
+def test_a_missing_ratio_is_never_formatted() -> None:
+    """An original with no counted params gives params_ratio None: the markdown leaves it out, no TypeError."""
+    facts = {"path": None, "macs": 100, "file_bytes": 10, "accuracy": None}
+    rep = report.build("prune", {"original": {**facts, "params": 0}, "pruned": {**facts, "macs": 50, "params": 0}},
+                       command="agmc-onnx prune x")  # fmt: skip
+    assert rep["macs_ratio"] == 0.5 and rep["params_ratio"] is None
+    md = report.render_markdown(rep)
+    assert "MACs kept: 50.0%" in md and "params kept" not in md
+
+
 @pytest.mark.parametrize(("speedup", "warns"), [(1.1, True), (1.9, False)])
 def test_shortfall_warning_names_costly_layers(speedup: float, warns: bool) -> None:
     """A 50%-MACs model at 1.1x warns and names the top layers; at 1.9x it does not."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import onnx
 import pytest
@@ -9,7 +11,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from agmc_onnx.analysis import analyze
 from agmc_onnx.errors import InputError
-from agmc_onnx.model import from_proto
+from agmc_onnx.model import from_proto, load
 from agmc_onnx.plan import Plan, full_plan, plan_from_ratios
 from agmc_onnx.surgery import mask, prune
 from tests.conftest import NETS, check_plan, feeds, max_diff, random_plan, run
@@ -144,3 +146,17 @@ def test_surgery_keeps_what_graphsurgeon_does_not_carry() -> None:
     assert tables.type == onnx.AttributeProto.TENSORS and len(tables.tensors) == 1
     assert by["c1"].doc_string == "first conv"
     assert {(p.key, p.value) for p in by["c1"].metadata_props} == {("origin", "test")}
+
+
+def test_a_stale_declared_output_shape_is_corrected_in_the_written_file(tmp_path: Path) -> None:
+    """An old converter declared the output [1, 10, 1, 1] while the graph computes [1, 10]: the original fails
+    the full checker; the written file declares what it computes (same name and type) and passes."""
+    from fixtures.wild_graphs import inception_zoo
+
+    path = inception_zoo("bad_output_shape")(tmp_path)
+    a = analyze(load(path))
+    for plan in (full_plan(a), plan_from_ratios(a, {g.id: 0.5 for g in a.prunable_groups()}, round_to=1)):
+        out = prune(a, plan)
+        onnx.checker.check_model(out, full_check=True)
+        dims = [d.dim_value for d in out.graph.output[0].type.tensor_type.shape.dim]
+        assert out.graph.output[0].name == a.model.output_names[0] and dims == [1, 10]

@@ -55,6 +55,23 @@ def gate_options(func: Callable[..., Any]) -> Callable[..., Any]:
 PREPROCESS_OPTIONS = ("scale", "mean", "std", "layout", "resize", "channel_order")
 
 
+def input_shape_option(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Add --input-shape NAME:D0,D1,... (repeatable): the size a file with dynamic input sizes is analysed at."""
+    return click.option(
+        "--input-shape", "input_shape", multiple=True, metavar="NAME:D0,D1,...",
+        help="Input size to analyse, count and benchmark a file with dynamic sizes at, e.g. images:1,3,640,640 "
+             "(repeatable, one per input; the batch axis stays symbolic; default: the size the exporter "
+             "recorded, e.g. Ultralytics' imgsz). The written file keeps the original's dynamic sizes.",
+    )(func)  # fmt: skip
+
+
+def input_shapes_from(kwargs: dict[str, Any]) -> dict[str, tuple[int, ...]] | None:
+    """Pop --input-shape out of a command's kwargs, parsed by input name ('' for an unnamed one)."""
+    from agmc_onnx.inputs import parse_input_shapes
+
+    return parse_input_shapes(kwargs.pop("input_shape", ()) or None)
+
+
 def _floats(ctx: click.Context, param: click.Parameter, value: str | None) -> tuple[float, ...] | None:
     """'0.485,0.456,0.406' -> floats; one value or one per channel."""
     if value is None:
@@ -131,7 +148,7 @@ def prune_run_options(func: Callable[..., Any]) -> Callable[..., Any]:
     ]  # fmt: skip
     for option in reversed(options):
         func = option(func)
-    return preprocess_options(gate_options(func))
+    return input_shape_option(preprocess_options(gate_options(func)))
 
 
 def render_run(report: dict[str, Any]) -> None:
@@ -143,7 +160,8 @@ def render_run(report: dict[str, Any]) -> None:
             shown += [] if fid is None else [f"fidelity {100 * fid:.2f}%"]
             click.echo(f"{stage:10s} {'  '.join(shown)}")
     for batch, speedup in (report.get("speedup") or {}).items():
-        click.echo(f"measured speed-up at batch {batch}: {speedup:.2f}x (MACs kept {100 * report['macs_ratio']:.1f}%)")
+        kept = "" if report.get("macs_ratio") is None else f" (MACs kept {100 * report['macs_ratio']:.1f}%)"
+        click.echo(f"measured speed-up at batch {batch}: {speedup:.2f}x{kept}")
     lb = report.get("latency_budget")
     refine = (lb or {}).get("refine")  # the verification section carries the prune report's rounds
     if refine:

@@ -9,7 +9,7 @@ from rich.console import Console
 from rich.table import Table
 
 from agmc_onnx import bench
-from agmc_onnx.commands._options import BATCHES
+from agmc_onnx.commands._options import BATCHES, input_shape_option, input_shapes_from
 
 
 @click.command("bench")
@@ -26,6 +26,7 @@ from agmc_onnx.commands._options import BATCHES
 @click.option("--profile", "top", type=click.IntRange(min=0), default=0,
               help="Also profile each model and list its N most costly layers.")  # fmt: skip
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@input_shape_option
 def bench_cmd(
     model: str,
     others: tuple[str, ...],
@@ -37,18 +38,20 @@ def bench_cmd(
     sessions: int,
     top: int,
     as_json: bool,
+    input_shape: tuple[str, ...],
 ) -> None:
     """Time MODEL (and --compare models) in ONNX Runtime: median, p90 and speed-up vs MODEL."""
     from agmc_onnx.workflows.validate import validate_bench
 
     batches = list(batch)
-    request = validate_bench([model, *others], provider, threads)  # every file readable and runnable first
+    sizes = input_shapes_from({"input_shape": input_shape})
+    request = validate_bench([model, *others], provider, threads, sizes)  # every file readable and runnable first
     result = bench.bench(request.protos, batches, provider=provider, threads=threads, warmup=warmup, repeats=repeats,
-                         labels=request.labels, sessions=sessions)  # fmt: skip
+                         labels=request.labels, sessions=sessions, input_shapes=sizes)  # fmt: skip
     profiles = {}
     if top:
         for label, proto in zip(result.models, request.protos, strict=True):
-            profiles[label] = bench.profile(proto, batches[0], provider, threads)[:top]
+            profiles[label] = bench.profile(proto, batches[0], provider, threads, input_shapes=sizes)[:top]
     if as_json:
         doc = result.to_json()
         if profiles:

@@ -7,7 +7,15 @@ from typing import Any
 
 import click
 
-from agmc_onnx.commands._options import BATCHES, gate_options, gates_from, preprocess_from, preprocess_options
+from agmc_onnx.commands._options import (
+    BATCHES,
+    gate_options,
+    gates_from,
+    input_shape_option,
+    input_shapes_from,
+    preprocess_from,
+    preprocess_options,
+)
 
 
 def _default_output(model: str) -> Path:
@@ -80,6 +88,7 @@ def _default_output(model: str) -> Path:
 @click.option("--bench-repeats", type=click.IntRange(min=1), default=30, show_default=True)
 @click.option("--provider", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="ORT intra-op threads.")
+@input_shape_option
 @preprocess_options
 @gate_options
 def finetune_cmd(model: str, data_dir: str, **kw: Any) -> None:
@@ -90,11 +99,13 @@ def finetune_cmd(model: str, data_dir: str, **kw: Any) -> None:
     gates = gates_from(kw)
     preprocess = preprocess_from(kw)
     batches = kw.pop("bench_batch")
+    kw["input_shapes"] = input_shapes_from(kw)
     output = Path(kw.pop("output") or _default_output(model))
     request = validate_finetune(  # every flag, path and input, before torch is imported
         model, data_dir, output=output, report_path=kw["report_path"], distill=kw["distill"],
         original=kw["original"], held_out=kw["held_out"], do_bench=kw["do_bench"], provider=kw["provider"],
         threads=kw["threads"], gates=gates, preprocess=preprocess, sidecar=kw["sidecar"], seed=kw["seed"],
+        input_shapes=kw["input_shapes"],
     )  # fmt: skip
     from agmc_onnx.api import run_finetune
 

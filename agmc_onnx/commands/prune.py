@@ -9,7 +9,13 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from agmc_onnx.commands._options import gates_from, preprocess_from, prune_run_options, render_run
+from agmc_onnx.commands._options import (
+    gates_from,
+    input_shapes_from,
+    preprocess_from,
+    prune_run_options,
+    render_run,
+)
 from agmc_onnx.report import enforce
 from agmc_onnx.strategies import REGISTRY, SEARCH_STRATEGIES
 
@@ -86,6 +92,7 @@ def prune_cmd(model: str, target_flops: str | None, strategy: str | None, plan_p
         latency_batch=kw.pop("latency_batch"), latency_cache=kw.pop("latency_cache"),
         latency_rounds=kw.pop("latency_rounds"), preprocess=preprocess_from(kw), sidecar=kw.pop("sidecar"),
         gates=gates_from(kw), workers=workers, ray_address=ray_address, reward=reward, augment=kw.pop("augment"),
+        input_shapes=input_shapes_from(kw),
     )  # fmt: skip
     request = validate_prune(model, opts)  # every flag, path and input, before torch is imported
     from agmc_onnx.api import run_prune, search_defaults
@@ -106,9 +113,10 @@ def prune_cmd(model: str, target_flops: str | None, strategy: str | None, plan_p
     table = Table(title=f"{model} -> {run.output} ({run.strategy})")
     for col in ("", "before", "after", "ratio"):
         table.add_column(col)
-    b, a = rep["before"], rep["after"]
-    table.add_row("MACs", f"{b['macs']:,}", f"{a['macs']:,}", f"{a['macs'] / max(b['macs'], 1):.4f}")
-    table.add_row("params", f"{b['params']:,}", f"{a['params']:,}", f"{a['params'] / max(b['params'], 1):.4f}")
+    b, a = rep["models"]["original"], rep["models"]["pruned"]  # the report's own counts: table == JSON == markdown
+    for label, key in (("MACs", "macs"), ("params", "params")):
+        ratio = a[key] / b[key] if b[key] else None
+        table.add_row(label, f"{b[key]:,}", f"{a[key]:,}", "-" if ratio is None else f"{ratio:.4f}")
     for split, acc in (rep.get("accuracy") or {}).items():
         if acc:
             label = f"{split.replace('_', '-')} accuracy ({acc['images']} images)"

@@ -54,7 +54,7 @@ def calibrate(analysis: Analysis, specs: list[LayerSpec], nodes: dict[str, NodeT
         whole = all(counts[g.id] == g.size for g in groups)
         proto = analysis.model.proto if whole else prune(analysis, plan_from_counts(analysis, counts, cache))
         raws.append(sum(nodes[s.node].at(s.in_len.of_counts(counts), s.out_len.of_counts(counts)) for s in specs))
-        feeds = random_feeds(proto, batch)
+        feeds = random_feeds(proto, batch, analysis.model.input_shapes)
         runners.append([factory(proto, feeds) for _ in range(SESSIONS)])
         labels.append(label)
     samples = measure_sessions(runners, warmup, max(repeats, 10), timer)

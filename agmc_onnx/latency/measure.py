@@ -42,11 +42,11 @@ def ort_runner_factory(provider: str = "cpu", threads: int | None = None) -> Run
     return make
 
 
-def random_feeds(proto: onnx.ModelProto, batch: int) -> dict[str, np.ndarray]:
+def random_feeds(proto: onnx.ModelProto, batch: int, input_shapes: Any = None) -> dict[str, np.ndarray]:
     """Random inputs for a model at `batch`."""
     from agmc_onnx.bench import make_inputs
 
-    return make_inputs(proto, batch)
+    return make_inputs(proto, batch, input_shapes=input_shapes)
 
 
 CHUNK_BYTES = 512 * 2**20  # activations + weights of the one-layer sessions held open together

@@ -202,12 +202,12 @@ def ort_measure(analysis: Analysis, batch: int, provider: str = "cpu", threads: 
 
     make = ort_runner_factory(provider, threads)
     original = analysis.model.proto
-    feeds = make_inputs(original, batch)
+    feeds = make_inputs(original, batch, input_shapes=analysis.model.input_shapes)
     base = [make(original, feeds) for _ in range(SESSIONS)]
 
     def run(plan: Plan) -> tuple[float, float]:
         proto = prune(analysis, plan)
-        pfeeds = make_inputs(proto, batch)
+        pfeeds = make_inputs(proto, batch, input_shapes=analysis.model.input_shapes)
         samples = measure_sessions([base, [make(proto, pfeeds) for _ in range(SESSIONS)]], warmup, repeats)
         return float(np.median(samples[0])), float(np.median(samples[1]))
 

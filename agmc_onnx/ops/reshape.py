@@ -13,6 +13,7 @@ import onnx
 from agmc_onnx.ops.common import attrs, rank, tracked
 from agmc_onnx.ops.context import Propagation, Surgery
 from agmc_onnx.ops.registry import Unsupported, rule
+from agmc_onnx.ops.shape_expr import RuntimeShape, runtime_shape
 
 if TYPE_CHECKING:
     import onnx_graphsurgeon as gs
@@ -66,9 +67,8 @@ def reshape(p: Propagation, node: onnx.NodeProto) -> None:
     if p.axis(node.input[0]) != 1:
         _reshape_moved(p, node, ids, p.axis(node.input[0]), sin)
         return
-    target = p.const(node.input[1])
+    target, rt = _target(p, node, sin)
     if target is not None:
-        target = [int(v) for v in target.reshape(-1)]
         if sout is None or any(not isinstance(d, int) for d in (sout or [])[1:]):
             sout = _resolve(sin, target, int(attrs(node).get("allowzero", 0)))
     if sout is None or len(sout) < 2 or not isinstance(sout[1], int):
@@ -99,17 +99,16 @@ def reshape(p: Propagation, node: onnx.NodeProto) -> None:
         p.set(node.output[0], out)  # e.g. x.view(x.size(0), -1): the -1 follows the pruned width
         return
     if target[1] > 0 and len(out) != 1:
-        p.hook(node, ShapeChannel(node.output[0], node.input[1], 1))
+        _hook_entry(p, node, rt, 1, out)
     p.set(node.output[0], out)
 
 
 def _reshape_moved(p: Propagation, node: onnx.NodeProto, ids: list[int], t: int, sin: list[Any]) -> None:
     """Reshape of a tensor whose channel axis is not axis 1: allowed when the channel axis survives whole
     (the dims before and after it regroup among themselves); its entry in the target is rewritten."""
-    target = p.const(node.input[1])
+    target, rt = _target(p, node, sin)
     if target is None:
         raise Unsupported("Reshape target shape computed at run time")
-    target = [int(v) for v in target.reshape(-1)]
     allowzero = int(attrs(node).get("allowzero", 0))
     res = _resolve(sin, target, allowzero)
     if res is None or any(d is None for d in res):
@@ -125,7 +124,7 @@ def _reshape_moved(p: Propagation, node: onnx.NodeProto, ids: list[int], t: int,
     if target[t2] == 0 and not allowzero and t2 != t:
         raise Unsupported("Reshape copies another axis into the channel axis")
     if target[t2] > 0 and len(ids) != 1:
-        p.hook(node, ShapeChannel(node.output[0], node.input[1], t2))
+        _hook_entry(p, node, rt, t2, ids)
     p.set(node.output[0], ids, t2)
 
 
@@ -133,10 +132,9 @@ def _reshape_split(p: Propagation, node: onnx.NodeProto, ids: list[int], t: int,
     """Reshape that splits the channel axis into (g, C/g) (channel shuffle's first step): ids at the
     same in-group index are united, so every group keeps the same channels and the reshape stays valid;
     the C/g entry of the target is rewritten at surgery."""
-    target = p.const(node.input[1])
+    target, rt = _target(p, node, sin)
     if target is None:
         raise Unsupported("Reshape target shape computed at run time")
-    target = [int(v) for v in target.reshape(-1)]
     res = _resolve_target(sin, target, int(attrs(node).get("allowzero", 0)))
     if res is None or any(not isinstance(d, int) for d in res[1:]):
         raise Unsupported("Reshape regroups the channel axis")
@@ -155,16 +153,15 @@ def _reshape_split(p: Propagation, node: onnx.NodeProto, ids: list[int], t: int,
         for i in range(1, d0):
             p.unite([ids[j]], [ids[i * d1 + j]])
     if target[t2 + 1] > 0:
-        p.hook(node, ShapeChannel(node.output[0], node.input[1], t2 + 1, d0))
+        _hook_entry(p, node, rt, t2 + 1, ids, d0)
     p.set(node.output[0], ids, t2, (d0, d1))
 
 
 def _reshape_merge(p: Propagation, node: onnx.NodeProto, ids: list[int], t: int, sin: list[Any]) -> None:
     """Reshape that merges a split channel axis (g, C/g) back into one axis (channel shuffle's last step)."""
-    target = p.const(node.input[1])
+    target, rt = _target(p, node, sin)
     if target is None:
         raise Unsupported("Reshape target shape computed at run time")
-    target = [int(v) for v in target.reshape(-1)]
     res = _resolve_target(sin, target, int(attrs(node).get("allowzero", 0)))
     if res is None or len(res) <= t or res[t] != len(ids):
         raise Unsupported("Reshape of a split channel axis")
@@ -173,8 +170,30 @@ def _reshape_merge(p: Propagation, node: onnx.NodeProto, ids: list[int], t: int,
     if not _same_product(res[:1], sin[:1]) or target[t] == 0:
         raise Unsupported("Reshape of a split channel axis")
     if target[t] > 0:
-        p.hook(node, ShapeChannel(node.output[0], node.input[1], t))
+        _hook_entry(p, node, rt, t, ids)
     p.set(node.output[0], ids, t)
+
+
+def _target(p: Propagation, node: onnx.NodeProto, sin: list[Any]) -> tuple[list[int] | None, RuntimeShape | None]:
+    """The Reshape target as numbers: a constant, or a shape built at run time (Concat of Shape(x)[k] and
+    constants: its entries at the analysis size, the batch read as 0); (None, None) when neither."""
+    c = p.const(node.input[1])
+    if c is not None:
+        return [int(v) for v in c.reshape(-1)], None
+    rt = runtime_shape(p, node.input[1], sin[0] if sin else None, bool(attrs(node).get("allowzero", 0)))
+    return (rt.values, rt) if rt is not None else (None, None)
+
+
+def _hook_entry(p: Propagation, node: onnx.NodeProto, rt: RuntimeShape | None, index: int, ids: list[int],
+                divisor: int = 1) -> None:  # fmt: skip
+    """Rewrite entry `index` of the target to the kept width: in the constant target, or in the constant of
+    a run-time target that holds it (an entry that is Shape(x)[k] of these channels follows by itself)."""
+    if rt is None:
+        p.hook(node, ShapeChannel(node.output[0], node.input[1], index, divisor))
+        return
+    src = rt.channel_source(p, index, ids)
+    if src is not None:
+        p.hook(node, ShapeChannel(node.output[0], src[0], src[1], divisor))
 
 
 def _resolve_target(sin: list[Any], target: list[int], allowzero: int) -> list[Any] | None:

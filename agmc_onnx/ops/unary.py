@@ -11,6 +11,7 @@ import onnx
 from agmc_onnx.ops.common import attrs, const_or_attr, inp, rank, tracked
 from agmc_onnx.ops.context import Propagation, Surgery
 from agmc_onnx.ops.registry import Unsupported, rule
+from agmc_onnx.ops.shape_expr import entries
 
 if TYPE_CHECKING:
     import onnx_graphsurgeon as gs
@@ -48,7 +49,7 @@ def maxpool(p: Propagation, node: onnx.NodeProto) -> None:
     p.set(node.output[0], tracked(p, node.input[0]))
 
 
-@rule("Shape", "Size")
+@rule("Shape", "Size", any_axis=True, split_aware=True)
 def shape_of(p: Propagation, node: onnx.NodeProto) -> None:
     """Shape/Size read only the shape, which is computed at run time: no channels flow."""
 
@@ -104,15 +105,17 @@ def pad(p: Propagation, node: onnx.NodeProto) -> None:
 
 @dataclass(frozen=True)
 class ResizeSizes:
-    """Resize with a constant `sizes`: its channel entry becomes the kept width of `tensor`."""
+    """Resize with a constant `sizes`: its channel entry becomes the kept width of `tensor` (`index`: where
+    that entry sits in the constant; a run-time `sizes` is a Concat whose constant part may hold it)."""
 
     tensor: str
     sizes: str
+    index: int = 1
 
     def apply(self, s: Surgery, node: gs.Node) -> None:
-        """Write the kept width into entry 1 of `sizes`."""
+        """Write the kept width into entry `index` of `sizes`."""
         sizes = s.const(self.sizes).copy()
-        sizes.reshape(-1)[1] = s.new_len(self.tensor)
+        sizes.reshape(-1)[self.index] = s.new_len(self.tensor)
         s.set_const(self.sizes, sizes)
 
 
@@ -131,7 +134,9 @@ def resize(p: Propagation, node: onnx.NodeProto) -> None:
         elif sizes_name:
             sizes = p.const(sizes_name)
             if sizes is None:
-                raise Unsupported("Resize sizes computed at run time")
+                _runtime_sizes(p, node, ids, sizes_name)
+                p.set(node.output[0], ids)
+                return
             if "axes" in attrs(node):
                 raise Unsupported("Resize with axes")
             if int(sizes.reshape(-1)[1]) != len(ids):
@@ -145,4 +150,46 @@ def resize(p: Propagation, node: onnx.NodeProto) -> None:
         raise Unsupported("Resize with axes")
     if len(scales) < 2 or scales[0] != 1.0 or scales[1] != 1.0:
         raise Unsupported("Resize scales the batch or channel axis")
+    p.set(node.output[0], ids)
+
+
+def _runtime_sizes(p: Propagation, node: onnx.NodeProto, ids: list[int], sizes: str) -> None:
+    """Resize `sizes` built at run time (Concat of Shape(x)[0:2] and the target H, W): its channel entry must
+    be Shape of a tensor carrying these channels (it follows the pruned width) or a constant (rewritten)."""
+    items = entries(p, sizes)
+    if items is None or len(items) < 2 or "axes" in attrs(node):
+        raise Unsupported("Resize sizes computed at run time")
+    batch, chan = items[0], items[1]
+    if not (batch.dim is not None and batch.dim[1] == 0) and batch.value != 1:
+        raise Unsupported("Resize sizes computed at run time scale the batch axis")
+    if chan.dim is not None and p.ids(chan.dim[0]) == ids and p.axis(chan.dim[0]) == chan.dim[1] == 1:
+        return
+    if chan.const is not None and chan.value == len(ids):
+        p.hook(node, ResizeSizes(node.input[0], chan.const[0], chan.const[1]))
+        return
+    raise Unsupported("Resize changes the channel count")
+
+
+@dataclass(frozen=True)
+class ImageScalerBias:
+    """ImageScaler's per-channel `bias` attribute: only the kept channels' entries stay."""
+
+    tensor: str
+
+    def apply(self, s: Surgery, node: gs.Node) -> None:
+        """Keep the kept channels' bias values."""
+        keep = s.keep_mask(self.tensor)
+        node.attrs["bias"] = [float(b) for b, k in zip(node.attrs["bias"], keep, strict=True) if k]
+
+
+@rule("ImageScaler")
+def image_scaler(p: Propagation, node: onnx.NodeProto) -> None:
+    """ImageScaler (an experimental op of ONNX 1.2 the old zoo files use): y = scale * x + bias[c], a
+    per-channel affine map from attributes; channels pass through, the bias is cut with them."""
+    ids = tracked(p, node.input[0])
+    bias = attrs(node).get("bias")
+    if bias is not None:
+        if len(bias) != len(ids):
+            raise Unsupported("ImageScaler bias does not match the channels")
+        p.hook(node, ImageScalerBias(node.input[0]))
     p.set(node.output[0], ids)

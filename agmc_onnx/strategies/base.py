@@ -92,7 +92,8 @@ class MacsSolver:
         if err > TOLERANCE:
             self.notes.append(
                 f"could not land within 1% of the target: got {got / self.total:.4f} of MACs for a "
-                f"target of {self.target_frac:g} (--round-to {self.ctx.round_to} is too coarse)"
+                f"target of {self.target_frac:g} (--round-to {self.ctx.round_to} is too coarse, or too few channels are "
+                "prunable: see `agmc-onnx inspect`)"
             )
         plan = self.plan(best)
         plan.ratios = {g.id: best[g.id] / g.size for g in self.groups}

@@ -10,7 +10,7 @@ from typing import Any
 import onnx
 
 from agmc_onnx.analysis import Analysis
-from agmc_onnx.cost import count_macs, count_params
+from agmc_onnx.cost import MAC_OPS, count_macs, count_params
 from agmc_onnx.plan import Plan, group_step
 
 PathLike = str | os.PathLike[str]
@@ -22,11 +22,50 @@ def group_macs_share(analysis: Analysis) -> dict[int, float]:
     return {g.id: (total - analysis.cost.macs({g.id: 0})) / total for g in analysis.groups}
 
 
+def uncounted_bodies(analysis: Analysis) -> list[dict[str, Any]]:
+    """Loop/If/Scan nodes whose bodies hold MAC ops: those MACs are not counted (design.md)."""
+    out = []
+    for node in analysis.model.nodes:
+        ops = [n.op_type for g in _bodies(node) for n in _all_nodes(g) if n.op_type in MAC_OPS]
+        if ops:
+            out.append({"node": node.name, "op": node.op_type, "mac_ops": len(ops)})
+    return out
+
+
+def _bodies(node: onnx.NodeProto) -> list[onnx.GraphProto]:
+    """The subgraphs of one node."""
+    return [g for a in node.attribute for g in ([a.g] if a.type == onnx.AttributeProto.GRAPH else list(a.graphs))]
+
+
+def _all_nodes(graph: onnx.GraphProto) -> list[onnx.NodeProto]:
+    """Every node of a graph and of its nested bodies."""
+    out = list(graph.node)
+    for n in graph.node:
+        for g in _bodies(n):
+            out += _all_nodes(g)
+    return out
+
+
+def why_nothing_prunable(analysis: Analysis) -> str:
+    """One line on why no group is prunable: the first places where propagation froze or stopped."""
+    if not analysis.groups:
+        first = "; ".join(r for _, r in analysis.frozen[:3])
+        return ("no channel groups: no layer's output channels could be followed" + (f" ({first})" if first else
+                " (no Conv/Gemm/MatMul with constant weights whose output reaches another layer)"))  # fmt: skip
+    reasons = list(dict.fromkeys(g.frozen_reason or "single channel" for g in analysis.groups))
+    return "every channel group is frozen: " + "; ".join(reasons[:3]) + (f" (+{len(reasons) - 3} more)" if len(reasons) > 3 else "")
+
+
 def summarize(analysis: Analysis) -> dict[str, Any]:
     """Totals and per-group facts (what `inspect --json` prints)."""
     share = group_macs_share(analysis)
+    sizes = analysis.model.input_shapes
     return {
         "model": analysis.model.path,
+        "input_shapes": sizes.to_json() if sizes is not None else None,
+        "notes": list(analysis.model.notes),
+        "uncounted": uncounted_bodies(analysis),
+        "why_nothing_prunable": None if analysis.prunable_groups() else why_nothing_prunable(analysis),
         "opset": analysis.model.opset,
         "nodes": len(analysis.model.nodes),
         "macs": analysis.cost.total_macs,
@@ -52,9 +91,16 @@ def summarize(analysis: Analysis) -> dict[str, Any]:
 
 
 def build_report(analysis: Analysis, plan: Plan, proto: onnx.ModelProto, **facts: Any) -> dict[str, Any]:
-    """Report: before/after costs (predicted and counted), the plan, per group its members and kept indices."""
+    """Report: before/after costs (predicted and counted), the plan, per group its members and kept indices.
+
+    Before and after are counted by one counter (count_macs / count_params) over the normalised original
+    and the written file, at the run's input size; every ratio is made of those two counts."""
     cost = analysis.cost
-    after_counted = count_macs(proto)
+    sizes = analysis.model.input_shapes
+    before = count_macs(analysis.model.proto, sizes)
+    before_params = count_params(analysis.model.proto)
+    after_counted = count_macs(proto, sizes)
+    after_params = count_params(proto)
     round_to = facts.get("round_to")
     groups = []
     for g in analysis.groups:
@@ -76,17 +122,19 @@ def build_report(analysis: Analysis, plan: Plan, proto: onnx.ModelProto, **facts
                 ],
             }
         )
-    before = cost.total_macs
     return {
         **facts,
-        "before": {"macs": before, "params": cost.total_params},
+        "input_shapes": sizes.to_json() if sizes is not None else None,
+        "before": {"macs": before, "params": before_params, "macs_predicted": cost.total_macs,
+                   "params_predicted": cost.total_params},
         "after": {
             "macs": after_counted,
-            "params": count_params(proto),
+            "params": after_params,
             "macs_predicted": cost.plan_macs(plan),
             "params_predicted": cost.plan_params(plan),
         },
-        "macs_ratio": after_counted / before if before else 1.0,
+        "macs_ratio": after_counted / before if before else None,
+        "params_ratio": after_params / before_params if before_params else None,
         "plan": plan.to_json(),
         "groups": groups,
         "frozen": [{"node": n, "reason": r} for n, r in analysis.frozen],

@@ -29,6 +29,7 @@ from agmc_onnx.data import (
     sidecar_path,
 )
 from agmc_onnx.errors import AgmcError, InputError
+from agmc_onnx.inputs import InputShapes
 from agmc_onnx.model import ModelGraph
 from agmc_onnx.model import load as load_model
 from agmc_onnx.modelfile import output_classes
@@ -72,6 +73,12 @@ class RunContext:
     def default_reward(self) -> str:
         """accuracy on labelled data, fidelity to the original's outputs without labels."""
         return "accuracy" if self.labelled else "fidelity"
+
+    @property
+    def input_shapes(self) -> InputShapes:
+        """The input size the run analyses, counts and benchmarks at (resolved once, when the model loaded)."""
+        assert self.model.input_shapes is not None
+        return self.model.input_shapes
 
     def search_data(self, reward_images: int) -> SearchData:
         """A seeded class-balanced reward split of TRAIN, the rest as BN calibration images, and TEST."""
@@ -168,13 +175,16 @@ def build_context(
     preprocess: Preprocess | None = None,
     sidecar: PathLike | None = None,
     flags: dict[str, Any] | None = None,
+    input_shapes: Any = None,
 ) -> RunContext:
     """Load the model (once) and, with `data`, resolve the preprocessing and load train (+ test) with it.
 
     Data without labels is accepted (flat image folders, .npy/.npz of images or input tensors); without a
     test split it gives a seeded held-out slice (HELD_OUT_IMAGES at most) for the final figures. A model
-    whose input is no image (not 4-D) needs no preprocessing when given input tensors."""
-    graph = model if isinstance(model, ModelGraph) else load_model(model)
+    whose input is no image (not 4-D) needs no preprocessing when given input tensors. The model is analysed
+    at `input_shapes` (--input-shape values by input name; default the file's static dims or its exporter's
+    metadata)."""
+    graph = model if isinstance(model, ModelGraph) else load_model(model, input_shapes=input_shapes)
     path = Path(graph.path) if graph.path else Path(str(model)) if not isinstance(model, ModelGraph) else Path("model")
     ctx = RunContext(path=path, model=graph, seed=seed, device=device, threads=threads)
     given = preprocess is not None or sidecar is not None or any(v is not None for v in (flags or {}).values())

@@ -18,7 +18,7 @@ from agmc_onnx.model import load as load_model
 from agmc_onnx.plan import ImportanceCache, Plan, parse_round_to
 from agmc_onnx.strategies import REGISTRY, Budget, StrategyContext, check_target
 from agmc_onnx.surgery import prune as cut
-from agmc_onnx.workflows.audit import build_report
+from agmc_onnx.workflows.audit import build_report, uncounted_bodies, why_nothing_prunable
 from agmc_onnx.workflows.context import own_preprocess, record_preprocess
 
 PathLike = str | os.PathLike[str]
@@ -59,12 +59,14 @@ def prune_model(
     latency_model: Any = None,
     latency_rounds: int = 0,
     latency_measure: Any = None,
+    input_shapes: Any = None,
 ) -> PruneResult:
     """Load, analyse, plan with `strategy`, cut; write `output`/`report` (atomically) when given.
 
     `target_latency_ms` / `target_speedup` budget the latency predicted by a measured latency model
     (agmc_onnx.latency, for `provider`, `threads`, `latency_batch`; cached under `latency_cache`);
-    they may be combined with `target_flops`, every constraint is met. With `latency_rounds` > 0 the
+    they may be combined with `target_flops`, every constraint is met. `input_shapes` ({input: dims},
+    --input-shape) fixes the size a file with dynamic input sizes is analysed at. With `latency_rounds` > 0 the
     plan is then measured against the original (or by `latency_measure`, a plan -> (original ms,
     pruned ms) callable) and shrunk while it misses the budget (agmc_onnx.latency.refine).
     """
@@ -83,13 +85,13 @@ def prune_model(
         target_flops = check_target(target_flops)
     n_round = parse_round_to(round_to)
     if analysis is None:
-        analysis = analyze(path if isinstance(path, ModelGraph) else load_model(path))
+        analysis = analyze(path if isinstance(path, ModelGraph) else load_model(path, input_shapes=input_shapes))
     if output is not None:
         check_output_path(output, path)
     if report is not None:
         check_output_path(report, path)
     if not analysis.prunable_groups():
-        raise InputError("nothing prunable: every channel group is frozen (see `agmc-onnx inspect`)", path)
+        raise InputError(f"nothing prunable: {why_nothing_prunable(analysis)} (see `agmc-onnx inspect`)", path)
     opts = dict(options or {})
     if plan is not None:
         opts["plan"] = plan if isinstance(plan, (dict, Plan)) else str(plan)
@@ -104,7 +106,10 @@ def prune_model(
     )  # fmt: skip
     strat = REGISTRY[strategy]()
     chosen = strat.propose(ctx)
-    notes = list(getattr(strat, "notes", []))
+    notes = list(analysis.model.notes) + list(getattr(strat, "notes", []))
+    for body in uncounted_bodies(analysis):
+        notes.append(f"the {body['mac_ops']} MAC op(s) inside {body['op']} {body['node']}'s body are not counted "
+                     "in MACs (and not pruned)")  # fmt: skip
     if by_latency and strategy == "plan":
         notes.append("the latency budget does not change a given --plan: its predicted latency is reported only")
     refinement = None

@@ -61,6 +61,7 @@ def run_finetune(
     note: Callable[[str], None] | None = None,
     output_kinds: dict[str, str] | None = None,
     output_weights: dict[str, float] | None = None,
+    input_shapes: Any = None,
 ) -> FinetuneRun:
     """Fine-tune, write the model, measure accuracy (ORT) and latency, write the JSON + markdown report.
 
@@ -73,7 +74,7 @@ def run_finetune(
     req = request or validate_finetune(
         model, data_dir, output=output, report_path=report_path, distill=distill, original=original,
         held_out=held_out, do_bench=do_bench, provider=provider, threads=threads, gates=gates,
-        preprocess=preprocess, sidecar=sidecar, seed=seed,
+        preprocess=preprocess, sidecar=sidecar, seed=seed, input_shapes=input_shapes,
     )  # fmt: skip
     from agmc_onnx import bench, report
 
@@ -105,9 +106,9 @@ def run_finetune(
         proto = ctx.describe(result.proto)
         stages: dict[str, dict[str, Any]] = {}
         if baseline is not None:
-            stages["original"] = report.model_facts(baseline, base_acc)
-        stages["pruned"] = report.model_facts(model, start)
-        stages["finetuned"] = report.model_facts(proto, result.test_accuracy_onnx)
+            stages["original"] = report.model_facts(baseline, base_acc, ctx.input_shapes)
+        stages["pruned"] = report.model_facts(model, start, ctx.input_shapes)
+        stages["finetuned"] = report.model_facts(proto, result.test_accuracy_onnx, ctx.input_shapes)
         if reference is not None:
             stages["original"]["fidelity"] = 1.0
             stages["pruned"]["fidelity"] = fidelity_onnx(ctx.model.source, test, reference)
@@ -118,11 +119,11 @@ def run_finetune(
             models = ([baseline] if baseline is not None else []) + [proto]
             labels = (["original"] if baseline is not None else []) + ["finetuned"]
             latency = bench.bench(models, list(bench_batches), provider=provider, threads=threads,
-                                  repeats=bench_repeats, labels=labels).to_json()  # fmt: skip
+                                  repeats=bench_repeats, labels=labels, input_shapes=ctx.input_shapes).to_json()  # fmt: skip
         loss = "cross-entropy" + (" + distillation" if teacher else "") if ctx.labelled else "distillation (no labels)"
         extra = {"finetune": {**result.summary(), "config": asdict(cfg), "loss": loss}, "notes": list(ctx.notes)}
         rep = report.build("finetune", stages, latency=latency, gates=gates, command=command, extra=extra)
-        rep["warnings"] = ([low] if low else []) + report.latency_warnings(rep, proto, provider, threads)
+        rep["warnings"] = ([low] if low else []) + report.latency_warnings(rep, proto, provider, threads, ctx.input_shapes)
         written = io.write_model(proto, output, model)
         self_check(written, test, result.test_accuracy_onnx, reference, stages["finetuned"].get("fidelity"),
                    io.staged_file(written))

@@ -55,6 +55,7 @@ class PruneOptions:
     augment: bool = True  # fine-tuning augmentations (image inputs only)
     output_kinds: dict[str, str] | None = None  # fidelity / distillation form per graph output (default inferred)
     output_weights: dict[str, float] | None = None  # weight per graph output (default equal)
+    input_shapes: dict[str, tuple[int, ...]] | None = None  # --input-shape: the size a dynamic file is analysed at
 
     def chosen_strategy(self) -> str:
         """The strategy the run uses."""

@@ -113,13 +113,18 @@ def _run(model: PathLike, opts: PruneOptions, req: PruneRequest, progress: Calla
     labelled = test is not None and test.labelled
     reference = None if test is None else reference_fidelity(original, test, opts.output_kinds, opts.output_weights)
 
-    def facts(m: Any, accuracy: float | None = None, fidelity: float | None = None) -> dict[str, Any]:
-        out = report.model_facts(m, accuracy if accuracy is not None or not labelled else evaluate_onnx(m, test))
+    def facts(m: Any, accuracy: float | None = None, fidelity: float | None = None,
+              counts: tuple[int, int] | None = None) -> dict[str, Any]:  # fmt: skip
+        out = report.model_facts(m, accuracy if accuracy is not None or not labelled else evaluate_onnx(m, test),
+                                 ctx.input_shapes, counts)  # fmt: skip
         out["fidelity"] = fidelity if fidelity is not None or reference is None else fidelity_onnx(m, test, reference)
         return out
 
-    stages["original"] = facts(original, fidelity=1.0 if reference is not None else None)
-    stages["pruned"] = facts(proto)
+    # one count per model, the engine's (normalised original, written file): table, JSON and markdown agree
+    before, after = prune_report["before"], prune_report["after"]
+    stages["original"] = facts(original, fidelity=1.0 if reference is not None else None,
+                               counts=(before["macs"], before["params"]))  # fmt: skip
+    stages["pruned"] = facts(proto, counts=(after["macs"], after["params"]))
     final = "pruned"
     if opts.finetune_epochs:
         res, extra = _finetune(ctx, proto, opts, finetune_progress)
@@ -132,11 +137,12 @@ def _run(model: PathLike, opts: PruneOptions, req: PruneRequest, progress: Calla
         batches = list(dict.fromkeys([*batches, int(budget["batch"])]))
     if req.bench:
         latency = bench.bench([original, proto], batches, provider=opts.provider, threads=opts.threads,
-                              repeats=opts.bench_repeats, labels=["original", final]).to_json()  # fmt: skip
+                              repeats=opts.bench_repeats, labels=["original", final],
+                              input_shapes=ctx.input_shapes).to_json()  # fmt: skip
     run = report.build("prune", stages, latency=latency, gates=opts.gates, command=opts.command, extra=extra)
     merged = {**prune_report, **run}
     merged["warnings"] = list(prune_report.get("warnings", [])) + report.latency_warnings(
-        run, proto, opts.provider, opts.threads)  # fmt: skip
+        run, proto, opts.provider, opts.threads, ctx.input_shapes)  # fmt: skip
     if budget:  # predicted vs measured for latency-budgeted runs
         from agmc_onnx.latency import verification
 

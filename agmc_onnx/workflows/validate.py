@@ -71,16 +71,18 @@ class BenchRequest:
 
 # ----------------------------------------------------------------------------------------------- commands
 
-def validate_inspect(model: PathLike) -> ModelGraph:
-    """`inspect`: the model file read, checked (weights included) and normalised."""
-    return load_model(model)
+def validate_inspect(model: PathLike, input_shapes: Any = None) -> ModelGraph:
+    """`inspect`: the model file read, checked (weights included) and normalised, at `input_shapes`."""
+    return load_model(model, input_shapes=input_shapes)
 
 
-def validate_bench(models: Sequence[PathLike], provider: str = "cpu", threads: int | None = None) -> BenchRequest:
-    """`bench`: every model readable, consistent, with fixed shapes but the batch, and runnable in ONNX Runtime."""
+def validate_bench(models: Sequence[PathLike], provider: str = "cpu", threads: int | None = None,
+                   input_shapes: Any = None) -> BenchRequest:  # fmt: skip
+    """`bench`: every model readable, consistent, with fixed shapes but the batch (or --input-shape sizes), and
+    runnable in ONNX Runtime."""
     protos = [read_model_file(m) for m in models]
     for proto, path in zip(protos, models, strict=True):
-        probe_runtime(proto, path, provider, threads, need_static=True)
+        probe_runtime(proto, path, provider, threads, need_static=True, input_shapes=input_shapes)
     return BenchRequest(protos, [Path(m).name for m in models], [Path(m) for m in models])
 
 
@@ -129,7 +131,7 @@ def validate_prune(model: PathLike, opts: PruneOptions) -> PruneRequest:
         check_torch_file(opts.policy, "--policy", "policy file")
     if opts.resume and (checkpoint / CHECKPOINT_FILE).is_file():
         check_torch_file(checkpoint / CHECKPOINT_FILE, "--resume", "search checkpoint")
-    graph = load_model(model)
+    graph = load_model(model, input_shapes=opts.input_shapes)
     if opts.data is not None:
         check_image_input(graph.source or graph.proto, model)
     ctx = build_context(graph, opts.data, seed=opts.seed, sidecar=opts.sidecar, flags=opts.preprocess)
@@ -142,7 +144,7 @@ def validate_prune(model: PathLike, opts: PruneOptions) -> PruneRequest:
     if opts.data is not None or bench:
         hint = "" if opts.data is not None else "; --no-bench prunes without timing it"
         probe_runtime(ctx.model.source or ctx.model.proto, model, opts.provider, opts.threads, need_static=bench,
-                      hint=hint)  # fmt: skip
+                      hint=hint, input_shapes=ctx.input_shapes)  # fmt: skip
     return PruneRequest(strategy, ctx, out, report, [f.path for f in files], bench)
 
 
@@ -150,7 +152,7 @@ def validate_finetune(model: PathLike, data: PathLike, *, output: PathLike, repo
                       distill: PathLike | None = None, original: PathLike | None = None, held_out: int | None = None,
                       do_bench: bool = True, provider: str = "cpu", threads: int | None = None,
                       gates: Gates | None = None, preprocess: dict[str, Any] | None = None,
-                      sidecar: PathLike | None = None, seed: int = 0) -> FinetuneRequest:  # fmt: skip
+                      sidecar: PathLike | None = None, seed: int = 0, input_shapes: Any = None) -> FinetuneRequest:  # fmt: skip
     """`finetune`: gate contradictions, paths, the model and its teacher/baseline, the data (test split and
     labels), --held-out against the training examples, runtime."""
     gates = gates or Gates()
@@ -170,7 +172,7 @@ def validate_finetune(model: PathLike, data: PathLike, *, output: PathLike, repo
     inputs = _inputs(model, data=data, sidecar=sidecar)
     inputs += [Input(flag, Path(p)) for flag, p in (("--distill teacher", distill), ("--original", original)) if p]
     check_outputs(files, inputs)
-    graph = load_model(model)
+    graph = load_model(model, input_shapes=input_shapes)
     others = [(p, read_model_file(p)) for p in (distill, original) if p is not None]  # each evaluated on the data
     for p, proto in [(model, graph.source or graph.proto), *others]:
         check_image_input(proto, p)
@@ -184,9 +186,10 @@ def validate_finetune(model: PathLike, data: PathLike, *, output: PathLike, repo
                          f"of {data}, the rest trains")
     if n < 2:
         raise InputError(f"the train split has {n} example(s): fine-tuning needs some to train and some held out", data)
-    probe_runtime(ctx.model.source or ctx.model.proto, model, provider, threads, need_static=do_bench)
+    probe_runtime(ctx.model.source or ctx.model.proto, model, provider, threads, need_static=do_bench,
+                  input_shapes=ctx.input_shapes)
     for p, proto in others:
-        probe_runtime(proto, p, provider, threads, need_static=do_bench)
+        probe_runtime(proto, p, provider, threads, need_static=do_bench, input_shapes=ctx.input_shapes)
     return FinetuneRequest(ctx, out, report, [f.path for f in files])
 
 
@@ -272,7 +275,7 @@ _ORT_PREFIX = re.compile(r"^\[ONNXRuntimeError\] : \d+ : \w+ : ")
 
 
 def probe_runtime(proto: onnx.ModelProto, path: PathLike, provider: str = "cpu", threads: int | None = None,
-                  need_static: bool = True, hint: str = "") -> None:  # fmt: skip
+                  need_static: bool = True, hint: str = "", input_shapes: Any = None) -> None:  # fmt: skip
     """One ONNX Runtime session of the model and, when its shapes are fixed but the batch, one batch-1 run:
     a custom op, an input type or weights ORT cannot run fail here, before the work. `need_static`: the run
     will time the model, so every axis but the batch must be fixed."""
@@ -285,7 +288,7 @@ def probe_runtime(proto: onnx.ModelProto, path: PathLike, provider: str = "cpu",
     except Exception as exc:  # ORT's Fail / InvalidGraph / NotImplemented
         raise InputError(f"ONNX Runtime cannot run this model: {_ort_message(exc)}{hint}", path) from exc
     try:
-        feeds = bench.make_inputs(proto, 1)
+        feeds = bench.make_inputs(proto, 1, input_shapes=input_shapes)
     except InputError as exc:
         if need_static:
             raise InputError(f"{exc}{hint}", path) from exc

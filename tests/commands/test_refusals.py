@@ -341,7 +341,8 @@ DATA: dict[str, Case] = {
     "prune/data-not-an-npz": Case(lambda d: ["prune", model(d), *SEARCH, "--data", write(d, "x.npz", "hello")],
                                   ("x.npz",), ("npz", "readable")),
     "prune/images-of-mixed-sizes": Case(
-        lambda d: ["prune", model(d, proto=dynamic_spatial()), *SEARCH, "--data", _mixed_sizes(d)], ("mixed",),
+        lambda d: ["prune", model(d, proto=dynamic_spatial()), *SEARCH, "--data", _mixed_sizes(d),
+                   "--input-shape", "input:1,3,8,8"], ("mixed",),
         ("size",)),
     "finetune/--distill-corrupt": Case(lambda d: [*finetune()(d), "--distill", write(d, "t.onnx", b"garbage")],
                                        ("t.onnx",), UNREADABLE),

@@ -47,6 +47,37 @@ def tiny(nodes: list[onnx.NodeProto], inits: list[onnx.TensorProto], outputs: di
     return analyze(from_proto(model))
 
 
+def dynamic(nodes: list[onnx.NodeProto], inits: list[onnx.TensorProto], outputs: dict[str, list[Any]],
+            size: tuple[int, ...] = (1, 3, 8, 8), opset: int = 13,
+            normalise: bool = True) -> tuple[onnx.ModelProto, Analysis]:  # fmt: skip
+    """A hand-built graph reading x[N, 3, H, W] (dynamic sizes, as Ultralytics and Paddle write them), and its
+    analysis at input size `size` (`normalise`: through onnxslim as `load` does, else as written)."""
+    model = helper_model(
+        nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, "H", "W"])],
+        [helper.make_tensor_value_info(n, TensorProto.FLOAT, d) for n, d in outputs.items()], inits, opset=opset,
+    )  # fmt: skip
+    return model, analyze(from_proto(model, normalise_graph=normalise, input_shapes={"x": size}))
+
+
+def runtime_reshape_head(channels: int = 8) -> tuple[list[onnx.NodeProto], list[onnx.TensorProto]]:
+    """YOLO's detect-head idiom: a = Conv(x); f = Reshape(a, Concat(Shape(a)[0], [C], [-1])) -> [N, C, H*W];
+    mean over the H*W axis, then a Linear: the channel entry of the run-time target is a constant."""
+    nodes = [
+        conv("x", "w1", "a", "c1", pads=[1, 1, 1, 1], kernel_shape=[3, 3]),
+        helper.make_node("Relu", ["a"], ["r"], name="relu"),
+        helper.make_node("Shape", ["r"], ["s"], name="shape"),
+        helper.make_node("Gather", ["s", "zero"], ["b"], name="gather", axis=0),
+        helper.make_node("Unsqueeze", ["b", "axes0"], ["bu"], name="unsq"),
+        helper.make_node("Concat", ["bu", "chans", "minus1"], ["target"], name="concat", axis=0),
+        helper.make_node("Reshape", ["r", "target"], ["f"], name="flat"),
+        helper.make_node("ReduceMean", ["f"], ["m"], name="mean", axes=[2], keepdims=0),
+        helper.make_node("Gemm", ["m", "fc"], ["out"], name="fc", transB=1),
+    ]
+    inits = [weight("w1", channels, 3, 3, 3), const("zero", 0, np.int64), const("axes0", [0], np.int64),
+             const("chans", [channels], np.int64), const("minus1", [-1], np.int64), weight("fc", 4, channels, seed=1)]
+    return nodes, inits
+
+
 def conv(x: str, w: str, out: str, name: str, **attrs: Any) -> onnx.NodeProto:
     """A Conv node (no bias)."""
     return helper.make_node("Conv", [x, w], [out], name=name, **attrs)

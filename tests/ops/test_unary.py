@@ -92,3 +92,20 @@ def test_resize_sizes_channel_entry_rewritten() -> None:
     out = check_plan(a, Plan({group_of(a, "c1").id: [1, 4, 6]}))
     sizes = next(t for t in out.graph.initializer if t.name == "sizes")
     assert numpy_helper.to_array(sizes).tolist() == [2, 3, 12, 12]
+
+
+def test_image_scaler_is_a_per_channel_affine_map() -> None:
+    """ImageScaler (old zoo files, opset < 10): channels pass through and its per-channel bias attribute is cut
+    with them (inception_v2-style files were 'nothing prunable' without a rule)."""
+    from agmc_onnx.ops.unary import ImageScalerBias
+
+    bias = [0.1 * k for k in range(8)]
+    sc = helper.make_node("ImageScaler", ["a"], ["s"], name="scale", scale=0.5, bias=bias)
+    a = tiny([conv("x", "w1", "a", "c1"), sc, conv("s", "w2", "out", "c2")],
+             [weight("w1", 8, 3, 1, 1), weight("w2", 4, 8, 1, 1, seed=1)], {"out": ["N", 4, 6, 6]}, opset=9)  # fmt: skip
+    g = group_of(a, "c1")
+    assert g.prunable and a.hooks == [("scale", ImageScalerBias("a"))]
+    out = check_plan(a, Plan({g.id: [1, 4, 6]}))
+    node = next(n for n in out.graph.node if n.op_type == "ImageScaler")
+    got = next(x for x in node.attribute if x.name == "bias").floats
+    assert np.allclose(list(got), [bias[1], bias[4], bias[6]])
