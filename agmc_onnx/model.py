@@ -16,6 +16,7 @@ from onnx import numpy_helper
 from agmc_onnx.errors import InputError
 from agmc_onnx.protos import Dim, constants_to_initializers, dims
 from agmc_onnx.protos import opset as default_opset
+from agmc_onnx.shapefold import fold_shape_targets
 
 log = logging.getLogger(__name__)
 logging.getLogger("agmc_onnx").addHandler(logging.NullHandler())  # no stray stderr lines from warnings
@@ -212,7 +213,8 @@ def batch_one(proto: onnx.ModelProto) -> onnx.ModelProto:
 
 
 def normalise(proto: onnx.ModelProto) -> onnx.ModelProto:
-    """Fold exporter clutter (onnxslim), weights into initializers, unshared; named, sorted, shapes inferred."""
+    """Fold exporter clutter (onnxslim) and run-time shapes whose only unknown is the batch (shapefold), weights
+    into initializers, unshared; named, sorted, shapes inferred."""
     original = proto
     proto = copy.deepcopy(proto)
     # drop initializers listed as graph inputs (old IR): they are weights, not inputs
@@ -223,6 +225,7 @@ def normalise(proto: onnx.ModelProto) -> onnx.ModelProto:
     constants_to_initializers(proto.graph)
     proto = _slim(proto)
     constants_to_initializers(proto.graph)
+    proto = fold_shape_targets(proto)  # run-time Reshape/Expand shapes whose only unknown is the batch
     _bypass_identity_on_initializers(proto.graph)
     _unshare_initializers(proto.graph)
     _name_nodes(proto.graph)

@@ -24,7 +24,8 @@ def inspect_cmd(model: str, as_json: bool) -> None:
     console.print(
         f"[bold]{model}[/bold]: opset {info['opset']}, {info['nodes']} nodes, {info['macs']:,} MACs, "
         f"{info['params']:,} params; {info['prunable_groups']}/{info['groups']} groups prunable "
-        f"({info['prunable_channels']} channels), {info['frozen_channels']} channels frozen"
+        f"({info['prunable_channels']} channels), {info['frozen_channels']} channels frozen "
+        f"({100 * info['frozen_share']:.1f}% besides graph outputs, untracked layers counted)"
     )
     table = Table(show_lines=False)
     for col in ("group", "size", "MACs share", "status", "producers"):
