@@ -147,3 +147,23 @@ def test_real_size_models_mostly_prunable(tmp_path: Path, name: str) -> None:
     assert count_macs(pruned) == a.cost.plan_macs(plan)
     x = np.random.default_rng(0).normal(size=(2, 3, 224, 224)).astype(np.float32)
     assert np.isfinite(run(pruned, {"input": x})[0]).all()
+
+
+def test_vit_fixture_contract() -> None:
+    """fixtures/models/vit_tiny.onnx: under 1 MB, the file its training record names, scoring the recorded
+    accuracy in ONNX Runtime on the shipped test subset (within 1 point), nothing frozen but the logits."""
+    import hashlib
+    import json
+
+    from agmc_onnx.data import fashion_mnist_dir, load_dataset
+    from agmc_onnx.evaluate import evaluate_onnx
+
+    models = Path(__file__).resolve().parents[1] / "fixtures" / "models"
+    path, record = models / "vit_tiny.onnx", json.loads((models / "vit_tiny.json").read_text())
+    assert path.stat().st_size < 2**20
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == record["sha256"]
+    acc = evaluate_onnx(path, load_dataset(fashion_mnist_dir(), "test", num_classes=10))
+    assert abs(acc - record["test_accuracy_onnx"]) <= 0.01
+    a = analyze(load(path))
+    assert [(g.size, g.frozen_reason) for g in a.groups if not g.prunable] == [(10, "graph output logits")]
+    assert sorted(g.size for g in a.prunable_groups() if g.class_width > 1) == [4, 4, 4]

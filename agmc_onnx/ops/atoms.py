@@ -106,8 +106,8 @@ def canonical(lay: Layout) -> Layout | Plain:
             axes = [[Atom(a.size) if a.factor == f else a for a in ax] for ax in axes]
     chans = [(k, j) for k, ax in enumerate(axes) for j, a in enumerate(ax) if a.factor >= 0]
     used = [axes[k][j].factor for k, j in chans]
-    if not used:  # every position holds the same id (one channel): a plain list on the first wide axis
-        k = next((k for k, ax in enumerate(axes) if not mono_prod([a.size for a in ax]).one), 0)
+    if not used:  # every position holds the same id (one channel): that id along the axis that held it
+        k = next(k for k, ax in enumerate(lay.axes) if any(a.factor >= 0 for a in ax))
         return _plain_single(ids, axes, k)
     dead = [f for f in range(ids.ndim) if f not in used]
     ids = ids[tuple(0 if f in dead else slice(None) for f in range(ids.ndim))]

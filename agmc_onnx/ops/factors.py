@@ -107,8 +107,8 @@ def squeeze(p: Propagation, node: onnx.NodeProto) -> None:
     if node.op_type == "Squeeze":
         r = len(lay.axes)
         drop = {a % r for a in axes}
-        if any(not lay.axis_size(a).one for a in drop):
-            raise Unsupported("Squeeze of an axis whose size is not 1")
+        if any(not lay.axis_size(a).one or any(x.factor >= 0 for x in lay.axes[a]) for a in drop):
+            raise Unsupported("Squeeze of a channel axis or of an axis whose size is not 1")
         new = tuple(ax for k, ax in enumerate(lay.axes) if k not in drop)
     else:
         r = len(lay.axes) + len(axes)

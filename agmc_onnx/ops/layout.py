@@ -3,6 +3,7 @@ Slice, Gather, Flatten; Split/Slice/Gather carry the rewrites of their sizes, bo
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -23,6 +24,23 @@ def _kept_positions(s: Surgery, tensor: str, positions: tuple[int, ...]) -> list
     keep = s.keep_mask(tensor)
     new_pos = np.cumsum(keep) - 1
     return [int(new_pos[i]) for i in positions if keep[i]]
+
+
+def _plain_or_factored(plain: Callable[[Propagation, onnx.NodeProto], None],
+                       factored: Callable[[Propagation, onnx.NodeProto], None], p: Propagation,
+                       node: onnx.NodeProto) -> None:
+    """The factored rule for a factored input; else the plain rule, and the factored one where it refuses (the
+    plain rule's reason stands when both do)."""
+    if p.layout(node.input[0]) is not None:
+        factored(p, node)
+        return
+    try:
+        plain(p, node)
+    except Unsupported as exc:
+        try:
+            factored(p, node)
+        except Unsupported:
+            raise exc from None
 
 
 @rule("Transpose", any_axis=True, split_aware=True, layout_aware=True)
@@ -63,11 +81,13 @@ def transpose(p: Propagation, node: onnx.NodeProto) -> None:
 
 @rule("Squeeze", "Unsqueeze", any_axis=True, layout_aware=True)
 def squeeze(p: Propagation, node: onnx.NodeProto) -> None:
-    """(Un)squeezing axes other than the batch and channel axes; the channel axis shifts with them (size-1
-    axes of a factored layout go or come anywhere)."""
-    if p.layout(node.input[0]) is not None:
-        factors.squeeze(p, node)
-        return
+    """The plain rule below; a factored layout, or an axis it refuses that is not the batch (a size-1 or q|k|v
+    first axis), goes to ops/factors.py."""
+    _plain_or_factored(_squeeze_plain, factors.squeeze, p, node)
+
+
+def _squeeze_plain(p: Propagation, node: onnx.NodeProto) -> None:
+    """(Un)squeezing axes other than the batch and channel axes; the channel axis shifts with them."""
     ids = tracked(p, node.input[0])
     t = p.axis(node.input[0])
     axes = const_or_attr(p, node, 1, "axes")
@@ -198,11 +218,13 @@ class SplitSizes:
 
 @rule("Split", any_axis=True, layout_aware=True)
 def split(p: Propagation, node: onnx.NodeProto) -> None:
-    """Split on the channel axis cuts the id list (sizes rewritten at surgery); otherwise copies it (a
-    factored layout: ops/factors.py)."""
-    if p.layout(node.input[0]) is not None:
-        factors.split(p, node)
-        return
+    """The plain rule below; a factored layout, or an axis it refuses that is not the batch (a size-1 or q|k|v
+    first axis), goes to ops/factors.py."""
+    _plain_or_factored(_split_plain, factors.split, p, node)
+
+
+def _split_plain(p: Propagation, node: onnx.NodeProto) -> None:
+    """Split on the channel axis cuts the id list (sizes rewritten at surgery); otherwise copies it."""
     ids = tracked(p, node.input[0])
     t = p.axis(node.input[0])
     r = rank(p, node.input[0])
@@ -289,11 +311,14 @@ class SliceToGather:
 
 @rule("Slice", any_axis=True, layout_aware=True)
 def slice_(p: Propagation, node: onnx.NodeProto) -> None:
+    """The plain rule below; a factored layout, or an axis it refuses that is not the batch (a size-1 or q|k|v
+    first axis), goes to ops/factors.py."""
+    _plain_or_factored(_slice_plain, factors.slice_, p, node)
+
+
+def _slice_plain(p: Propagation, node: onnx.NodeProto) -> None:
     """Slice on the channel axis cuts the id list: step 1 rewrites starts/ends at surgery; any other step
     (strided or reversed, the only sliced axis) becomes a Gather of the kept positions."""
-    if p.layout(node.input[0]) is not None:
-        factors.slice_(p, node)
-        return
     ids = tracked(p, node.input[0])
     t = p.axis(node.input[0])
     r = rank(p, node.input[0])
@@ -347,11 +372,14 @@ class GatherChannel:
 
 @rule("Gather", any_axis=True, layout_aware=True)
 def gather(p: Propagation, node: onnx.NodeProto) -> None:
+    """The plain rule below; a factored layout, or an axis it refuses that is not the batch (a size-1 or q|k|v
+    first axis), goes to ops/factors.py."""
+    _plain_or_factored(_gather_plain, factors.gather, p, node)
+
+
+def _gather_plain(p: Propagation, node: onnx.NodeProto) -> None:
     """Gather with constant indices: on another axis the channel axis shifts; on the channel axis a 1-D
     index picks ids (rewritten at surgery), a scalar index keeps one channel (frozen: it must stay)."""
-    if p.layout(node.input[0]) is not None:
-        factors.gather(p, node)
-        return
     ids = tracked(p, node.input[0])
     t = p.axis(node.input[0])
     r = rank(p, node.input[0])
