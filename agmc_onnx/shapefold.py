@@ -9,7 +9,7 @@ freeze every head. This pass evaluates those shape subgraphs (in ONNX Runtime, a
   the batch (written -1);
 - replaces an Expand shape by `Concat(Shape(input)[:1], constants)` where the entries are static and at
   most the first is the batch itself (the class token expanded over the batch).
-Only subgraphs of pure shape arithmetic (Shape, Gather, Slice, Concat, (Un)Squeeze, integer Add/Sub/Mul/Div,
+The model is left as it is (a folded copy is returned). Only subgraphs of pure shape arithmetic (Shape, Gather, Slice, Concat, (Un)Squeeze, integer Add/Sub/Mul/Div,
 Cast, Equal/Where, ...) are read, so the values do not depend on the input data. Targets that depend on
 anything else (a dynamic spatial size, data) stay as they are, and the op rules say why they freeze.
 """
@@ -87,22 +87,28 @@ def _feeds(inputs: list[tuple[str, int, list[int]]], batch: int) -> dict[str, np
     return feeds
 
 
-def _evaluate(proto: onnx.ModelProto, names: list[str], inputs: list[tuple[str, int, list[int]]],
-              batches: tuple[int, ...]) -> list[dict[str, np.ndarray]] | None:
-    """Values of tensors `names` at each batch size, by running the model in ONNX Runtime; None on failure."""
+def _evaluate(proto: onnx.ModelProto, probes: list[onnx.NodeProto], names: list[str],
+              inputs: list[tuple[str, int, list[int]]], batches: tuple[int, ...]) -> list[dict[str, np.ndarray]] | None:
+    """Values of tensors `names` at each batch size, by running the model (with `probes` added for the run
+    only: the model is serialised with them and given back as it was) in ONNX Runtime; None on failure."""
     from agmc_onnx.runtime import ort
 
-    work = copy.deepcopy(proto)
-    present = {o.name for o in work.graph.output}
-    for n in names:
-        if n not in present:
-            work.graph.output.append(onnx.ValueInfoProto(name=n))
+    g = proto.graph
+    present = {o.name for o in g.output}
+    extra = [n for n in names if n not in present]
+    g.node.extend(probes)
+    g.output.extend(onnx.ValueInfoProto(name=n) for n in extra)
+    try:
+        data = proto.SerializeToString()
+    finally:
+        del g.node[len(g.node) - len(probes):]
+        del g.output[len(g.output) - len(extra):]
     rt = ort()
     opts = rt.SessionOptions()
     opts.log_severity_level = 4
     opts.graph_optimization_level = rt.GraphOptimizationLevel.ORT_DISABLE_ALL
     try:
-        sess = rt.InferenceSession(work.SerializeToString(), sess_options=opts, providers=["CPUExecutionProvider"])
+        sess = rt.InferenceSession(data, sess_options=opts, providers=["CPUExecutionProvider"])
         outs = [o.name for o in sess.get_outputs()]
         return [dict(zip(outs, sess.run(None, _feeds(inputs, b)), strict=True)) for b in batches]
     except Exception as exc:  # a model ORT cannot run here: leave its shapes as they are
@@ -150,13 +156,9 @@ def fold_shape_targets(proto: onnx.ModelProto) -> onnx.ModelProto:
         return proto
     inputs, batch_input = found
     batches = (1, 2)
-    work = copy.deepcopy(proto)
-    probes = {}
-    for k in reshapes:  # the resolved output dims (-1 and 0 entries included)
-        probe = f"__fold_shape_{k}"
-        work.graph.node.append(helper.make_node("Shape", [g.node[k].output[0]], [probe], name=probe))
-        probes[k] = probe
-    values = _evaluate(work, list(probes.values()) + [g.node[k].input[1] for k in expands], inputs, batches)
+    probes = {k: f"__fold_shape_{k}" for k in reshapes}  # the resolved output dims (-1 and 0 entries included)
+    nodes = [helper.make_node("Shape", [g.node[k].output[0]], [name], name=name) for k, name in probes.items()]
+    values = _evaluate(proto, nodes, list(probes.values()) + [g.node[k].input[1] for k in expands], inputs, batches)
     if values is None:
         return proto
     out = copy.deepcopy(proto)

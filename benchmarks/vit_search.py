@@ -35,7 +35,8 @@ def run_one(strategy: str, args: argparse.Namespace, out: Path, tmp: Path) -> di
     if strategy in ("agmc", "amc"):
         cmd += ["--episodes", str(args.episodes), "--checkpoint", str(tmp / f"{strategy}.search")]
     load0, t0 = os.getloadavg(), time.time()
-    proc = subprocess.run(cmd, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True)
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": str(args.torch_threads)}
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
     wall, load1 = time.time() - t0, os.getloadavg()
     row = {"strategy": strategy, "command": shlex.join(["agmc-onnx", *cmd[3:]]), "exit": proc.returncode,
            "seconds": round(wall, 1), "load_before": [round(v, 2) for v in load0],
@@ -43,8 +44,13 @@ def run_one(strategy: str, args: argparse.Namespace, out: Path, tmp: Path) -> di
     if proc.returncode != 0:
         row["error"] = (proc.stderr or proc.stdout)[-2000:]
         return row
+    return figures(row, report)
+
+
+def figures(row: dict, report: Path) -> dict:
+    """A run's row with the figures of its report: test accuracy of each stage, MACs kept, kept channels."""
     rep = json.loads(report.read_text())
-    stages = rep.get("stages", {})
+    stages = rep.get("models", {})
     row.update(
         original=stages.get("original", {}).get("accuracy"), pruned=stages.get("pruned", {}).get("accuracy"),
         finetuned=stages.get("finetuned", {}).get("accuracy"), macs_ratio=rep.get("macs_ratio"),
@@ -61,7 +67,8 @@ def render(rows: list[dict], meta: dict) -> str:
         f"Model `{meta['model']}` (original test accuracy {pct(rows[0].get('original'))}% on the shipped "
         f"{meta['test_images']} test images), `--target-flops {meta['target']}`, `--data {meta['data']}`, "
         f"fine-tuned {meta['finetune_epochs']} epochs (the prune command's `--finetune-epochs`), agmc "
-        f"{meta['episodes']} episodes, seed {meta['seed']}. Test accuracy (%) of the written file in ONNX Runtime.", "",
+        f"{meta['episodes']} episodes, seed {meta['seed']}, OMP_NUM_THREADS={meta['torch_threads']}. Test accuracy (%) of "
+        "the written file in ONNX Runtime.", "",
         "| strategy | MACs kept | test acc. before fine-tuning | after fine-tuning | wall (s) | load avg before -> after |",
         "|---|---:|---:|---:|---:|---|",
     ]
@@ -92,9 +99,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--episodes", type=int, default=100)
     p.add_argument("--finetune-epochs", type=int, default=5)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--torch-threads", type=int, default=1,
+                   help="OMP_NUM_THREADS of each run (fine-tuning): on 2 shared cores 1 thread ran ~10x faster than 2")
     p.add_argument("--out", default="benchmarks/vit_search_cpu")
+    p.add_argument("--render", action="store_true", help="re-read OUT's reports into OUT/vit_search.{json,md}")
     args = p.parse_args(argv)
     out = ROOT / args.out
+    if args.render:
+        done = json.loads((out / "vit_search.json").read_text())
+        rows = [figures(r, out / f"{r['strategy']}.report.json") if not r.get("exit") else r for r in done["rows"]]
+        (out / "vit_search.json").write_text(json.dumps({"meta": done["meta"], "rows": rows}, indent=2) + "\n")
+        (out / "vit_search.md").write_text(render(rows, done["meta"]))
+        return 0
     out.mkdir(parents=True, exist_ok=True)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -102,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
             rows.append(run_one(s, args, out, Path(tmp)))
             print(json.dumps({k: v for k, v in rows[-1].items() if k != "kept"}), flush=True)
     meta = {"model": args.model, "data": args.data, "target": args.target, "finetune_epochs": args.finetune_epochs,
-            "episodes": args.episodes, "seed": args.seed, "test_images": 2000,
+            "episodes": args.episodes, "seed": args.seed, "test_images": 2000, "torch_threads": args.torch_threads,
             "command": shlex.join(["python", "benchmarks/vit_search.py", *argv]),
             "machine": f"{platform.machine()} {platform.processor() or ''}".strip()}
     (out / "vit_search.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")

@@ -54,7 +54,9 @@ def test_batch_targets_become_constants() -> None:
     """Concat(Shape(x)[0], 8, 2, 3) becomes the constant (-1, 8, 2, 3); the Expand keeps the batch read at run
     time and its other entries constant; outputs unchanged at any batch size; the shape nodes are gone."""
     model = _model(["B", 8, 6])
+    before = model.SerializeToString()
     folded = fold_shape_targets(model)
+    assert model.SerializeToString() == before  # the input is left as it was
     inits = {t.name: numpy_helper.to_array(t) for t in folded.graph.initializer}
     reshape = next(n for n in folded.graph.node if n.op_type == "Reshape")
     assert inits[reshape.input[1]].tolist() == [-1, 8, 2, 3]

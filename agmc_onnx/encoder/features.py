@@ -60,9 +60,9 @@ class GraphInfo:
 
 
 def node_features(d: dict[str, Any], n: int, total_macs: int, total_params: int, produces_group: bool,
-                  group: Any = None) -> list[float]:
-    """The scaled feature row of one node of the view (module docstring), `n` nodes in the model; `group` is
-    the prunable group the node produces, if any."""
+                  channels: Any = None) -> list[float]:
+    """The scaled feature row of one node of the view (module docstring), `n` nodes in the model; `channels`
+    is the prunable channel group the node produces, if any."""
     row = [0.0] * NUM_NODE_FEATURES
     row[OP_TYPES.index(d["op"]) if d["op"] in OP_TYPES else len(OP_TYPES)] = 1.0
     macs, params, cin, kernel, group = d["macs"], d["params"], d["c_in"], d["kernel"], d["groups"]
@@ -75,11 +75,11 @@ def node_features(d: dict[str, Any], n: int, total_macs: int, total_params: int,
         d["index"] / max(1, n - 1), float(produces_group), float(d["merge"]),
         float(d["op"] in ("Conv", "ConvTranspose", "Gemm", "MatMul") and macs > 0), 1.0,
     ]  # fmt: skip
-    width = int(getattr(group, "class_width", 1)) if group is not None else 1
-    heads = int(group.size) if group is not None and width > 1 else 0
+    width = int(getattr(channels, "class_width", 1)) if channels is not None else 1
+    heads = int(channels.size) if channels is not None and width > 1 else 0
     row[j + 17 : j + 21] = [
         math.log2(heads + 1) / 8, math.log2(width + 1) / 8 if heads else 0.0,
-        float(bool(getattr(group, "stats", ()))) if group is not None else 0.0,
+        float(bool(getattr(channels, "stats", ()))) if channels is not None else 0.0,
         float(d["op"] in ("MatMul", "Einsum") and d["params"] == 0 and macs > 0),
     ]
     return row
