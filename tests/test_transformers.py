@@ -96,8 +96,12 @@ def test_torchvision_small_transformers(tmp_path: Path, name: str, opset: int) -
     frozen = [(g.size, g.frozen_reason) for g in a.groups if not g.prunable]
     assert frozen == [(10, "graph output logits")], frozen
     assert not a.untracked()
-    if name != "tv_convnext_small":
-        assert any(g.class_width > 1 for g in a.prunable_groups())  # heads
+    heads = [g for g in a.prunable_groups() if g.class_width > 1]
+    assert bool(heads) == (name != "tv_convnext_small")
+    if name in ("tv_swin_small", "tv_maxvit_small"):  # every block's relative position bias, sliced per head
+        tables = [m for g in heads for m in g.members if m.role == "norm" and a.model.inits[m.tensor].ndim == 4]
+        assert len(tables) == len(heads) and all(a.model.inits[m.tensor].shape[m.axis] == g.size
+                                                 for g in heads for m in g.members if m in tables)
     for plan in (random_plan(a, seed=1), plan_from_ratios(a, {g.id: 0.5 for g in a.prunable_groups()}, round_to=1)):
         check_oracles(path, plan, a)
 

@@ -3,8 +3,8 @@
 A plain tensor carries its channel ids as one list on one axis. Inside attention the ids of one Linear's
 output end up on several axes ([B, N, 3*H*d] -> [B, N, 3, H, d] -> [3, B, H, N, d]), or share an axis with
 the batch ([N, B*H, d] in torchvision's MultiheadAttention). A `Layout` describes any such tensor: each axis
-is a row-major sequence of atoms; an atom is a run-time-free size that either holds no channels (batch,
-tokens, windows) or spans one dimension ("factor") of an id array. Reshape splits and merges atoms,
+is a row-major sequence of atoms; an atom is a size (static, or proportional to the batch) that either holds
+no channels (batch, tokens, windows) or spans one dimension ("factor") of an id array (ops/atoms.py). Reshape splits and merges atoms,
 Transpose permutes axes, Squeeze/Unsqueeze drop or add size-1 axes; Split/Gather on a factor that is never
 pruned (the q|k|v "3") take a slice of the ids after uniting its slices.
 
