@@ -1,8 +1,9 @@
 """Cost model: MACs and params per node as a function of per-group keep counts, without surgery.
 
 Convention (batch 1, symbolic dims count as 1): Conv = out_spatial * C_out * C_in/group * kH*kW;
-ConvTranspose = in_spatial * C_in * C_out/group * kH*kW; Gemm/MatMul = M*K*N; element-wise ops,
-pools and norms are not MACs. Params = elements of every float initializer.
+ConvTranspose = in_spatial * C_in * C_out/group * kH*kW; Gemm/MatMul = M*K*N (attention's q k^T and
+attention x v too, per head); Einsum = the product of every index's size; element-wise ops, pools and
+norms are not MACs. Params = elements of every float initializer.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ class KeptChannels(Protocol):
     kept: dict[int, list[int]]
 
 
-MAC_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
+MAC_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul", "Einsum")
 
 
 def _static(d: Any) -> int:
@@ -47,6 +48,8 @@ def node_macs_static(node: onnx.NodeProto, inits: Mapping[str, np.ndarray], shap
     op = node.op_type
     if op not in MAC_OPS:
         return 0
+    if op == "Einsum":
+        return einsum_macs(node, shapes)
     a_shape = shapes.get(node.input[0])
     w = inits.get(node.input[1]) if len(node.input) > 1 else None
     w_shape = list(w.shape) if w is not None else shapes.get(node.input[1])
@@ -67,6 +70,26 @@ def node_macs_static(node: onnx.NodeProto, inits: Mapping[str, np.ndarray], shap
     if out_shape is None or a_shape is None:
         return 0
     return _prod(out_shape) * _static(a_shape[-1])
+
+
+def einsum_macs(node: onnx.NodeProto, shapes: Mapping[str, Any]) -> int:
+    """MACs of an Einsum: the product of the sizes of every index it names (each once), symbolic dims as 1."""
+    eq = next((a.s for a in node.attribute if a.name == "equation"), b"").decode().replace(" ", "")
+    sizes: dict[str, int] = {}
+    for term, name in zip(eq.split("->")[0].split(","), node.input, strict=False):
+        dims = shapes.get(name)
+        if dims is None:
+            return 0
+        if "..." in term:  # ellipsis dims named by their distance from the ellipsis' end (they broadcast)
+            head, tail = term.split("...")
+            n = len(dims) - len(head) - len(tail)
+            letters = list(head) + [f"...{n - k}" for k in range(n)] + list(tail)
+        else:
+            letters = list(term)
+        for letter, d in zip(letters, dims, strict=False):
+            sizes[letter] = max(sizes.get(letter, 1), _static(d))
+    return _prod(sizes.values())
+
 
 
 def count_macs(proto: onnx.ModelProto, input_shapes: InputShapes | Mapping[str, Sequence[int]] | None = None) -> int:
@@ -317,12 +340,16 @@ def build_cost_model(m: ModelGraph, analysis: ChannelLayout) -> CostModel:
                 coef = _prod([d for k, d in enumerate(out_shape[:-1]) if k != t])
                 terms.append(_Term(node.name, coef, [tensor_len(node.output[0], out_shape[t]),
                                                      init_len(w_name, 0), init_len(w_name, 1)]))
-        else:
+        else:  # products of two activations (attention) and layers with run-time weights
             macs = node_macs_static(node, m.inits, static)
-            t = analysis.channel_axis(node.output[0])
-            if out_shape is not None and len(out_shape) > t and node.output[0] in analysis.tensor_ids and macs:
-                width = _static(out_shape[t])
-                terms.append(_Term(node.name, macs // width, [tensor_len(node.output[0], width)]))
+            out, a = node.output[0], node.input[0]
+            if out in analysis.tensor_ids and macs:  # channels (heads) of the output
+                width = len(analysis.tensor_ids[out])
+                terms.append(_Term(node.name, macs // width, [tensor_len(out, width)]))
+            elif (op == "MatMul" and macs and a in analysis.tensor_ids and a_shape is not None
+                  and analysis.channel_axis(a) == len(a_shape) - 1):  # contracted channels (single-head q k^T)
+                width = len(analysis.tensor_ids[a])
+                terms.append(_Term(node.name, macs // width, [tensor_len(a, width)]))
             else:
                 terms.append(_Term(node.name, macs, []))
     params: list[tuple[str, list[Length]]] = []

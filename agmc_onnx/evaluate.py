@@ -73,7 +73,11 @@ class Evaluator:
             weights zeroed on the converted original), "prune" (surgery + conversion per
             candidate) or "auto": slice when the model needs no surgery hooks other than a
             depthwise conv's `group` (set on the torch conv) and a self-check against surgery
-            passes, else mask on a GPU or below 1024 images per score, else prune.
+            passes, else mask on a GPU or below 1024 images per score, else prune. A model whose
+            prunable groups feed statistics (LayerNorm over the residual stream) is never masked:
+            masking keeps the removed channels in every LayerNorm's mean and variance, the pruned
+            network does not; slice (LayerNorm modules' normalized_shape follows their weights) or
+            prune score it.
             Measured on 2 busy CPU cores, ResNet-20 at 50% MACs: conversion costs ~1.9 s per
             candidate, which slice mode avoids while running the smaller network.
         threads: torch CPU threads while scoring (None: `default_threads()` on CPU).
@@ -118,6 +122,11 @@ class Evaluator:
         self._slots: list[tuple[Slot, int, Tensor]] = []
         self._groups_hooks: list[tuple[nn.Module, str, int, int]] = []  # (conv, input tensor, per group, groups)
         self.slice_fallback: str | None = None  # why "auto" could not slice
+        stats = [g.id for g in analysis.prunable_groups() if getattr(g, "stats", ())]
+        if mode == "mask" and stats:
+            raise AgmcError(f"mask mode cannot score groups {stats[:5]}: LayerNorm statistics read them, and "
+                            "masking is not removing there (use slice or prune)")
+        self._norms = [m for m in self.module.modules() if isinstance(m, nn.LayerNorm)]
         if mode in ("auto", "slice"):
             try:
                 self._slots = self._slice_slots()
@@ -130,7 +139,7 @@ class Evaluator:
                 mode = "slice"
         if mode == "auto":
             per_score = len(self.x) + (len(self.calib) if bn_recalibrate else 0)
-            mode = "mask" if self.device.type == "cuda" or per_score < 1024 else "prune"
+            mode = "mask" if (self.device.type == "cuda" or per_score < 1024) and not stats else "prune"
         self.mode = mode
         self.bns = bn_modules(self.module)
         self.bn_recalibrated = bool(bn_recalibrate and self.bns)
@@ -139,7 +148,7 @@ class Evaluator:
         names: set[str] = set()
         for g in analysis.prunable_groups():
             for m in g.members:
-                if m.role == "consumer":
+                if m.role == g.mask_role:
                     self._members.append((g.id, m.tensor, m.axis, np.asarray(m.positions), np.asarray(m.channels)))
                     names.add(m.tensor)
         self.targets: dict[str, Target] = {}
@@ -215,6 +224,13 @@ class Evaluator:
             slot.set(original.clone() if slot.kind == "buffer" else original)
         for conv, _, _, groups in self._groups_hooks:
             conv.groups = groups
+        self._fit_norms()
+
+    def _fit_norms(self) -> None:
+        """LayerNorm modules normalise over their (sliced or restored) weight's shape."""
+        for m in self._norms:
+            if m.weight is not None and tuple(m.normalized_shape) != tuple(m.weight.shape):
+                m.normalized_shape = tuple(m.weight.shape)
 
     def _sliced(self, plan: Plan, slots: list[tuple[Slot, int, Tensor]] | None = None) -> nn.Module:
         """The converted original with every channel-holding tensor cut to the plan (no copies of the rest)."""
@@ -234,6 +250,7 @@ class Evaluator:
         for conv, tensor, per_group, _ in self._groups_hooks:  # depthwise: `groups` follows the kept inputs
             kept = int(keep_mask(self.analysis, self.analysis.tensor_channels(tensor), plan).sum())
             conv.groups = kept // per_group
+        self._fit_norms()
         return self.module
 
     # applying plans -----------------------------------------------------------------------

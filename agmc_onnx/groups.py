@@ -18,6 +18,7 @@ import onnx
 
 from agmc_onnx.model import ModelGraph
 from agmc_onnx.ops import RULES, Rewrite, Unsupported
+from agmc_onnx.ops.atoms import Layout
 
 log = logging.getLogger(__name__)
 
@@ -51,11 +52,23 @@ class ChannelGroup:
     members: list[Member]
     producers: list[str]
     frozen_reason: str | None = None
+    # nodes that compute a statistic over these channels (LayerNorm over the stream): pruning them is not
+    # masking them, the pruned network normalises over the kept channels only
+    stats: tuple[str, ...] = ()
+    # positions a channel spans on its producer's output axis (the head dim for a group of attention heads)
+    class_width: int = 1
 
     @property
     def prunable(self) -> bool:
         """True when channels of this group may be removed."""
         return self.frozen_reason is None and self.size > 1
+
+    @property
+    def mask_role(self) -> str:
+        """The members a mask zeroes to remove channels: the consumers (the next layers stop reading them), or,
+        in a group nothing consumes (single-head q and k features, contracted against each other), the
+        producers."""
+        return "consumer" if any(m.role == "consumer" for m in self.members) else "producer"
 
 
 class _UnionFind:
@@ -109,6 +122,9 @@ class Propagator:
         self.tensor_axis: dict[str, int] = {}  # tensor -> position of its channel axis (absent: 1)
         # tensor -> (g, C/g) when its channel axis is split over axes (axis, axis+1), row-major (shuffle)
         self.tensor_split: dict[str, tuple[int, int]] = {}
+        # tensor -> its factored layout, when its channels sit on several axes (ops/factors.py)
+        self.tensor_layout: dict[str, Layout] = {}
+        self.stat_nodes: dict[int, list[str]] = defaultdict(list)  # id -> nodes computing a statistic over it
         self.raw_members: list[_RawMember] = []
         self.created: dict[str, list[int]] = {}  # producer node -> ids it created, in output order
         self.hooks: list[tuple[str, Rewrite]] = []  # (node name, its surgery rewrite)
@@ -135,10 +151,29 @@ class Propagator:
         row-major, when `split` gives the two dims)."""
         self.tensor_ids[tensor] = list(ids)
         self.tensor_axis[tensor] = axis
+        self.tensor_layout.pop(tensor, None)
         if split is None:
             self.tensor_split.pop(tensor, None)
         else:
             self.tensor_split[tensor] = split
+
+    def layout(self, tensor: str) -> Layout | None:
+        """The factored layout of a tensor whose channels sit on several axes, else None."""
+        return self.tensor_layout.get(tensor)
+
+    def set_layout(self, tensor: str, layout: Layout) -> None:
+        """Set an output's channels as a (canonical, ops/factors.put) factored layout; its id list is the
+        ids in factor order and its channel axis the first axis holding them."""
+        self.tensor_ids[tensor] = [int(v) for v in layout.ids.reshape(-1)]
+        self.tensor_axis[tensor] = layout.channel_axes()[0]
+        self.tensor_split.pop(tensor, None)
+        self.tensor_layout[tensor] = layout
+
+    def statistic(self, ids: list[int], node: onnx.NodeProto) -> None:
+        """Record that `node` computes a statistic over these channels (kept in ChannelGroup.stats)."""
+        for i in ids:
+            if node.name not in self.stat_nodes[i]:
+                self.stat_nodes[i].append(node.name)
 
     def new(self, n: int, node: onnx.NodeProto | None, frozen: str | None = None) -> list[int]:
         """n fresh ids created by `node` (None: no producing layer, e.g. graph inputs)."""
@@ -192,6 +227,7 @@ class Propagator:
             self.tensor_ids.pop(tensor, None)
             self.tensor_axis.pop(tensor, None)
             self.tensor_split.pop(tensor, None)
+            self.tensor_layout.pop(tensor, None)
             if shape is None or (axis < len(shape) and len(shape) >= 2):  # a width exists but is unknown: record
                 self.untracked[tensor] = f"{reason}; the channel width of {tensor!r} is unknown"  # why, for readers
 
@@ -224,6 +260,8 @@ class Propagator:
             reason = f"channel axis of {off_axis[0]!r} is axis {self.axis(off_axis[0])} ({node.op_type} needs axis 1)"
         elif any(t in self.tensor_split for t in tracked) and not rule.split_aware:
             reason = "reads a channel axis split in two (channel shuffle)"
+        elif any(t in self.tensor_layout for t in tracked) and not rule.layout_aware:
+            reason = "reads channels spread over several axes (attention heads)"
         else:
             n_before = len(self.created.get(node.name, []))
             try:
@@ -243,17 +281,26 @@ class Propagator:
             for t in tracked + [s for s in sub_inputs if s in self.tensor_ids]:
                 self.freeze(self.tensor_ids[t], full)
             base = self.shape(tracked[0]) if tracked else None
+            last = base is not None and tracked[0] not in self.tensor_layout and self.axis(tracked[0]) == len(base) - 1
             for o in node.output:
-                if o:  # frozen ids on the axis the input carried them on when the rank is kept, else axis 1
+                if o:  # frozen ids on the axis the input carried them on when the rank is kept; a last channel
+                    # axis stays last (tokens [B, N, C]: a frozen attention must not move the stream's axis)
                     out_shape = self.shape(o)
                     same = base is not None and out_shape is not None and len(out_shape) == len(base)
-                    self.opaque(o, full, self.axis(tracked[0]) if same else 1)
+                    if same:
+                        self.opaque(o, full, self.axis(tracked[0]))
+                    elif last and out_shape is not None and len(out_shape) >= 2:
+                        self.opaque(o, full, len(out_shape) - 1)
+                    else:
+                        self.opaque(o, full, 1)
             return
         self.raw_members.extend(self._current_members)
         self.hooks.extend(self._current_hooks)
         for o in node.output:
             ids = self.tensor_ids.get(o)
             shape = self.shape(o)
+            if o in self.tensor_layout:
+                continue  # ops/factors.put checked the layout against the shape
             ax = self.axis(o)
             split = self.split(o)
             width = shape[ax] if shape is not None and len(shape) > ax else None
@@ -405,6 +452,13 @@ def _layout(model: ModelGraph, p: Propagator) -> ChannelLayout:
                             reasons.append(r)
         frozen = "; ".join(reasons[:3]) + (f" (+{len(reasons) - 3} more)" if len(reasons) > 3 else "") if reasons else None
         groups.append(ChannelGroup(id=gid, size=count, members=[], producers=prods, frozen_reason=frozen))
+    stats: dict[int, list[str]] = defaultdict(list)
+    for i, nodes in p.stat_nodes.items():
+        c = class_channel.get(root[i])
+        if c is not None:
+            stats[c[0]].extend(n for n in nodes if n not in stats[c[0]])
+    for gid, nodes in stats.items():
+        groups[gid].stats = tuple(sorted(nodes, key=lambda x: order.get(x, 0)))
     id_channel = {i: class_channel.get(root[i]) for i in range(n)}
     axis_map: dict[tuple[str, int], list[tuple[int, int] | None]] = {}
     for rm in p.raw_members:
@@ -422,6 +476,13 @@ def _layout(model: ModelGraph, p: Propagator) -> ChannelLayout:
                 per_group[ch[0]][1].append(ch[1])
         for gid, (pos, chs) in per_group.items():
             groups[gid].members.append(Member(rm.tensor, rm.node, rm.axis, tuple(pos), tuple(chs), rm.role))
+
+    for ids in p.created.values():  # ids a producer creates per class (a head's q, k, v rows: 3d)
+        classes = {class_channel[root[i]] for i in ids if root[i] in class_channel}
+        if classes:
+            g = groups[next(iter(classes))[0]]
+            width = max(1, len(ids) // len(classes))
+            g.class_width = width if g.class_width == 1 else min(g.class_width, width)
     frozen_list = list(p.frozen_log)
     for g in groups:
         if g.frozen_reason and not any(g.frozen_reason.startswith(r) for _, r in frozen_list):

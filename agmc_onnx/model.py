@@ -19,6 +19,7 @@ from agmc_onnx.inputs import InputShapes, as_input_shapes, resolve_input_shapes
 from agmc_onnx.modelfile import MAX_OPSET, MIN_OPSET, read_model_file
 from agmc_onnx.protos import Dim, constants_to_initializers, dims
 from agmc_onnx.protos import opset as default_opset
+from agmc_onnx.shapefold import fold_shape_targets
 from agmc_onnx.shapes import at_batch, shape_views, shapes_of, static_shapes
 
 log = logging.getLogger(__name__)
@@ -176,7 +177,8 @@ def infer_shapes(proto: onnx.ModelProto) -> onnx.ModelProto:
 
 
 def normalise(proto: onnx.ModelProto) -> onnx.ModelProto:
-    """Fold exporter clutter (onnxslim), weights into initializers, unshared; named, sorted, shapes inferred."""
+    """Fold exporter clutter (onnxslim) and run-time shapes whose only unknown is the batch (shapefold), weights
+    into initializers, unshared; named, sorted, shapes inferred."""
     original = proto
     proto = copy.deepcopy(proto)
     # drop initializers listed as graph inputs (old IR): they are weights, not inputs
@@ -187,6 +189,7 @@ def normalise(proto: onnx.ModelProto) -> onnx.ModelProto:
     constants_to_initializers(proto.graph)
     proto = _slim(proto)
     constants_to_initializers(proto.graph)
+    proto = fold_shape_targets(proto)  # run-time Reshape/Expand shapes whose only unknown is the batch
     _bypass_identity_on_initializers(proto.graph)
     _unshare_initializers(proto.graph)
     _name_nodes(proto.graph)

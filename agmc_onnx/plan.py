@@ -47,8 +47,12 @@ AUTO_MIN_CHOICES = 4  # under auto, a group keeps at least this many widths ...
 AUTO_MIN_STEP = 4  # ... unless that would need a step below this
 
 
-def group_step(size: int, round_to: RoundTo) -> int:
+def group_step(size: int, round_to: RoundTo, width: int = 1) -> int:
     """Rounding step of a group of `size` channels: N when explicit; under "auto:B" B for wide groups, finer for narrow.
+
+    A group whose channels are each `width` positions wide (attention heads: ChannelGroup.class_width, the
+    head dim) steps by the number of channels that covers that many positions, at least one: a head of 16
+    or 64 is already a whole runtime block, so heads step by one.
 
     Narrow groups step by the largest power of two <= B that leaves at least AUTO_MIN_CHOICES widths,
     never below AUTO_MIN_STEP: with B=16, 16 channels step by 4, 24 by 4, 32 by 8, 64 and wider by 16.
@@ -63,16 +67,16 @@ def group_step(size: int, round_to: RoundTo) -> int:
     accuracy, and an l1-global ResNet-56 at 50% MACs ran no faster at batch 64 (1.40x vs 1.42x).
     """
     if isinstance(round_to, int):
-        return max(1, round_to)
+        return max(1, round_to // max(1, width))
     step = _auto_block(round_to)
-    while step > AUTO_MIN_STEP and -(-size // step) < AUTO_MIN_CHOICES:
+    while step > AUTO_MIN_STEP and -(-size * width // step) < AUTO_MIN_CHOICES:
         step //= 2
-    return step
+    return max(1, step // max(1, width))
 
 
-def round_count(count: float, size: int, round_to: RoundTo) -> int:
+def round_count(count: float, size: int, round_to: RoundTo, width: int = 1) -> int:
     """Kept count: a multiple of the group's step (or the full size), at least one step, never zero."""
-    n = group_step(size, round_to)
+    n = group_step(size, round_to, width)
     if size <= n:
         return size
     k = int(round(count / n)) * n
@@ -170,7 +174,7 @@ def counts_from_ratios(analysis: Analysis, ratios: Mapping[int, float], round_to
         r = float(ratios.get(g.id, 1.0))
         if not (math.isfinite(r) and 0.0 < r <= 1.0):
             raise InputError(f"group {g.id}: keep ratio {r} is outside (0, 1]")
-        out[g.id] = round_count(r * g.size, g.size, round_to)
+        out[g.id] = round_count(r * g.size, g.size, round_to, g.class_width)
     return out
 
 

@@ -234,7 +234,10 @@ def prune(analysis: Analysis, plan: Plan, check: bool = True) -> onnx.ModelProto
         ctx.set_const(name, np.compress(mask, ctx.const(name), axis=axis))
     nodes = {n.name: n for n in graph.nodes}
     for node_name, rewrite in analysis.hooks:
-        rewrite.apply(ctx, nodes[node_name])
+        try:
+            rewrite.apply(ctx, nodes[node_name])
+        except ValueError as exc:  # a plan the rewrite cannot write (heads cut through): say where
+            raise AgmcError(f"cannot rewrite {node_name!r} for this plan: {exc}") from exc
     # cleanup drops constants a rewrite replaced (old indices, a strided Slice's bounds); toposort leaves a
     # graph model.load normalised as it is (onnxslim sorted it in the same level order), so the nodes keep
     # the analysed order, which BN re-calibration pairs converted BN layers by
@@ -261,10 +264,13 @@ def prune(analysis: Analysis, plan: Plan, check: bool = True) -> onnx.ModelProto
 
 
 def mask(analysis: Analysis, plan: Plan) -> onnx.ModelProto:
-    """The analysed model with every consumer member's removed positions zeroed (same shapes).
+    """The analysed model with every consumer member's removed positions zeroed (a group without consumers:
+    its producers'; same shapes), and every
+    statistic over pruned channels (a LayerNorm over the stream, ChannelGroup.stats) computed over the kept
+    channels only: the full-width network that computes what the pruned one computes.
 
-    Raw proto, not graphsurgeon: no node, input or graph structure changes, only the values of existing
-    initializers, so a copy with those initializers overwritten is the whole job.
+    Raw proto, not graphsurgeon: without statistics no node, input or graph structure changes, only the
+    values of existing initializers, so a copy with those initializers overwritten is the whole job.
     """
     validate(analysis, plan)
     proto = copy.deepcopy(analysis.model.proto)
@@ -273,7 +279,7 @@ def mask(analysis: Analysis, plan: Plan) -> onnx.ModelProto:
     kept = {gid: set(v) for gid, v in plan.kept.items() if analysis.groups[gid].prunable}
     for gid, keep in kept.items():
         for m in analysis.groups[gid].members:
-            if m.role != "consumer":
+            if m.role != analysis.groups[gid].mask_role:
                 continue
             drop = [p for p, c in zip(m.positions, m.channels, strict=True) if c not in keep]
             if not drop:
@@ -286,4 +292,27 @@ def mask(analysis: Analysis, plan: Plan) -> onnx.ModelProto:
             arr[tuple(idx)] = 0
     for name, arr in zeroed.items():
         inits[name].CopyFrom(numpy_helper.from_array(arr, name))
+    _kept_statistics(analysis, plan, proto)
     return proto
+
+
+def _kept_statistics(analysis: Analysis, plan: Plan, proto: onnx.ModelProto) -> None:
+    """Rewrite each statistic node whose input loses channels into its kept-channels form (ops.norms)."""
+    from agmc_onnx.ops.norms import masked_statistic
+
+    names = {n for gid in plan.kept if analysis.groups[gid].prunable for n in analysis.groups[gid].stats}
+    if not names:
+        return
+    nodes = list(proto.graph.node)
+    del proto.graph.node[:]
+    for node in nodes:
+        x = node.input[0] if node.input else ""
+        keep = keep_mask(analysis, analysis.tensor_channels(x), plan) if node.name in names else None
+        if keep is None or keep.all():
+            proto.graph.node.append(node)
+            continue
+        shape = analysis.model.shape(x) or []
+        dtype = onnx.helper.tensor_dtype_to_np_dtype(analysis.model.elem_types.get(x, onnx.TensorProto.FLOAT))
+        new, consts = masked_statistic(node, keep, analysis.channel_axis(x), len(shape), dtype, analysis.model.opset)
+        proto.graph.node.extend(new)
+        proto.graph.initializer.extend(consts)

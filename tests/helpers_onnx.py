@@ -181,8 +181,9 @@ def runtime_shapes(model: onnx.ModelProto, names: list[str], sizes: Sizes | None
 
 
 def reference_macs(model: onnx.ModelProto, sizes: Sizes | None = None) -> int:
-    """MACs at batch 1 (inputs at `sizes`) from the shapes the runtime actually produces (design.md convention)."""
-    ops = [n for n in model.graph.node if n.op_type in ("Conv", "ConvTranspose", "Gemm", "MatMul")]
+    """MACs at batch 1 (inputs at `sizes`) from the shapes the runtime actually produces (docs/design.md
+    convention; an Einsum counts the product of its output's size and its contracted indices' sizes)."""
+    ops = [n for n in model.graph.node if n.op_type in ("Conv", "ConvTranspose", "Gemm", "MatMul", "Einsum")]
     shapes = runtime_shapes(model, [t for n in ops for t in (n.input[0], n.input[1], n.output[0])], sizes)
     for t in model.graph.initializer:
         shapes[t.name] = tuple(t.dims)
@@ -196,6 +197,12 @@ def reference_macs(model: onnx.ModelProto, sizes: Sizes | None = None) -> int:
         elif node.op_type == "Gemm":
             trans_a = any(a.name == "transA" and a.i for a in node.attribute)
             total += int(np.prod(out)) * (x[0] if trans_a else x[1])
+        elif node.op_type == "Einsum":  # explicit two-operand equations without ellipsis (what the tests use)
+            eq = next(a.s for a in node.attribute if a.name == "equation").decode().replace(" ", "")
+            lhs, to = eq.split("->")
+            ta, tb = lhs.split(",")
+            sizes = dict(zip(ta, x, strict=True)) | dict(zip(tb, w, strict=True))
+            total += int(np.prod(out)) * int(np.prod([sizes[c] for c in sizes if c not in to]))
         else:  # MatMul
             total += int(np.prod(out)) * x[-1]
     return total
@@ -235,7 +242,8 @@ def reference_params(model: onnx.ModelProto) -> int:
 
 
 def mask_consumers(analysis: Any, plan: Any) -> onnx.ModelProto:
-    """The analysed (normalised) graph with each consumer member's removed positions zeroed (oracle 2 mask)."""
+    """The analysed (normalised) graph with each consumer member's removed positions zeroed (oracle 2 mask), and
+    every statistic over pruned channels computed over the kept ones (the pruned network at full width)."""
     proto = onnx.ModelProto()
     proto.CopyFrom(analysis.model.proto)
     inits = {t.name: t for t in proto.graph.initializer}
@@ -243,8 +251,9 @@ def mask_consumers(analysis: Any, plan: Any) -> onnx.ModelProto:
     touched: set[str] = set()
     for group in analysis.groups:
         kept = set(plan.kept.get(group.id, range(group.size)))
+        roles = {member.role for member in group.members}
         for member in group.members:
-            if member.role != "consumer":
+            if member.role != ("consumer" if "consumer" in roles else "producer"):
                 continue
             arr = arrays[member.tensor]
             for pos, ch in zip(member.positions, member.channels, strict=True):
@@ -255,7 +264,53 @@ def mask_consumers(analysis: Any, plan: Any) -> onnx.ModelProto:
                     touched.add(member.tensor)
     for name in touched:
         inits[name].CopyFrom(numpy_helper.from_array(arrays[name], name))
+    _statistics_over_kept(analysis, plan, proto)
     return proto
+
+
+def _statistics_over_kept(analysis: Any, plan: Any, proto: onnx.ModelProto) -> None:
+    """Each statistic node (LayerNorm over the channels, a mean over them) whose input loses channels reads
+    only the kept ones: Gather them, compute the same op, scatter a LayerNorm's output back by a 0/1 MatMul.
+    Written apart from agmc_onnx.surgery.mask (which masks and rescales instead)."""
+    nodes = list(proto.graph.node)
+    stat = {n for g in analysis.groups if g.id in plan.kept for n in g.stats}
+    del proto.graph.node[:]
+    for node in nodes:
+        if node.name not in stat:
+            proto.graph.node.append(node)
+            continue
+        x = node.input[0]
+        chans = analysis.tensor_channels(x)
+        kept = [i for i, c in enumerate(chans) if c is None or c[1] in set(plan.kept.get(c[0], [c[1]]))]
+        if len(kept) == len(chans):
+            proto.graph.node.append(node)
+            continue
+        axis = analysis.channel_axis(x)
+        pre = f"{node.name}__own"
+        idx = numpy_helper.from_array(np.array(kept, dtype=np.int64), f"{pre}_idx")
+        proto.graph.initializer.append(idx)
+        proto.graph.node.append(helper.make_node("Gather", [x, idx.name], [f"{pre}_x"], name=f"{pre}_gather", axis=axis))
+        op = onnx.NodeProto()
+        op.CopyFrom(node)
+        op.name = f"{pre}_op"
+        op.input[0] = f"{pre}_x"
+        if node.op_type != "LayerNormalization":
+            proto.graph.node.append(op)
+            continue
+        inits = {t.name: t for t in proto.graph.initializer}
+        for j in (1, 2):
+            if len(node.input) > j and node.input[j]:
+                arr = numpy_helper.to_array(inits[node.input[j]])
+                if arr.size > 1:
+                    sliced = numpy_helper.from_array(np.take(arr, kept, axis=-1), f"{pre}_p{j}")
+                    proto.graph.initializer.append(sliced)
+                    op.input[j] = sliced.name
+        op.output[0] = f"{pre}_y"
+        scatter = np.zeros((len(kept), len(chans)), dtype=np.float32)
+        scatter[np.arange(len(kept)), kept] = 1.0
+        proto.graph.initializer.append(numpy_helper.from_array(scatter, f"{pre}_scatter"))
+        proto.graph.node.extend([op, helper.make_node("MatMul", [f"{pre}_y", f"{pre}_scatter"], [node.output[0]],
+                                                      name=f"{pre}_back")])
 
 
 def keep_counts(plan: Any) -> dict[int, int]:

@@ -18,7 +18,7 @@ MAX_LINES = 500
 LAYERS: list[tuple[str, ...]] = [
     ("agmc_onnx", "agmc_onnx.errors", "agmc_onnx.protos", "agmc_onnx.io", "agmc_onnx.runtime", "agmc_onnx.budget",
      "agmc_onnx.inputs"),
-    ("agmc_onnx.modelfile", "agmc_onnx.shapes", "agmc_onnx.model", "agmc_onnx.data", "converters", "agmc_onnx.bench"),
+    ("agmc_onnx.modelfile", "agmc_onnx.shapes", "agmc_onnx.model", "agmc_onnx.shapefold", "agmc_onnx.data", "converters", "agmc_onnx.bench"),
     ("agmc_onnx.ops",),
     ("agmc_onnx.groups",),
     ("agmc_onnx.cost",),

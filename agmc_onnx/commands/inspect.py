@@ -31,7 +31,8 @@ def inspect_cmd(model: str, as_json: bool, input_shape: tuple[str, ...]) -> None
     console.print(
         f"[bold]{model}[/bold]: opset {info['opset']}, {info['nodes']} nodes, {info['macs']:,} MACs, "
         f"{info['params']:,} params; {info['prunable_groups']}/{info['groups']} groups prunable "
-        f"({info['prunable_channels']} channels), {info['frozen_channels']} channels frozen"
+        f"({info['prunable_channels']} channels), {info['frozen_channels']} channels frozen "
+        f"({100 * info['frozen_share']:.1f}% besides graph outputs, untracked layers counted)"
     )
     sizes = info["input_shapes"]
     if sizes and (sizes["dynamic"] or sizes["source"] != "file"):

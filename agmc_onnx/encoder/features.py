@@ -13,6 +13,11 @@ MACs / params shares   of the whole model, and their log scale
 position               topological index / number of nodes
 prunable mark          1 when the node produces a prunable channel group
 merge mark             1 for residual Add / Mul of two activations and Concat (block boundaries)
+heads                  log2(heads + 1) / 8 for a producer of attention heads (a group whose channel
+                       is a head), else 0
+head dim               log2(positions per head + 1) / 8 for such a producer, else 0
+statistic mark         1 for a producer of a group that LayerNorms normalise (the residual stream)
+activation product     1 for a MatMul / Einsum of two activations (attention's q k^T and x v)
 =====================  =====================================================================
 
 `block` gives each node the index of its block: the topological order is cut after every merge
@@ -39,8 +44,9 @@ OP_TYPES: tuple[str, ...] = (
     "Conv", "ConvTranspose", "Gemm", "MatMul", "BatchNormalization", "InstanceNormalization",
     "Relu", "Clip", "Sigmoid", "HardSigmoid", "HardSwish", "PRelu", "LeakyRelu", "Mul", "Add",
     "Concat", "MaxPool", "AveragePool", "GlobalAveragePool", "Flatten", "Reshape", "Split", "Slice",
+    "Einsum", "LayerNormalization", "Softmax", "Transpose",
 )  # fmt: skip
-NUM_NODE_FEATURES = len(OP_TYPES) + 1 + 17
+NUM_NODE_FEATURES = len(OP_TYPES) + 1 + 21
 
 
 @dataclass
@@ -53,8 +59,10 @@ class GraphInfo:
     num_blocks: int
 
 
-def node_features(d: dict[str, Any], n: int, total_macs: int, total_params: int, produces_group: bool) -> list[float]:
-    """The scaled feature row of one node of the view (module docstring), `n` nodes in the model."""
+def node_features(d: dict[str, Any], n: int, total_macs: int, total_params: int, produces_group: bool,
+                  channels: Any = None) -> list[float]:
+    """The scaled feature row of one node of the view (module docstring), `n` nodes in the model; `channels`
+    is the prunable channel group the node produces, if any."""
     row = [0.0] * NUM_NODE_FEATURES
     row[OP_TYPES.index(d["op"]) if d["op"] in OP_TYPES else len(OP_TYPES)] = 1.0
     macs, params, cin, kernel, group = d["macs"], d["params"], d["c_in"], d["kernel"], d["groups"]
@@ -67,6 +75,13 @@ def node_features(d: dict[str, Any], n: int, total_macs: int, total_params: int,
         d["index"] / max(1, n - 1), float(produces_group), float(d["merge"]),
         float(d["op"] in ("Conv", "ConvTranspose", "Gemm", "MatMul") and macs > 0), 1.0,
     ]  # fmt: skip
+    width = int(getattr(channels, "class_width", 1)) if channels is not None else 1
+    heads = int(channels.size) if channels is not None and width > 1 else 0
+    row[j + 17 : j + 21] = [
+        math.log2(heads + 1) / 8, math.log2(width + 1) / 8 if heads else 0.0,
+        float(bool(getattr(channels, "stats", ()))) if channels is not None else 0.0,
+        float(d["op"] in ("MatMul", "Einsum") and d["params"] == 0 and macs > 0),
+    ]
     return row
 
 
@@ -84,14 +99,16 @@ def graph_data(model: ModelGraph, groups: Sequence[Any]) -> tuple[Data, GraphInf
         for i in idx:
             producer_of[names[i]] = g.id
     attrs = [view.nodes[name] for name in names]
+    by_id = {g.id: g for g in prunable}
     total_macs = max(1, sum(d["macs"] for d in attrs))
     total_params = max(1, sum(d["params"] for d in attrs))
     # blocks: the topological order cut after every merge point (a ResNet block, an inverted residual)
     block = np.cumsum([0] + [int(d["merge"]) for d in attrs[:-1]]) if attrs else np.zeros(0, dtype=np.int64)
     features = nx.MultiDiGraph()
     for i, name in enumerate(names):
-        features.add_node(name, x=node_features(attrs[i], len(names), total_macs, total_params, name in producer_of),
-                          block=int(block[i]))  # fmt: skip
+        group = by_id.get(producer_of[name]) if name in producer_of else None
+        features.add_node(name, x=node_features(attrs[i], len(names), total_macs, total_params, name in producer_of,
+                                                group), block=int(block[i]))  # fmt: skip
     for u, v, d in view.edges(data=True):
         features.add_edge(u, v, order=d["order"])
     data = from_networkx(features, group_node_attrs=["x"], group_edge_attrs=["order"]) if names else Data(

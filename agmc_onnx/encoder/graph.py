@@ -34,7 +34,7 @@ from agmc_onnx.model import ModelGraph, topological_order
 from agmc_onnx.protos import attr
 
 MERGE_OPS = ("Add", "Mul", "Sum", "Concat")
-MAC_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
+MAC_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul", "Einsum")
 
 
 class _Dims:

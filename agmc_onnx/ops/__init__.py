@@ -11,12 +11,12 @@ freezes every channel the node touches. Importing this package registers every f
 
 from __future__ import annotations
 
-from agmc_onnx.ops import elementwise, layers, layout, reshape, unary
+from agmc_onnx.ops import attention, elementwise, factors, layers, layout, norms, reshape, unary
 from agmc_onnx.ops.context import Propagation, Rewrite, Surgery
 from agmc_onnx.ops.layers import DepthwiseGroups
 from agmc_onnx.ops.registry import RULES, Registry, Rule, Unsupported
 
 __all__ = [
     "RULES", "DepthwiseGroups", "Propagation", "Registry", "Rewrite", "Rule", "Surgery", "Unsupported",
-    "elementwise", "layers", "layout", "reshape", "unary",
+    "attention", "elementwise", "factors", "layers", "layout", "norms", "reshape", "unary",
 ]  # fmt: skip

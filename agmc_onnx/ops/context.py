@@ -15,6 +15,8 @@ import onnx
 if TYPE_CHECKING:
     import onnx_graphsurgeon as gs
 
+    from agmc_onnx.ops.atoms import Layout
+
 
 class GraphView(Protocol):
     """The analysed graph as rules see it (only Reshape's run-time shape reader walks producers)."""
@@ -63,6 +65,20 @@ class Propagation(Protocol):
 
     def set(self, tensor: str, ids: list[int], axis: int = 1, split: tuple[int, int] | None = None) -> None:
         """Set the channel ids of an output tensor on `axis` (on `axis`, `axis`+1 when `split`)."""
+        ...
+
+    def layout(self, tensor: str) -> Layout | None:
+        """The factored layout of a tensor whose channels one list on one axis cannot describe (attention
+        heads spread over several axes, or merged with the batch), else None."""
+        ...
+
+    def set_layout(self, tensor: str, layout: Layout) -> None:
+        """Set an output's channels as a factored layout (stored as a plain id list when one axis holds them)."""
+        ...
+
+    def statistic(self, ids: list[int], node: onnx.NodeProto) -> None:
+        """Record that `node` computes a statistic over these channels (LayerNorm, a mean over channels): removing
+        one changes the statistic, so the pruned network is the one with the channel removed, not masked."""
         ...
 
     def new(self, n: int, node: onnx.NodeProto | None, frozen: str | None = None) -> list[int]:

@@ -5,15 +5,21 @@ from __future__ import annotations
 
 import onnx
 
+from agmc_onnx.ops import factors
 from agmc_onnx.ops.common import rank
 from agmc_onnx.ops.context import Propagation
 from agmc_onnx.ops.registry import Unsupported, rule
 
 
 @rule("Add", "Sub", "Mul", "Div", "Pow", "Max", "Min", "Sum", "Mean", "PRelu", "Where", "Equal", "Less",
-      "Greater", "LessOrEqual", "GreaterOrEqual", "And", "Or", "Xor", "Mod", "BitShift", any_axis=True)
+      "Greater", "LessOrEqual", "GreaterOrEqual", "And", "Or", "Xor", "Mod", "BitShift", any_axis=True,
+      layout_aware=True)
 def elementwise(p: Propagation, node: onnx.NodeProto) -> None:
-    """Broadcasting element-wise op: unite full-width activations; per-channel constants are norm members."""
+    """Broadcasting element-wise op: unite full-width activations; per-channel constants are norm members
+    (operands in a factored layout: ops/factors.py)."""
+    if any(i and p.layout(i) is not None for i in node.input):
+        factors.elementwise(p, node)
+        return
     out_name = node.output[0]
     inputs = [i for i in node.input if i]
     ranks = [rank(p, i) for i in inputs]

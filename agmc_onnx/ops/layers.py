@@ -1,6 +1,6 @@
 """Layers that hold channels in their parameters: Conv, ConvTranspose, Gemm, MatMul (create or consume
-channels) and the per-channel norms (BatchNormalization, InstanceNormalization, LayerNormalization,
-LpNormalization)."""
+channels) and the per-channel norms (BatchNormalization, InstanceNormalization, LpNormalization; LayerNorm,
+a statistic over the channels, is in ops/norms.py)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 import onnx
 
+from agmc_onnx.ops import attention
 from agmc_onnx.ops.common import attrs, inp, rank, tracked
 from agmc_onnx.ops.context import Propagation, Surgery
 from agmc_onnx.ops.registry import Unsupported, rule
@@ -138,14 +139,19 @@ def gemm(p: Propagation, node: onnx.NodeProto) -> None:
     p.set(node.output[0], out)
 
 
-@rule("MatMul", any_axis=True)
+@rule("MatMul", any_axis=True, layout_aware=True)
 def matmul(p: Propagation, node: onnx.NodeProto) -> None:
     """MatMul by a constant 2-D B (a Linear): channels on A's last axis are consumed by B's rows and B's
-    columns are new channels on the output's last axis; channels on another axis of A pass through."""
+    columns are new channels on the output's last axis; channels on another axis of A pass through. A
+    MatMul of two activations is attention's (ops/attention.py)."""
+    if p.ids(node.input[1]) is not None or (p.const(node.input[1]) is None and p.ids(node.input[0]) is not None
+                                            and p.layout(node.input[0]) is not None):
+        attention.matmul(p, node)
+        return
+    if p.layout(node.input[0]) is not None:
+        raise Unsupported("a Linear over channels spread over several axes")
     x = tracked(p, node.input[0])
     t = p.axis(node.input[0])
-    if p.ids(node.input[1]) is not None:
-        raise Unsupported("MatMul of two activations (attention)")
     w = p.const(node.input[1])
     r = rank(p, node.input[0])
     if w is None or w.ndim != 2 or r is None or r < 2:
@@ -176,22 +182,6 @@ def norm(p: Propagation, node: onnx.NodeProto) -> None:
     for o in node.output[1:]:
         if o and p.has_consumers(o):
             raise Unsupported("training-mode BatchNormalization outputs are used")
-
-
-@rule("LayerNormalization", any_axis=True)
-def layernorm(p: Propagation, node: onnx.NodeProto) -> None:
-    """LayerNorm over axes `axis`.. that exclude the channel axis passes channels through; over it, it
-    mixes channels (its statistics change when channels go), so it freezes them."""
-    ids = tracked(p, node.input[0])
-    t = p.axis(node.input[0])
-    r = rank(p, node.input[0])
-    axis = int(attrs(node).get("axis", -1))
-    if r is None or (axis % r) <= t:
-        raise Unsupported("LayerNormalization normalises over the channel axis")
-    p.set(node.output[0], ids, t)
-    for o in node.output[1:]:
-        if o and p.has_consumers(o):
-            raise Unsupported("LayerNormalization statistics outputs are used")
 
 
 @rule("LpNormalization", any_axis=True)

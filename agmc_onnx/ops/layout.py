@@ -3,12 +3,14 @@ Slice, Gather, Flatten; Split/Slice/Gather carry the rewrites of their sizes, bo
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
 import onnx
 
+from agmc_onnx.ops import factors
 from agmc_onnx.ops.common import attrs, const_or_attr, inp, rank, tracked
 from agmc_onnx.ops.context import Propagation, Surgery
 from agmc_onnx.ops.registry import Unsupported, rule
@@ -24,10 +26,31 @@ def _kept_positions(s: Surgery, tensor: str, positions: tuple[int, ...]) -> list
     return [int(new_pos[i]) for i in positions if keep[i]]
 
 
-@rule("Transpose", any_axis=True, split_aware=True)
+def _plain_or_factored(plain: Callable[[Propagation, onnx.NodeProto], None],
+                       factored: Callable[[Propagation, onnx.NodeProto], None], p: Propagation,
+                       node: onnx.NodeProto) -> None:
+    """The factored rule for a factored input; else the plain rule, and the factored one where it refuses (the
+    plain rule's reason stands when both do)."""
+    if p.layout(node.input[0]) is not None:
+        factored(p, node)
+        return
+    try:
+        plain(p, node)
+    except Unsupported as exc:
+        try:
+            factored(p, node)
+        except Unsupported:
+            raise exc from None
+
+
+@rule("Transpose", any_axis=True, split_aware=True, layout_aware=True)
 def transpose(p: Propagation, node: onnx.NodeProto) -> None:
     """Transpose moves the channel axis to where `perm` puts it (NCHW <-> NHWC, tokens); a channel axis
-    split in two (g, C/g) may only have its two halves swapped (the shuffle: a fixed permutation of ids)."""
+    split in two (g, C/g) may only have its two halves swapped (the shuffle: a fixed permutation of ids);
+    a factored layout's axes follow `perm` (ops/factors.py)."""
+    if p.layout(node.input[0]) is not None:
+        factors.transpose(p, node)
+        return
     ids = tracked(p, node.input[0])
     t = p.axis(node.input[0])
     r = rank(p, node.input[0])
@@ -56,8 +79,14 @@ def transpose(p: Propagation, node: onnx.NodeProto) -> None:
         raise Unsupported("Transpose of a split channel axis")
 
 
-@rule("Squeeze", "Unsqueeze", any_axis=True)
+@rule("Squeeze", "Unsqueeze", any_axis=True, layout_aware=True)
 def squeeze(p: Propagation, node: onnx.NodeProto) -> None:
+    """The plain rule below; a factored layout, or an axis it refuses that is not the batch (a size-1 or q|k|v
+    first axis), goes to ops/factors.py."""
+    _plain_or_factored(_squeeze_plain, factors.squeeze, p, node)
+
+
+def _squeeze_plain(p: Propagation, node: onnx.NodeProto) -> None:
     """(Un)squeezing axes other than the batch and channel axes; the channel axis shifts with them."""
     ids = tracked(p, node.input[0])
     t = p.axis(node.input[0])
@@ -130,13 +159,34 @@ def concat(p: Propagation, node: onnx.NodeProto) -> None:
         p.unite(base, ids)
     for name in inputs:
         if p.ids(name) is None:
-            c = p.const(name)
-            if c is None or c.ndim != r:
+            c, reader = p.const(name), node
+            if c is None:
+                name, reader = _expanded_const(p, name, t, r)
+                c = p.const(name)
+            if c is None or c.ndim > r:
                 raise Unsupported(f"Concat operand {name!r} computed at run time")
-            if c.shape[t] != len(base):
+            ax = t - (r - c.ndim)
+            if ax < 0 or c.shape[ax] != len(base):
                 raise Unsupported(f"Concat operand {name!r} does not match the channels")
-            p.member(name, node, t, "norm", base)
+            p.member(name, reader, ax, "norm", base)
     p.set(node.output[0], base, t)
+
+
+def _expanded_const(p: Propagation, name: str, t: int, r: int) -> tuple[str, onnx.NodeProto]:
+    """The constant behind a run-time Concat operand that is only that constant expanded over other axes (a
+    class token expanded over the batch), and the Expand reading it; the Expand's shape must be 1 on the
+    channel axis (so the sliced constant still broadcasts)."""
+    from agmc_onnx.ops.reshape import shape_entries
+
+    src = p.model.producer.get(name)
+    while src is not None and src.op_type in ("Identity", "Cast"):
+        src = p.model.producer.get(src.input[0])
+    if src is None or src.op_type != "Expand" or p.const(src.input[0]) is None:
+        raise Unsupported(f"Concat operand {name!r} computed at run time")
+    entries = shape_entries(p, src.input[1])
+    if entries is None or len(entries) != r or entries[t] != 1:
+        raise Unsupported(f"Concat operand {name!r} expands the channel axis")
+    return src.input[0], src
 
 
 @dataclass(frozen=True)
@@ -166,8 +216,14 @@ class SplitSizes:
             node.attrs["split"] = sizes
 
 
-@rule("Split", any_axis=True)
+@rule("Split", any_axis=True, layout_aware=True)
 def split(p: Propagation, node: onnx.NodeProto) -> None:
+    """The plain rule below; a factored layout, or an axis it refuses that is not the batch (a size-1 or q|k|v
+    first axis), goes to ops/factors.py."""
+    _plain_or_factored(_split_plain, factors.split, p, node)
+
+
+def _split_plain(p: Propagation, node: onnx.NodeProto) -> None:
     """Split on the channel axis cuts the id list (sizes rewritten at surgery); otherwise copies it."""
     ids = tracked(p, node.input[0])
     t = p.axis(node.input[0])
@@ -253,8 +309,14 @@ class SliceToGather:
         node.op = "Gather"
 
 
-@rule("Slice", any_axis=True)
+@rule("Slice", any_axis=True, layout_aware=True)
 def slice_(p: Propagation, node: onnx.NodeProto) -> None:
+    """The plain rule below; a factored layout, or an axis it refuses that is not the batch (a size-1 or q|k|v
+    first axis), goes to ops/factors.py."""
+    _plain_or_factored(_slice_plain, factors.slice_, p, node)
+
+
+def _slice_plain(p: Propagation, node: onnx.NodeProto) -> None:
     """Slice on the channel axis cuts the id list: step 1 rewrites starts/ends at surgery; any other step
     (strided or reversed, the only sliced axis) becomes a Gather of the kept positions."""
     ids = tracked(p, node.input[0])
@@ -308,8 +370,14 @@ class GatherChannel:
         node.inputs[1] = s.fresh_const(f"{node.name}_indices", new)
 
 
-@rule("Gather", any_axis=True)
+@rule("Gather", any_axis=True, layout_aware=True)
 def gather(p: Propagation, node: onnx.NodeProto) -> None:
+    """The plain rule below; a factored layout, or an axis it refuses that is not the batch (a size-1 or q|k|v
+    first axis), goes to ops/factors.py."""
+    _plain_or_factored(_gather_plain, factors.gather, p, node)
+
+
+def _gather_plain(p: Propagation, node: onnx.NodeProto) -> None:
     """Gather with constant indices: on another axis the channel axis shifts; on the channel axis a 1-D
     index picks ids (rewritten at surgery), a scalar index keeps one channel (frozen: it must stay)."""
     ids = tracked(p, node.input[0])

@@ -24,12 +24,14 @@ class Rule:
 
     any_axis: it handles a channel axis anywhere (otherwise the driver freezes the node when a tracked input
     carries its channels off axis 1); split_aware: it handles a channel axis split in two (channel shuffle),
-    which freezes any other rule.
+    which freezes any other rule; layout_aware: it handles a factored layout (channels spread over several
+    axes: attention heads, ops/factors.py), which freezes any other rule.
     """
 
     fn: RuleFn
     any_axis: bool = False
     split_aware: bool = False
+    layout_aware: bool = False
 
 
 class Registry:
@@ -51,11 +53,12 @@ class Registry:
         held = self._rules.get(op, entry)
         return f"{held.fn.__module__}.{held.fn.__qualname__}"
 
-    def rule(self, *ops: str, any_axis: bool = False, split_aware: bool = False) -> Callable[[RuleFn], RuleFn]:
+    def rule(self, *ops: str, any_axis: bool = False, split_aware: bool = False,
+             layout_aware: bool = False) -> Callable[[RuleFn], RuleFn]:
         """Decorator: register the function as the rule of each op type in `ops` (flags as in Rule)."""
 
         def deco(fn: RuleFn) -> RuleFn:
-            self.register(ops, Rule(fn, any_axis, split_aware))
+            self.register(ops, Rule(fn, any_axis, split_aware, layout_aware))
             return fn
 
         return deco

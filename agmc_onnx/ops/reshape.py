@@ -1,40 +1,23 @@
 """Ops whose channel width sits in a shape constant: Reshape (flatten into a Linear, channel shuffle's split
 and merge, a moved channel axis kept whole; a target built by a Shape->Gather->Concat subgraph) and Expand.
-Their rewrite, ShapeChannel, writes the kept width into that constant."""
+Their rewrite, ShapeChannel (ops/regroup.py, beside the factored reshape that shares it), writes the kept width
+into that constant."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import onnx
 
+from agmc_onnx.ops import regroup
 from agmc_onnx.ops.common import attrs, rank, tracked
-from agmc_onnx.ops.context import Propagation, Surgery
+from agmc_onnx.ops.context import Propagation
 from agmc_onnx.ops.registry import Unsupported, rule
+from agmc_onnx.ops.regroup import ShapeChannel
 from agmc_onnx.ops.shape_expr import RuntimeShape, runtime_shape
 
-if TYPE_CHECKING:
-    import onnx_graphsurgeon as gs
-
-
-@dataclass(frozen=True)
-class ShapeChannel:
-    """Reshape/Expand target `shape`: entry `index` becomes the kept width of `tensor` (the node's output),
-    divided by `divisor` for the C/g entry of a channel shuffle's split."""
-
-    tensor: str
-    shape: str
-    index: int
-    divisor: int = 1
-
-    def apply(self, s: Surgery, node: gs.Node) -> None:
-        """Write the kept width into the shape constant."""
-        shape = s.const(self.shape).copy()
-        shape.reshape(-1)[self.index] = s.new_len(self.tensor) // int(self.divisor)
-        s.set_const(self.shape, shape)
-
+__all__ = ["ShapeChannel", "expand", "reshape", "shape_entries"]
 
 @rule("Expand", any_axis=True)
 def expand(p: Propagation, node: onnx.NodeProto) -> None:
@@ -52,8 +35,37 @@ def expand(p: Propagation, node: onnx.NodeProto) -> None:
     p.set(node.output[0], ids, t)
 
 
-@rule("Reshape", any_axis=True, split_aware=True)
+@rule("Reshape", any_axis=True, split_aware=True, layout_aware=True)
 def reshape(p: Propagation, node: onnx.NodeProto) -> None:
+    """Reshape of channels off axis 1 or over several axes (tokens, windows, attention heads) is the factored
+    reshape of ops/factors.py, the rules below its fallback; on axis 1 the rules below come first (flatten
+    into a Linear, [N,C] kept leading, a channel shuffle's split and merge), the factored reshape second."""
+    x = node.input[0]
+    if p.layout(x) is not None or (p.axis(x) != 1 and p.split(x) is None):
+        try:
+            regroup.reshape(p, node)
+            return
+        except Unsupported as exc:
+            if p.layout(x) is not None:
+                raise
+            factored = exc
+        try:
+            _reshape_plain(p, node)
+        except Unsupported:
+            raise factored from None
+        return
+    try:
+        _reshape_plain(p, node)
+    except Unsupported as exc:
+        if p.split(x) is not None:
+            raise
+        try:
+            regroup.reshape(p, node)
+        except Unsupported:
+            raise exc from None
+
+
+def _reshape_plain(p: Propagation, node: onnx.NodeProto) -> None:
     """Reshape that flattens [N,C,...] into [N,C*S] or keeps [N,C] leading (or, for a channel axis
     elsewhere, keeps it whole), or splits / merges the channel axis for a channel shuffle; anything
     else freezes."""
@@ -229,6 +241,14 @@ def _resolve(sin: list[Any], target: list[int], allowzero: int) -> list[Any] | N
         else:
             return None
     return out
+
+
+def shape_entries(p: Propagation, name: str) -> list[Any] | None:
+    """Entries of a shape tensor: its constant values, or a run-time Concat's (ints and 'batch0')."""
+    c = p.const(name)
+    if c is not None:
+        return [int(v) for v in c.reshape(-1)]
+    return _runtime_shape_elems(p, name)
 
 
 def _runtime_shape_elems(p: Propagation, name: str) -> list[Any] | None:

@@ -8,8 +8,10 @@ from typing import TYPE_CHECKING
 
 import onnx
 
+from agmc_onnx.ops import factors
 from agmc_onnx.ops.common import attrs, const_or_attr, inp, rank, tracked
 from agmc_onnx.ops.context import Propagation, Surgery
+from agmc_onnx.ops.norms import reduce_statistic
 from agmc_onnx.ops.registry import Unsupported, rule
 from agmc_onnx.ops.shape_expr import entries
 
@@ -21,10 +23,15 @@ if TYPE_CHECKING:
     "Relu", "LeakyRelu", "Sigmoid", "HardSigmoid", "HardSwish", "Tanh", "Elu", "Selu", "Celu", "Gelu",
     "Softplus", "Softsign", "Mish", "Exp", "Log", "Sqrt", "Reciprocal", "Abs", "Neg", "Erf", "Sin", "Cos",
     "Floor", "Ceil", "Round", "Sign", "ThresholdedRelu", "Identity", "Cast", "Clip", "Dropout", "Shrink",
-    "IsNaN", "IsInf", "Not", "CastLike", "Swish", any_axis=True,
+    "IsNaN", "IsInf", "Not", "CastLike", "Swish", any_axis=True, layout_aware=True,
 )
 def passthrough(p: Propagation, node: onnx.NodeProto) -> None:
     """Element-wise on one activation: every output carries the input's channel ids on the same axis."""
+    if p.layout(node.input[0]) is not None:
+        if any(i and p.ids(i) is not None for i in node.input[1:]):
+            raise Unsupported("second activation input")
+        factors.copy(p, node)
+        return
     ids = tracked(p, node.input[0])
     for i in node.input[1:]:
         if i and p.ids(i) is not None:
@@ -49,14 +56,17 @@ def maxpool(p: Propagation, node: onnx.NodeProto) -> None:
     p.set(node.output[0], tracked(p, node.input[0]))
 
 
-@rule("Shape", "Size", any_axis=True, split_aware=True)
+@rule("Shape", "Size", any_axis=True, split_aware=True, layout_aware=True)
 def shape_of(p: Propagation, node: onnx.NodeProto) -> None:
-    """Shape/Size read only the shape, which is computed at run time: no channels flow."""
+    """Shape/Size read only the shape, which is computed at run time: no channels flow, wherever they sit."""
 
 
-@rule("Softmax", "LogSoftmax", "Hardmax", any_axis=True)
+@rule("Softmax", "LogSoftmax", "Hardmax", any_axis=True, layout_aware=True)
 def softmax(p: Propagation, node: onnx.NodeProto) -> None:
     """Softmax over a spatial axis passes channels through; over channels (or flattened) it freezes."""
+    if p.layout(node.input[0]) is not None and p.opset >= 13:
+        factors.copy(p, node, not_axis=int(attrs(node).get("axis", -1)))
+        return
     ids = tracked(p, node.input[0])
     t = p.axis(node.input[0])
     r = rank(p, node.input[0])
@@ -72,7 +82,10 @@ def softmax(p: Propagation, node: onnx.NodeProto) -> None:
 @rule("ReduceMean", "ReduceSum", "ReduceMax", "ReduceMin", "ReduceProd", "ReduceL1", "ReduceL2",
       "ReduceLogSum", "ReduceLogSumExp", "ReduceSumSquare", any_axis=True)
 def reduce(p: Propagation, node: onnx.NodeProto) -> None:
-    """Reductions over spatial axes pass channels through; over batch or channels they freeze."""
+    """Reductions over spatial axes pass channels through; a mean/sum/norm over the channel axis alone with
+    keepdims=1 is a statistic of the channels (ops/norms.py); other reductions over batch or channels freeze."""
+    if reduce_statistic(p, node):
+        return
     ids = tracked(p, node.input[0])
     t = p.axis(node.input[0])
     r = rank(p, node.input[0])

@@ -14,9 +14,9 @@ DYN_FEATURES = 7  # MACs reduced so far, MACs still reducible, previous action, 
 # latency reduced so far, latency still reducible (both 0 without a latency budget)
 
 
-def allowed_counts(size: int, round_to: RoundTo, a_min: float) -> list[int]:
+def allowed_counts(size: int, round_to: RoundTo, a_min: float, width: int = 1) -> list[int]:
     """Keep counts a group may take: multiples of its step (plan.group_step; or the full size), at least a_min*size."""
-    r = group_step(size, round_to)
+    r = group_step(size, round_to, width)
     counts = sorted({c for c in range(r, size + 1, r)} | {size})
     floor = a_min * size - 1e-9
     above = [c for c in counts if c >= floor]
@@ -49,6 +49,7 @@ class PruningEnv:
         a_min: float = 0.05,
         latency: Callable[[Mapping[int, int]], float] | None = None,
         latency_limit: float | None = None,
+        widths: Sequence[int] | None = None,  # ChannelGroup.class_width per group (heads step by one)
     ) -> None:
         if target is None and latency_limit is None:
             raise InputError("the search needs a FLOPs target, a latency target or both")
@@ -66,7 +67,8 @@ class PruningEnv:
         self.latency = latency
         self.latency_limit = latency_limit
         self.a_min = a_min
-        self.counts = [allowed_counts(s, round_to, a_min) for s in self.sizes]
+        widths = list(widths) if widths is not None else [1] * len(self.sizes)
+        self.counts = [allowed_counts(s, round_to, a_min, w) for s, w in zip(self.sizes, widths, strict=True)]
         self.steps = len(self.group_ids)
         floor_keep = {g: c[0] for g, c in zip(self.group_ids, self.counts, strict=True)}
         self.base_latency = latency({}) if latency is not None else 0.0
@@ -100,7 +102,7 @@ class PruningEnv:
             macs = lambda keep: cost.plan_macs(plan_from_counts(analysis, keep, cache))  # noqa: E731
         predict = latency.predict if latency is not None else None
         return cls([g.id for g in groups], [g.size for g in groups], macs, cost.total_macs, target, round_to, a_min,
-                   predict, latency_limit)  # fmt: skip
+                   predict, latency_limit, [getattr(g, "class_width", 1) for g in groups])  # fmt: skip
 
     def reset(self) -> np.ndarray:
         """Start an episode; returns the first step's dynamic features."""

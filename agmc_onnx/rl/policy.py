@@ -29,4 +29,9 @@ def load_policy_source(d: dict[str, Any], agent: str, source: nn.Module) -> None
     mine = getattr(source, "decoder", None)
     if d.get("decoder", mine) != mine:
         raise InputError(f"this policy was saved with decoder {d.get('decoder')!r}, not {mine!r}")
-    source.load_state_dict(d["source"], strict=False)
+    try:
+        source.load_state_dict(d["source"], strict=False)
+    except RuntimeError as exc:  # size mismatch: an encoder with other node features (an older agmc-onnx)
+        first = str(exc).splitlines()[1].strip() if len(str(exc).splitlines()) > 1 else str(exc)
+        raise InputError(f"this policy's state encoder does not fit this version's ({first}): it was saved by "
+                         "another agmc-onnx version; search without --policy to train a new one") from None

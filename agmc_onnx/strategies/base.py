@@ -78,7 +78,7 @@ class MacsSolver:
 
     def minimum(self) -> dict[int, int]:
         """Smallest allowed counts: one rounding step per group."""
-        return {g.id: round_count(0, g.size, self.ctx.round_to) for g in self.groups}
+        return {g.id: round_count(0, g.size, self.ctx.round_to, g.class_width) for g in self.groups}
 
     def solve_counts(self, family: Callable[[float], dict[int, int]]) -> dict[int, int]:
         """Keep counts from bisection over `family` plus greedy adjustment (no fallback)."""
@@ -132,8 +132,8 @@ class MacsSolver:
         err = abs(got - self.target) / self.total
         if err > TOLERANCE and not _uniform_family:
             # coarse groups: a uniform start reaches targets the family's own start cannot
-            sizes = {g.id: g.size for g in self.groups}
-            alt = self.solve_counts(lambda t: {g: round_count(t * n, n, self.ctx.round_to) for g, n in sizes.items()})
+            sizes = {g.id: (g.size, g.class_width) for g in self.groups}
+            alt = self.solve_counts(lambda t: {g: round_count(t * n, n, self.ctx.round_to, w) for g, (n, w) in sizes.items()})
             if abs(self.macs(alt) - self.target) < abs(got - self.target):
                 best, got = alt, self.macs(alt)
                 err = abs(got - self.target) / self.total
@@ -189,7 +189,7 @@ class MacsSolver:
     def _step(self, counts: dict[int, int], gid: int, up: bool) -> dict[int, int] | None:
         """Counts with group `gid` one rounding unit wider (up) or narrower; None at the limit."""
         size = self.analysis.groups[gid].size
-        n = group_step(size, self.ctx.round_to)
+        n = group_step(size, self.ctx.round_to, self.analysis.groups[gid].class_width)
         k = counts[gid]
         new = round_count(k + n, size, n) if up else round_count(k - n, size, n)
         if new == k:

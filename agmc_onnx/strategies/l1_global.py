@@ -31,7 +31,7 @@ class L1Global:
             out = {}
             for g in solver.groups:
                 above = int((normed[g.id] >= thr).sum()) if t < 1.0 else g.size
-                out[g.id] = round_count(max(above, 1), g.size, ctx.round_to) if t < 1.0 else g.size
+                out[g.id] = round_count(max(above, 1), g.size, ctx.round_to, g.class_width) if t < 1.0 else g.size
             return out
 
         plan = solver.solve(family)

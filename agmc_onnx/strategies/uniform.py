@@ -18,10 +18,10 @@ class Uniform:
     def propose(self, ctx: StrategyContext) -> Plan:
         """A plan with one ratio r, the largest whose MACs do not exceed the target (then adjusted)."""
         solver = MacsSolver(ctx)
-        sizes = {g.id: g.size for g in solver.groups}
+        sizes = {g.id: (g.size, g.class_width) for g in solver.groups}
 
         def family(t: float) -> dict[int, int]:
-            return {gid: round_count(t * s, s, ctx.round_to) for gid, s in sizes.items()}
+            return {gid: round_count(t * s, s, ctx.round_to, w) for gid, (s, w) in sizes.items()}
 
         plan = solver.solve(family)
         self.notes = solver.notes

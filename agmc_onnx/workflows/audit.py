@@ -56,6 +56,24 @@ def why_nothing_prunable(analysis: Analysis) -> str:
     return "every channel group is frozen: " + "; ".join(reasons[:3]) + (f" (+{len(reasons) - 3} more)" if len(reasons) > 3 else "")
 
 
+def frozen_share(analysis: Analysis) -> dict[str, Any]:
+    """Frozen channels besides the graph outputs' (groups frozen only because they reach an output), counting
+    the output channels of weighted layers that fall out of every group (`Analysis.untracked`) as frozen."""
+    total = sum(g.size for g in analysis.groups)
+    outputs = sum(g.size for g in analysis.groups
+                  if not g.prunable and g.frozen_reason and all(r.strip().startswith("graph output")
+                                                                for r in g.frozen_reason.split(";")))
+    frozen = sum(g.size for g in analysis.groups if not g.prunable) - outputs
+    untracked = analysis.untracked()
+    lost = sum(w for _, w in untracked)
+    return {
+        "output_channels": outputs,
+        "untracked_channels": lost,
+        "untracked_layers": [n for n, _ in untracked],
+        "frozen_share": (frozen + lost) / max(1, total + lost - outputs),
+    }
+
+
 def summarize(analysis: Analysis) -> dict[str, Any]:
     """Totals and per-group facts (what `inspect --json` prints)."""
     share = group_macs_share(analysis)
@@ -74,6 +92,7 @@ def summarize(analysis: Analysis) -> dict[str, Any]:
         "prunable_groups": len(analysis.prunable_groups()),
         "prunable_channels": sum(g.size for g in analysis.prunable_groups()),
         "frozen_channels": sum(g.size for g in analysis.groups if not g.prunable),
+        **frozen_share(analysis),
         "group_table": [
             {
                 "id": g.id,
@@ -83,6 +102,8 @@ def summarize(analysis: Analysis) -> dict[str, Any]:
                 "frozen_reason": g.frozen_reason if g.frozen_reason else (None if g.prunable else "single channel"),
                 "producers": g.producers,
                 "members": len(g.members),
+                "class_width": g.class_width,
+                "statistics": list(g.stats),
             }
             for g in analysis.groups
         ],
@@ -112,7 +133,7 @@ def build_report(analysis: Analysis, plan: Plan, proto: onnx.ModelProto, **facts
                 "kept_count": len(kept),
                 "kept": [int(i) for i in kept],
                 "prunable": g.prunable,
-                "round_step": group_step(g.size, round_to) if g.prunable and round_to is not None else None,
+                "round_step": group_step(g.size, round_to, g.class_width) if g.prunable and round_to is not None else None,
                 "frozen_reason": g.frozen_reason,
                 "producers": g.producers,
                 "members": [

@@ -72,12 +72,18 @@ def test_gemm_trans_b_picks_the_feature_axis() -> None:
     check_plan(a, half(a))
 
 
-def test_matmul_of_two_activations_freezes() -> None:
-    """MatMul of two activations (attention-like) freezes the channels it reads, with the reason."""
+def test_matmul_of_two_activations_per_channel_or_frozen() -> None:
+    """MatMul of two activations whose channels sit on a batch axis of both is a product per channel (like per
+    head): prunable, oracles hold; one that sums channels against other dims freezes, with the reason."""
     a = tiny([conv("x", "w1", "a", "c1"), helper.make_node("MatMul", ["a", "a"], ["m"], name="mm"), conv("m", "w2", "out", "c2")],
              [weight("w1", 8, 3, 1, 1), weight("w2", 4, 8, 1, 1, seed=1)], {"out": ["N", 4, 6, 6]})  # fmt: skip
-    g = group_of(a, "c1")
-    assert not g.prunable and "two activations" in str(g.frozen_reason)
+    assert group_of(a, "c1").prunable
+    check_plan(a, half(a))
+    t = helper.make_node("Transpose", ["a"], ["t"], name="t", perm=[0, 2, 3, 1])  # channels on the K axis
+    b = tiny([conv("x", "w1", "a", "c1"), t, helper.make_node("MatMul", ["t", "x"], ["out"], name="mm")],
+             [weight("w1", 6, 1, 1, 1)], {"out": ["N", 6, 6, 6]}, x=("N", 1, 6, 6))  # fmt: skip
+    g = group_of(b, "c1")
+    assert not g.prunable and "product" in str(g.frozen_reason)
 
 
 def test_batchnorm_parameters_are_norm_members() -> None:

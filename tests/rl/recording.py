@@ -2,7 +2,9 @@
 
 `python -m tests.rl.recording` rewrites `k1_recording.json` from the code checked out (it was made from
 1ba57a9, before issue 18's changes); tests/rl/test_batched.py replays the same cases with today's code
-(K=1, one worker) and compares every episode bit for bit.
+(K=1, one worker) and compares every episode bit for bit. The agmc-ppo entry was re-recorded from the
+one-at-a-time loop of the transformer branch (h-tfm2, before batching) when that branch merged: its encoder
+reads 8 more node features, so the GNN starts from other weights; the other cases did not change.
 """
 
 from __future__ import annotations
