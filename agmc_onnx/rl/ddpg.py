@@ -1,37 +1,9 @@
 """DDPG (AMC / AGMC): actor, critic, target networks, replay buffer, truncated-normal exploration.
 
-Each episode prunes every prunable group once, in topological order; the final reward (accuracy
-of the candidate) is given to every step of the episode, minus a moving-average baseline (AMC's
-reward normalisation). With the final reward copied to every step, bootstrapping with AMC's
-discount 1 would count it once per remaining step, so the critic's target defaults to the
-Monte-Carlo return itself (`gamma=0`); any `gamma` > 0 bootstraps from the target networks.
-
-Two departures from AMC's code, both measured (ResNet-20, 150 episodes, 50% MACs): AMC's noise
-0.5 * 0.95^k leaves sigma ~0.005 by episode 90 after warm-up (the last 20 plans then differ by a
-mean ratio std of 0.03), so the noise stops at `noise_floor` 0.1; and the best `elite_episodes`
-(10) episodes stay in the replay after the 100-episode ring overwrites them, so the critic keeps
-seeing the best region it found. Seed 0: best reward 0.781 (AMC's schedule; its best plan was a
-warm-up one) -> 0.794 with the floor -> 0.838 with floor and elite replay. `noise_floor=0,
-elite_episodes=0` is AMC's agent.
-
-Third departure: the first learn() (the end of the random warm-up) first fits the critic alone for
-`critic_warmup` (300) minibatches, so the actor starts moving on a critic that has seen the warm-up's
-data instead of one 12 updates old. Without it the agmc actor followed the fresh critic into cutting
-the first groups to the floor for 30-40 episodes (10-episode mean reward 0.46 -> 0.23). ResNet-20,
-150 episodes, seeds 0/1: best 0.838/0.814 -> 0.857/0.838, dip minimum 0.23/0.22 -> 0.42/0.47.
-`critic_warmup=0` is AMC's agent.
-
-The state source (GNN encoder for agmc, hand-made features for amc) trains with the ACTOR: the
-actor loss -Q(s.detach(), mu(s)) reaches it through mu only. One model is one graph, so the
-encoder runs ONCE per learning phase (`learn(n)`, after each episode): its table of states is a
-leaf that every one of the n minibatch updates reads, the actor losses' gradients accumulate on
-that leaf, and one backward through the GNN with their mean moves the encoder (its own Adam,
-actor learning rate) — one GNN forward+backward per episode instead of one per update
-(`encoder_schedule="update"` keeps the per-update variant for comparison). The critic always reads the detached state: the critic's gradient with respect
-to its state input says how Q changes if the *description* of the model changed, which is not a
-signal a representation should follow (it would let the encoder move states to where the critic
-happens to be optimistic), and regressing the encoder on the critic's noisy early targets with a
-second optimiser made the shared embedding chase two objectives at two learning rates.
+Each episode prunes every prunable group once, in topological order, the final reward copied to every
+step minus a moving-average baseline; the critic's target is the Monte-Carlo return (`gamma=0`). Where and
+why it departs from AMC's code (noise floor, elite replay, critic warm-up, the encoder trained once per
+learning phase through the actor only), each with its measurement: docs/ddpg.md.
 """
 
 from __future__ import annotations
