@@ -21,6 +21,7 @@ from agmc_onnx.protos import Dim, constants_to_initializers, dims
 from agmc_onnx.protos import opset as default_opset
 from agmc_onnx.shapefold import fold_shape_targets
 from agmc_onnx.shapes import at_batch, shape_views, shapes_of, static_shapes
+from agmc_onnx.shapes import infer as infer_shapes
 
 log = logging.getLogger(__name__)
 logging.getLogger("agmc_onnx").addHandler(logging.NullHandler())  # no stray stderr lines from warnings
@@ -165,15 +166,6 @@ def _restore_header(dst: onnx.ModelProto, src: onnx.ModelProto) -> None:
     for o in dst.graph.output:
         if o.name in outs:
             o.CopyFrom(outs[o.name])
-
-
-def infer_shapes(proto: onnx.ModelProto) -> onnx.ModelProto:
-    """ONNX shape inference with data propagation; the input model if inference fails."""
-    try:
-        return onnx.shape_inference.infer_shapes(proto, data_prop=True)
-    except Exception as exc:
-        log.warning("shape inference failed: %s", exc)
-        return proto
 
 
 def normalise(proto: onnx.ModelProto) -> onnx.ModelProto:

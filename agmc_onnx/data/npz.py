@@ -6,19 +6,9 @@ from pathlib import Path
 
 import numpy as np
 
+from agmc_onnx.data.arrays import image_array
 from agmc_onnx.data.raw import Raw, int_labels
 from agmc_onnx.errors import InputError
-
-
-def _npz_images(x: np.ndarray, path: Path) -> np.ndarray:
-    """npz images [N,H,W], [N,H,W,C] or [N,C,H,W] (C in 1/3/4) -> [N,H,W,C] view."""
-    if x.ndim == 3:
-        return x[..., None]
-    if x.ndim == 4 and x.shape[3] in (1, 3, 4):
-        return x
-    if x.ndim == 4 and x.shape[1] in (1, 3, 4):
-        return x.transpose(0, 2, 3, 1)
-    raise InputError(f"x must be [N,H,W], [N,H,W,C] or [N,C,H,W] with C in 1/3/4, got {list(x.shape)}", path)
 
 
 def load_npz(path: Path, split: str) -> Raw:
@@ -42,7 +32,7 @@ def load_npz(path: Path, split: str) -> Raw:
         raise InputError(f"x must be numeric, got {x.dtype}", path)
     if y.ndim != 1:
         raise InputError(f"y must be 1-D labels, got shape {list(y.shape)}", path)
-    x = _npz_images(x, path)
+    x = image_array(x, path, "x")
     if len(x) != len(y):
         raise InputError(f"{len(y)} labels for {len(x)} images", path)
     return x, int_labels(y, path), classes, str(path)

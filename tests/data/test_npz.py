@@ -29,7 +29,7 @@ def test_npz_formats(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("arrays, match", [
     ({"x": np.zeros((3, 4))}, "needs arrays 'x' and 'y'"),
-    ({"x": np.zeros((3, 4)), "y": np.zeros(3)}, r"x must be \[N,H,W\]"),
+    ({"x": np.zeros((3, 4)), "y": np.zeros(3)}, r"'x' has shape \[3, 4\].*neither images \[N,H,W\]"),
     ({"x": np.zeros((3, 4, 4)), "y": np.zeros(2)}, "2 labels for 3 images"),
     ({"x": np.zeros((3, 4, 4)), "y": np.array([0.0, 1.5, 1.0])}, "labels must be integers"),
     ({"x": np.zeros((3, 4, 4)), "y": np.array([0, -1, 1])}, "negative label"),
