@@ -9,7 +9,9 @@ next one would not fit, so a time-boxed run keeps the comparison balanced. `--jo
 them at a time, each in its own process (with `--threads 1`: one core each). Writes into --out:
 search.md, search.json (rows; per run the best-so-far curve and every episode's reward),
 search.png (best reward per episode) — three files. `--render search.json` re-writes search.md and
-search.png from a finished run (after a change to the report).
+search.png from a finished run (after a change to the report). Models named in
+fixtures/architectures.py HELD_OUT (trained by fixtures/train.py with another recipe; issue 19) get their
+own section with issue 19's targets on TEST accuracy; search defaults are judged on that section.
 
 CPU (ResNet-20, ~13 min on 2 busy cores; results in benchmarks/search_resnet20_cpu/):
     python benchmarks/search.py --models fixtures/models/resnet20.onnx --episodes 150 --seeds 0 1 \
@@ -225,15 +227,75 @@ def bench_model(path: str, args: argparse.Namespace, deadline: float) -> tuple[l
     return [results[i]["row"] for i in sorted(results)], facts
 
 
+def held_out(model: str) -> bool:
+    """A model no search setting was tuned on (fixtures/architectures.py HELD_OUT, by file stem)."""
+    from fixtures.architectures import HELD_OUT
+
+    return Path(model).stem in HELD_OUT
+
+
 def markdown(rows: list[dict[str, Any]], models: list[dict[str, Any]], command: str, wall: float) -> str:
-    """A table per model, means ± std over seeds."""
+    """Tuning models and held-out models in separate sections (defaults are judged on the held-out one);
+    a table per model, means ± std over seeds."""
     lines = ["# Search benchmark", "", f"`{command}`", "",
              f"torch {torch.__version__}, {platform.processor() or platform.machine()}, "
              f"{torch.cuda.get_device_name() if torch.cuda.is_available() else 'no GPU'}; wall {wall:.0f} s", ""]  # fmt: skip
+    held = [m for m in models if held_out(m["model"])]
+    tuning = [m for m in models if not held_out(m["model"])]
+    if held:
+        lines += ["## Held-out models (no search setting was tuned on them; defaults are judged here)", ""]
+        lines += held_out_targets(rows, held)
+        lines += model_tables(rows, held)
+    if tuning:
+        lines += ["## Tuning models (the search's settings were chosen on these)", ""] if held else []
+        lines += model_tables(rows, tuning)
+    lines.append("Accuracies in percent; MACs as a fraction of the original. No fine-tuning.")
+    return "\n".join(lines) + "\n"
+
+
+def held_out_targets(rows: list[dict[str, Any]], models: list[dict[str, Any]]) -> list[str]:
+    """Issue 19's targets on the held-out models: TEST accuracy of the written file (BN re-calibrated, no
+    fine-tuning), agmc vs amc (+1.0 on average and in at least 2 of 3 models), vs the best of as many random
+    plans (+2) and vs Torch-Pruning's global L2 (+3)."""
+
+    def mean(model: str, strategy: str) -> float | None:
+        v = [r["written_test"] for r in rows if r["model"] == model and r["strategy"] == strategy
+             and not r["skipped"] and r.get("written_test") is not None]  # fmt: skip
+        return 100 * float(np.mean(v)) if v else None
+
+    names = [m["model"] for m in models]
+    others = ("amc", "random", "tp-global-l2", "uniform", "l1-global")
+    out = ["Test accuracy of the written file, mean over seeds (agmc minus each in brackets):", "",
+           "| model | agmc | " + " | ".join(others) + " |", "|---|---|" + "---|" * len(others)]  # fmt: skip
+    for name in names:
+        a = mean(name, "agmc")
+        cells = []
+        for o in others:
+            v = mean(name, o)
+            cells.append("-" if v is None else f"{v:.2f}" + (f" ({a - v:+.2f})" if a is not None else ""))
+        out.append(f"| {name} | {'-' if a is None else f'{a:.2f}'} | " + " | ".join(cells) + " |")
+    out.append("")
+    for other, margin in (("amc", 1.0), ("random", 2.0), ("tp-global-l2", 3.0)):
+        gaps = [(n, mean(n, "agmc"), mean(n, other)) for n in names]
+        gaps = [(n, a - o) for n, a, o in gaps if a is not None and o is not None]
+        if not gaps:
+            continue
+        avg = float(np.mean([g for _, g in gaps]))
+        wins = sum(1 for _, g in gaps if g >= margin)
+        need = min(2, len(gaps)) if other == "amc" else len(gaps)
+        ok = avg >= margin and wins >= need
+        out.append(f"- agmc >= {other} + {margin:g} test points: mean gap {avg:+.2f} over {len(gaps)} model(s), "
+                   f"met on {wins}: **{'met' if ok else 'NOT met'}**")
+    return out + [""]
+
+
+def model_tables(rows: list[dict[str, Any]], models: list[dict[str, Any]]) -> list[str]:
+    """A table per model: every strategy's means ± std over seeds, issue 4's targets, window means."""
+    lines: list[str] = []
     for m in models:
         name = m["model"]
         orig_test = f"{100 * m['original_test']:.2f}%" if m["original_test"] is not None else "-"
-        lines += [f"## {name}", "",
+        lines += [f"### {name}", "",
                   f"device {m['device']}, scoring mode {m['evaluator_mode']}, threads {m['threads']}; reward split "
                   f"{m['reward_images']} train images, BN calibration {m['calib_images']} other train images. "
                   f"Original: reward split {100 * m['original_reward']:.2f}%, test {orig_test}.", "",
@@ -258,8 +320,7 @@ def markdown(rows: list[dict[str, Any]], models: list[dict[str, Any]], command: 
         lines.append("")
         lines += targets(rows, m)
         lines += window_means(m)
-    lines.append("Accuracies in percent; MACs as a fraction of the original. No fine-tuning.")
-    return "\n".join(lines) + "\n"
+    return lines
 
 
 def targets(rows: list[dict[str, Any]], m: dict[str, Any]) -> list[str]:
