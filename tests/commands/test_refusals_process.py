@@ -34,8 +34,12 @@ UNIFORM = ["--target-flops", "0.5", "--round-to", "1", "--no-bench"]
 
 # Runs the CLI in this process after patching os.replace: when the output's temp file is renamed onto
 # argv[1] (it is then complete), first send this process the signal argv[2]. argv[3:] is the command line.
+# A signal mask and an ignored SIGINT are inherited: a child started from a pytest worker that blocked or
+# ignored SIGINT (seen in the full suite, not alone) never raises KeyboardInterrupt, so the script restores both.
 _SIGNAL_AT_RENAME = """
 import os, runpy, signal, sys
+signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})  # as in a terminal: the parent
+signal.signal(signal.SIGINT, signal.default_int_handler)  # may have blocked or ignored them (inherited)
 target, sig = sys.argv[1], getattr(signal, sys.argv[2])
 real = os.replace
 def replace(src, dst, *a, **kw):
