@@ -46,8 +46,9 @@ from agmc_onnx.strategies import REGISTRY, SEARCH_STRATEGIES
               help="Search episodes (agmc, amc, random; default 300 on a GPU, 100 on a CPU).")
 @click.option("--agent", type=click.Choice(["ddpg", "ppo"]), default="ddpg", show_default=True,
               help="agmc / amc learner: AMC's DDPG, or PPO with a Beta policy (GNN-RL's choice; no random warm-up).")
-@click.option("--decoder", type=click.Choice(["groups", "lstm"]), default="groups", show_default=True,
-              help="agmc state per step: the group's GNN embedding, or the paper's LSTM over the graph embedding.")
+@click.option("--decoder", type=click.Choice(["groups", "lstm", "stepwise"]), default="groups", show_default=True,
+              help="agmc state per step: the group's GNN embedding, the paper's LSTM over the graph embedding, or "
+                   "the graph re-encoded as pruned so far at every step (GNN-RL's state; DDPG only).")
 @click.option("--policy", type=click.Path(dir_okay=False, exists=True), default=None,
               help="Start from a saved policy (--episodes 0: zero-shot).")
 @click.option("--save-policy", type=click.Path(dir_okay=False), default=None, help="Write the trained encoder + actor here.")

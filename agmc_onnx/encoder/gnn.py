@@ -32,9 +32,10 @@ class GraphEncoder(nn.Module):
         self.readout = AttentionReadout(hidden, embed)
         self.group_head = nn.Sequential(nn.Linear(2 * hidden, embed), nn.Tanh())
 
-    def forward(self, data: Data, info: GraphInfo) -> tuple[Tensor, Tensor]:
-        """(graph embedding [embed], group embeddings [groups, embed])."""
-        x = self.inp(data.x)
+    def forward(self, data: Data, info: GraphInfo, x: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """(graph embedding [embed], group embeddings [groups, embed]); `x` replaces the node features, and
+        with leading batch dims ([B, nodes, F]: copies of the graph) every output gains them too."""
+        x = self.inp(data.x if x is None else x)
         for conv in self.op_convs:
             x = conv(x, data.edge_index)
         block = data.block
@@ -46,10 +47,11 @@ class GraphEncoder(nn.Module):
         group_rows = []
         for nodes in info.group_nodes:
             idx = torch.tensor(nodes, dtype=torch.long, device=x.device)
-            op = x[idx].mean(0)
-            group_rows.append(torch.cat([op, h[block[idx[0]]]]))
-        groups = self.group_head(torch.stack(group_rows)) if group_rows else x.new_zeros(0, self.embed)
-        return graph, groups
+            op = x.index_select(-2, idx).mean(-2)
+            group_rows.append(torch.cat([op, h[..., int(block[idx[0]]), :]], dim=-1))
+        if not group_rows:
+            return graph, x.new_zeros(*x.shape[:-2], 0, self.embed)
+        return graph, self.group_head(torch.stack(group_rows, dim=-2))
 
 
 def _block_edges(data: Data, num_blocks: int) -> Tensor:

@@ -36,10 +36,12 @@ class FlowConv(nn.Module):
         self.norm = nn.LayerNorm(channels)
 
     def forward(self, x: Tensor, edge_index: Tensor) -> Tensor:
-        """One round of two-way messages with a residual connection."""
+        """One round of two-way messages with a residual connection; `x` may carry leading batch dims
+        ([..., nodes, F]: copies of one graph with other features, as per-step re-encoding feeds it)."""
         src, dst = edge_index
-        from_inputs = scatter(x[src], dst, dim=0, dim_size=x.size(0), reduce="mean")
-        from_outputs = scatter(x[dst], src, dim=0, dim_size=x.size(0), reduce="mean")
+        n = x.size(-2)
+        from_inputs = scatter(x.index_select(-2, src), dst, dim=-2, dim_size=n, reduce="mean")
+        from_outputs = scatter(x.index_select(-2, dst), src, dim=-2, dim_size=n, reduce="mean")
         h = self.lin_self(x) + self.lin_in(from_inputs) + self.lin_out(from_outputs)
         return self.norm(x + torch.relu(h))
 
@@ -66,8 +68,8 @@ class SegmentPool(nn.Module):
 
     def forward(self, x: Tensor, segment: Tensor, num_segments: int) -> Tensor:
         """Mean || max per segment, projected."""
-        mean = scatter(x, segment, dim=0, dim_size=num_segments, reduce="mean")
-        top = scatter(x, segment, dim=0, dim_size=num_segments, reduce="max")
+        mean = scatter(x, segment, dim=-2, dim_size=num_segments, reduce="mean")
+        top = scatter(x, segment, dim=-2, dim_size=num_segments, reduce="max")
         return torch.relu(self.lin(torch.cat([mean, top], dim=-1)))
 
 
@@ -92,7 +94,12 @@ class AttentionReadout(nn.Module):
         self.lin = nn.Linear(in_channels, out_channels)
 
     def forward(self, h: Tensor) -> Tensor:
-        """Attention-weighted sum of the projected segments."""
-        index = torch.zeros(h.size(0), dtype=torch.long, device=h.device)
-        alpha = softmax(self.gate(h).squeeze(-1), index)
-        return torch.tanh((alpha.unsqueeze(-1) * self.lin(h)).sum(0))
+        """Attention-weighted sum of the projected segments ([..., segments, F] -> [..., F_out])."""
+        if h.dim() == 2:
+            index = torch.zeros(h.size(0), dtype=torch.long, device=h.device)
+            alpha = softmax(self.gate(h).squeeze(-1), index)
+        else:  # copies of one graph: a softmax per copy, as PyG's (max subtracted, 1e-16 in the sum)
+            g = self.gate(h).squeeze(-1)
+            e = (g - g.max(-1, keepdim=True).values).exp()
+            alpha = e / (e.sum(-1, keepdim=True) + 1e-16)
+        return torch.tanh((alpha.unsqueeze(-1) * self.lin(h)).sum(-2))

@@ -74,10 +74,15 @@ class Critic(nn.Module):
 
 
 class ReplayBuffer:
-    """A ring buffer of transitions (step index, dynamic features, action, reward, next, done)."""
+    """A ring buffer of transitions (step index, dynamic features, action, reward, next, done; with `prefix`
+    > 0 also the keep ratios applied before the step, which a per-step re-encoded state is read from)."""
 
-    def __init__(self, capacity: int, dyn: int = DYN_FEATURES) -> None:
+    def __init__(self, capacity: int, dyn: int = DYN_FEATURES, prefix: int = 0) -> None:
         self.capacity = capacity
+        self.names: tuple[str, ...] = ("step", "dyn", "action", "reward", "next_step", "next_dyn", "done")
+        if prefix:
+            self.prefix = np.ones((capacity, prefix), np.float32)
+            self.names += ("prefix",)
         self.step = np.zeros(capacity, np.int64)
         self.dyn = np.zeros((capacity, dyn), np.float32)
         self.action = np.zeros(capacity, np.float32)
@@ -88,9 +93,12 @@ class ReplayBuffer:
         self.size = 0
         self.pos = 0
 
-    def add(self, step: int, dyn: np.ndarray, action: float, reward: float, next_step: int, next_dyn: np.ndarray, done: bool) -> None:
+    def add(self, step: int, dyn: np.ndarray, action: float, reward: float, next_step: int, next_dyn: np.ndarray, done: bool,
+            prefix: np.ndarray | None = None) -> None:  # fmt: skip
         """Append one transition, overwriting the oldest when full."""
         i = self.pos
+        if prefix is not None:
+            self.prefix[i] = prefix
         self.step[i], self.dyn[i], self.action[i], self.reward[i] = step, dyn, action, reward
         self.next_step[i], self.next_dyn[i], self.done[i] = next_step, next_dyn, float(done)
         self.pos = (self.pos + 1) % self.capacity
@@ -99,13 +107,12 @@ class ReplayBuffer:
     def sample(self, n: int, rng: np.random.Generator) -> dict[str, Tensor]:
         """n transitions drawn uniformly with replacement."""
         idx = rng.integers(0, self.size, size=n)
-        names = ("step", "dyn", "action", "reward", "next_step", "next_dyn", "done")
-        return {k: torch.from_numpy(getattr(self, k)[idx]) for k in names}
+        return {k: torch.from_numpy(getattr(self, k)[idx]) for k in self.names}
 
     def state_dict(self) -> dict[str, Any]:
         """Arrays and cursor, for checkpoints."""
-        names = ("step", "dyn", "action", "reward", "next_step", "next_dyn", "done")
-        return {"arrays": {k: getattr(self, k)[: self.size].copy() for k in names}, "size": self.size, "pos": self.pos}
+        return {"arrays": {k: getattr(self, k)[: self.size].copy() for k in self.names}, "size": self.size,
+                "pos": self.pos}  # fmt: skip
 
     def load_state_dict(self, d: dict[str, Any]) -> None:
         """Restore from `state_dict()`."""
@@ -167,8 +174,13 @@ class DDPG:
         self.actor_opt = torch.optim.Adam(self.actor.parameters(), lr=self.cfg.lr_actor)
         self.source_params, self.source_opt = source_optimizer(source, self.cfg.lr_encoder, self.cfg.lr_actor)
         self.critic_opt = torch.optim.Adam(self.critic.parameters(), lr=self.cfg.lr_critic)
-        self.buffer = ReplayBuffer(max(self.cfg.batch, self.cfg.buffer_episodes * steps))
-        self.elite = ReplayBuffer(max(1, self.cfg.elite_episodes * steps))
+        # per-step re-encoding (StepGraphStates): states are read from the ratios applied before each step
+        self.stepwise = bool(getattr(source, "stepwise", False))
+        if self.stepwise and self.cfg.gamma > 0:
+            raise ValueError("per-step re-encoded states learn from Monte-Carlo returns only (gamma=0)")
+        self.prefix_len = steps if self.stepwise else 0
+        self.buffer = ReplayBuffer(max(self.cfg.batch, self.cfg.buffer_episodes * steps), prefix=self.prefix_len)
+        self.elite = ReplayBuffer(max(1, self.cfg.elite_episodes * steps), prefix=self.prefix_len)
         self.elite_rewards: list[float] = []  # one per episode held in `elite`, best first
         self.moving_average: float | None = None
         self.noise = self.cfg.init_noise
@@ -180,13 +192,19 @@ class DDPG:
         """Encode the model once for this episode's steps (no gradient, one thread)."""
         with one_thread(), torch.no_grad():
             self._table = self.source()
+        self._prefix = np.ones(self.steps, np.float32)
 
     def act(self, step: int, dyn: np.ndarray, explore: bool, lo: float = 0.0, hi: float = 1.0) -> float:
         """The actor's keep ratio for `step`, with truncated-normal noise when exploring."""
         if self._table is None:
             self.begin_episode()
         assert self._table is not None
-        s = torch.cat([self._table[step], torch.from_numpy(dyn)]).unsqueeze(0)
+        if self.stepwise:
+            with one_thread(), torch.no_grad():
+                row = self.source.rows(torch.tensor([step]), torch.from_numpy(self._prefix).unsqueeze(0))[0]
+        else:
+            row = self._table[step]
+        s = torch.cat([row, torch.from_numpy(dyn)]).unsqueeze(0)
         with torch.no_grad():
             mu = float(self.actor(s)[0])
         if not explore:
@@ -198,6 +216,11 @@ class DDPG:
         lo, hi = max(self.cfg.a_min, lo), min(1.0, hi)
         return float(lo + (hi - lo) * self.rng.random()) if hi > lo else float(hi)
 
+    def applied(self, step: int, ratio: float) -> None:
+        """The keep ratio the environment applied at `step` (the action wall may have moved the action)."""
+        if self.stepwise:
+            self._prefix[step] = ratio
+
     def end_episode(self) -> None:
         """An episode was acted: nothing of it is kept apart from its transitions (PPO keeps its draws)."""
         return None
@@ -206,9 +229,19 @@ class DDPG:
     def observe_episode(self, transitions: list[tuple[int, np.ndarray, float, int, np.ndarray, bool]], reward: float,
                         drawn: Any = None) -> None:  # fmt: skip
         """Store an episode's steps, each with the episode's final reward (`drawn`: end_episode()'s, unused)."""
-        for step, dyn, action, nstep, ndyn, done in transitions:
-            self.buffer.add(step, dyn, action, reward, nstep, ndyn, done)
+        for (step, dyn, action, nstep, ndyn, done), prefix in zip(transitions, self._prefixes(transitions), strict=True):
+            self.buffer.add(step, dyn, action, reward, nstep, ndyn, done, prefix)
         self._keep_elite(transitions, reward)
+
+    def _prefixes(self, transitions: list[tuple[int, np.ndarray, float, int, np.ndarray, bool]]) -> list[Any]:
+        """Per transition, the ratios applied before its step (None without per-step re-encoding)."""
+        if not self.stepwise:
+            return [None] * len(transitions)
+        ratios, out = np.ones(self.steps, np.float32), []
+        for step, _, action, *_ in transitions:
+            out.append(ratios.copy())
+            ratios[step] = action
+        return out
 
     def _keep_elite(self, transitions: list[tuple[int, np.ndarray, float, int, np.ndarray, bool]], reward: float) -> None:
         """Keep the episode among the best `elite_episodes` (rebuilt in order, best first)."""
@@ -223,13 +256,15 @@ class DDPG:
                "action": np.array([t[2] for t in transitions]), "reward": np.full(n, reward),
                "next_step": np.array([t[3] for t in transitions]), "next_dyn": np.stack([t[4] for t in transitions]),
                "done": np.array([float(t[5]) for t in transitions])}  # fmt: skip
+        if self.stepwise:
+            new["prefix"] = np.stack(self._prefixes(transitions))
         episodes.insert(pos, new)
         self.elite_rewards.insert(pos, reward)
         episodes, self.elite_rewards = episodes[:k], self.elite_rewards[:k]
-        self.elite = ReplayBuffer(k * n)
+        self.elite = ReplayBuffer(k * n, prefix=self.prefix_len)
         for ep in episodes:
             for i in range(n):
-                self.elite.add(*(ep[key][i] for key in ("step", "dyn", "action", "reward", "next_step", "next_dyn", "done")))
+                self.elite.add(*(ep[key][i] for key in self.elite.names))
 
     def decay_noise(self) -> None:
         """Exploration noise *= noise_decay, not below noise_floor (called once per episode after warm-up)."""
@@ -253,6 +288,8 @@ class DDPG:
 
     def _learn_phase(self, n: int) -> tuple[float, float]:
         """Encode once, n updates reading the same state table, one encoder step with the mean gradient."""
+        if self.stepwise:
+            return self._learn_stepwise(n)
         table = self.source()
         leaf = table.detach().requires_grad_(self.source_opt is not None)
         t_table = None
@@ -274,22 +311,53 @@ class DDPG:
         self._table = None
         return losses
 
+    def _learn_stepwise(self, n: int) -> tuple[float, float]:
+        """n updates, each encoding its minibatch's partially pruned graphs (one batched forward), the actor
+        losses' encoder gradients accumulated and applied once, as the one-shot table's are."""
+        losses = (0.0, 0.0)
+        if self.source_opt is not None:
+            self.source_opt.zero_grad()
+        for _ in range(n):
+            losses = self._update(None, None)
+        if self.source_opt is not None:
+            for p in self.source_params:
+                if p.grad is not None:
+                    p.grad /= n
+            self.source_opt.step()
+            tau = 1 - (1 - self.cfg.tau) ** n
+            with torch.no_grad():
+                target = list(self.source_target.parameters())
+                torch._foreach_mul_(target, 1 - tau)
+                torch._foreach_add_(target, list(self.source.parameters()), alpha=tau)
+        self._table = None
+        return losses
+
+    def _states(self, b: dict[str, Tensor], table: Tensor | None) -> Tensor:
+        """The state rows of a minibatch: the table's, or re-encoded from each transition's applied ratios."""
+        if self.stepwise:
+            return self.source.rows(b["step"], b["prefix"])
+        assert table is not None
+        return table[b["step"]]
+
     def _warm_critic(self, n: int) -> None:
         """n critic-only updates (actor and encoder untouched), so the actor starts on a critic fitted to the replay."""
         with torch.no_grad():
-            table = self.source()
+            table = None if self.stepwise else self.source()
         for _ in range(n):
             b = self._sample(self.cfg.batch)
-            s = torch.cat([table[b["step"]], b["dyn"]], dim=1)
+            with torch.no_grad():
+                rows = self._states(b, table)
+            s = torch.cat([rows, b["dyn"]], dim=1)
             self._critic_step(s, b["action"], self._baselined(b["reward"]))
         self.critic_target.load_state_dict(self.critic.state_dict())
         self.critic_warmed = True
 
-    def _update(self, table: Tensor, t_table: Tensor | None) -> tuple[float, float]:
-        """One minibatch update of critic and actor; the actor loss's gradient also lands on `table`."""
+    def _update(self, table: Tensor | None, t_table: Tensor | None) -> tuple[float, float]:
+        """One minibatch update of critic and actor; the actor loss's gradient also lands on `table` (or, with
+        per-step re-encoding, on the encoder)."""
         cfg = self.cfg
         b = self._sample(cfg.batch)
-        s = torch.cat([table[b["step"]], b["dyn"]], dim=1)
+        s = torch.cat([self._states(b, table), b["dyn"]], dim=1)
         s_detached = s.detach()
         target = self._baselined(b["reward"])
         if t_table is not None:
@@ -329,7 +397,7 @@ class DDPG:
         idx = self.rng.integers(0, self.buffer.size + self.elite.size, size=n)
         in_ring = idx < self.buffer.size
         out = {}
-        for k in ("step", "dyn", "action", "reward", "next_step", "next_dyn", "done"):
+        for k in self.buffer.names:
             ring, elite = getattr(self.buffer, k), getattr(self.elite, k)
             rows = np.empty((n, *ring.shape[1:]), ring.dtype)
             rows[in_ring] = ring[idx[in_ring]]

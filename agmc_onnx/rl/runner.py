@@ -37,6 +37,8 @@ def build_agent(kind: str, analysis: Any, steps: int, seed: int, options: dict[s
     decoder = options.get("decoder", "groups")
     if decoder not in DECODERS:
         raise InputError(f"unknown decoder {decoder!r} (available: {', '.join(DECODERS)})")
+    if decoder == "stepwise" and kind == "agmc" and agent_name != "ddpg":
+        raise InputError("--decoder stepwise (per-step re-encoding) works with the DDPG agent only")
     source = DECODERS[decoder](analysis, standardize=bool(options.get("standardize", True))) if kind == "agmc" else HandStates(analysis)
     overrides = {k: options[k] for k in config_cls.__dataclass_fields__ if k in options}
     overrides.setdefault("a_min", options.get("a_min", DEFAULT_A_MIN))

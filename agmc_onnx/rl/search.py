@@ -191,6 +191,8 @@ class Search:
             else:
                 a = agent.act(t, dyn, explore=mode == "explore", lo=lo_r, hi=hi_r)
             count, ndyn, done = env.step(a)
+            if agent is not None and hasattr(agent, "applied"):
+                agent.applied(t, count / size)  # per-step re-encoded states read the ratios applied so far
             transitions.append((t, dyn, count / size, min(t + 1, env.steps - 1), ndyn, done))
             dyn = ndyn
         drawn = None

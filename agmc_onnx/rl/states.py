@@ -9,6 +9,7 @@ import torch
 from torch import Tensor, nn
 
 from agmc_onnx.encoder import GraphEncoder, graph_data, graph_view
+from agmc_onnx.encoder.features import OP_TYPES
 from agmc_onnx.protos import attr
 from agmc_onnx.rl.env import _prunable
 
@@ -41,10 +42,11 @@ class GraphStates(nn.Module):
 
 
 def standardize_rows(x: Tensor, eps: float = 1e-3) -> Tensor:
-    """Each column to zero mean and unit std over the rows (the model's groups); not learned, differentiable."""
-    if x.size(0) < 2:
-        return x - x.mean(0, keepdim=True)
-    return (x - x.mean(0, keepdim=True)) / (x.std(0, unbiased=False, keepdim=True) + eps)
+    """Each column to zero mean and unit std over the rows (the model's groups; [..., rows, F]); not learned,
+    differentiable."""
+    if x.size(-2) < 2:
+        return x - x.mean(-2, keepdim=True)
+    return (x - x.mean(-2, keepdim=True)) / (x.std(-2, unbiased=False, keepdim=True) + eps)
 
 
 class LSTMGraphStates(GraphStates):
@@ -68,7 +70,69 @@ class LSTMGraphStates(GraphStates):
         return torch.cat([seq, torch.tanh(h.squeeze(1))], dim=1)
 
 
-DECODERS = {"groups": GraphStates, "lstm": LSTMGraphStates}
+class StepGraphStates(GraphStates):
+    """Per-step re-encoding (GNN-RL's state): step t's row is read from the graph as pruned so far.
+
+    The node features that depend on widths (channels in / out, MACs and params shares and their logs) are
+    recomputed from the keep ratios applied at steps < t (a node whose weights produce or normalise a group's
+    channels scales by its ratio, one whose weights consume them too, a depthwise conv once; weightless nodes
+    keep their widths), and the GNN encodes
+    that graph: the state sees what has been cut. `rows` encodes a batch of (step, ratios so far) pairs as
+    copies of the graph in one forward; `forward` (nothing cut) is the one-shot table of GraphStates.
+    """
+
+    decoder = "stepwise"
+    stepwise = True
+
+    def __init__(self, analysis: Any, encoder: GraphEncoder | None = None, standardize: bool = True) -> None:
+        super().__init__(analysis, encoder, standardize)
+        groups = _prunable(analysis)
+        view = graph_view(analysis.model)
+        names = self.info.names
+        steps = len(groups)
+        out_step, in_step = {}, {}
+        for k, g in enumerate(groups):
+            for m in g.members:
+                (in_step if m.role == "consumer" else out_step).setdefault(m.node, k)
+            for p in g.producers:
+                out_step.setdefault(p, k)
+        attrs = [view.nodes[n] for n in names]
+        self.register_buffer("raw", torch.tensor([[d["c_in"], d["c_out"], d["macs"], d["params"]] for d in attrs],
+                                                 dtype=torch.float64).reshape(len(names), 4))  # fmt: skip
+        out_idx = [out_step.get(n, steps) for n in names]
+        in_idx = [in_step.get(n, steps) if in_step.get(n, steps) != out_step.get(n, -1) else steps for n in names]
+        self.register_buffer("out_idx", torch.tensor(out_idx, dtype=torch.long))
+        self.register_buffer("in_idx", torch.tensor(in_idx, dtype=torch.long))
+        self.total_macs = float(max(1, sum(d["macs"] for d in attrs)))
+        self.total_params = float(max(1, sum(d["params"] for d in attrs)))
+        self.col = len(OP_TYPES) + 1  # where node_features' numeric columns start
+
+    def node_features(self, prefix: Tensor) -> Tensor:
+        """[B, nodes, F]: the graph's node features with widths scaled by `prefix` ([B, steps] keep ratios; 1 for
+        a step not decided yet)."""
+        ratios = torch.cat([prefix.double(), prefix.new_ones(prefix.size(0), 1).double()], dim=1)
+        r_out, r_in = ratios[:, self.out_idx], ratios[:, self.in_idx]
+        cin, cout = self.raw[:, 0] * r_in, self.raw[:, 1] * r_out
+        macs, params = self.raw[:, 2] * r_in * r_out, self.raw[:, 3] * r_in * r_out
+        x = self.data.x.unsqueeze(0).repeat(prefix.size(0), 1, 1)
+        j = self.col
+        cols = [torch.log2(cin + 1) / 12, torch.log2(cout + 1) / 12]
+        x[..., j : j + 2] = torch.stack(cols, -1).to(x.dtype)
+        tm, tp = self.total_macs, self.total_params
+        cols = [macs / tm, torch.log1p(macs) / math.log1p(tm), params / tp, torch.log1p(params) / math.log1p(tp)]
+        x[..., j + 8 : j + 12] = torch.stack(cols, -1).to(x.dtype)
+        return x
+
+    def rows(self, steps: Tensor, prefix: Tensor) -> Tensor:
+        """[B, dim]: the state row of step steps[b] with the ratios prefix[b] applied before it."""
+        graph, groups = self.encoder(self.data, self.info, x=self.node_features(prefix))
+        if self.standardize:
+            groups = standardize_rows(groups)
+        pick = groups[torch.arange(groups.size(0)), steps]
+        return torch.cat([graph, pick], dim=-1)
+
+
+DECODERS = {"groups": GraphStates, "lstm": LSTMGraphStates, "stepwise": StepGraphStates}
 
 
 AMC_FEATURES = 9

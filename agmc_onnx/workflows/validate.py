@@ -211,6 +211,8 @@ def _prune_rules(opts: PruneOptions, strategy: str, bench: bool) -> None:
         (opts.distill and not opts.finetune_epochs,
          "--distill distils while fine-tuning: it needs --finetune-epochs N (and --data)"),
         (strategy in SEARCH_STRATEGIES and not data, f"--strategy {strategy} scores candidates on data: give --data DIR"),
+        (opts.decoder == "stepwise" and opts.agent != "ddpg",
+         "--decoder stepwise (per-step re-encoding) works with --agent ddpg only"),
         (opts.plan is not None and strategy != "plan",
          f"--plan gives the plan itself: it cannot be combined with --strategy {strategy}"),
         (opts.policy is not None and strategy not in AGENT_STRATEGIES,
