@@ -78,7 +78,8 @@ from agmc_onnx.surgery import prune  # noqa: E402
 
 SEARCHES = ("agmc", "amc", "random")
 VARIANTS = {"agmc-lstm": ("agmc", {"decoder": "lstm"}), "agmc-ppo": ("agmc", {"agent": "ppo"}),
-            "amc-ppo": ("amc", {"agent": "ppo"})}  # extra searches, only when named
+            "amc-ppo": ("amc", {"agent": "ppo"}),
+            "agmc-stepwise": ("agmc", {"decoder": "stepwise"})}  # extra searches, only when named
 RULES = ("uniform", "l1-global")
 # Torch-Pruning's L2 plans (benchmark-only dependency: pip install torch-pruning==1.6.1), mapped onto our groups
 TORCH_PRUNING = {"tp-global-l2": True, "tp-local-l2": False}
@@ -394,7 +395,7 @@ def plot(models: list[dict[str, Any]], out: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, len(models), figsize=(6 * len(models), 4), squeeze=False)
-    colors = {"agmc": "tab:red", "agmc-lstm": "tab:orange", "agmc-ppo": "tab:purple", "amc-ppo": "tab:cyan", "amc": "tab:blue", "random": "tab:gray"}
+    colors = {"agmc": "tab:red", "agmc-stepwise": "tab:green", "agmc-lstm": "tab:orange", "agmc-ppo": "tab:purple", "amc-ppo": "tab:cyan", "amc": "tab:blue", "random": "tab:gray"}
     for ax, m in zip(axes[0], models, strict=True):
         for key, best in m["curves"].items():
             strategy = key.split("/")[0]
