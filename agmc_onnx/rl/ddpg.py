@@ -302,14 +302,20 @@ class DDPG:
         if self.source_opt is not None and leaf.grad is not None:
             self.source_opt.zero_grad()
             table.backward(leaf.grad / n)
-            self.source_opt.step()
-            tau = 1 - (1 - self.cfg.tau) ** n  # n soft updates' worth, once
-            with torch.no_grad():
-                target = list(self.source_target.parameters())
-                torch._foreach_mul_(target, 1 - tau)
-                torch._foreach_add_(target, list(self.source.parameters()), alpha=tau)
+            self._step_source(n)
         self._table = None
         return losses
+
+    def _step_source(self, n: int) -> None:
+        """One Adam step of the state source with the gradients of n updates, and n soft updates' worth of
+        its target network, once."""
+        assert self.source_opt is not None
+        self.source_opt.step()
+        tau = 1 - (1 - self.cfg.tau) ** n
+        with torch.no_grad():
+            target = list(self.source_target.parameters())
+            torch._foreach_mul_(target, 1 - tau)
+            torch._foreach_add_(target, list(self.source.parameters()), alpha=tau)
 
     def _learn_stepwise(self, n: int) -> tuple[float, float]:
         """n updates, each encoding its minibatch's partially pruned graphs (one batched forward), the actor
@@ -323,12 +329,7 @@ class DDPG:
             for p in self.source_params:
                 if p.grad is not None:
                     p.grad /= n
-            self.source_opt.step()
-            tau = 1 - (1 - self.cfg.tau) ** n
-            with torch.no_grad():
-                target = list(self.source_target.parameters())
-                torch._foreach_mul_(target, 1 - tau)
-                torch._foreach_add_(target, list(self.source.parameters()), alpha=tau)
+            self._step_source(n)
         self._table = None
         return losses
 
