@@ -137,17 +137,24 @@ def _umask() -> int:
 def _temp_beside(out: Path, data: bytes) -> str:
     """A complete temp file `.NAME.XXXX.tmp` beside `out` holding `data`, with the umask's mode; removed on failure."""
     fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=str(out.parent) or ".")
-    try:
+    with _removed_on_failure(tmp, out):
         os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as f:
             f.write(data)
+    return tmp
+
+
+@contextlib.contextmanager
+def _removed_on_failure(tmp: str, out: Path) -> Iterator[None]:
+    """Remove the temp file `tmp` when the block fails; an OSError becomes one AgmcError naming `out`."""
+    try:
+        yield
     except BaseException as exc:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         if isinstance(exc, OSError):
             raise AgmcError(f"cannot write ({exc.strerror or exc})", out) from exc
         raise
-    return tmp
 
 
 def write_bytes(data: bytes, output: PathLike) -> Path:
@@ -158,14 +165,8 @@ def write_bytes(data: bytes, output: PathLike) -> Path:
         stage.put(out, data)
         return out
     tmp = _temp_beside(out, data)
-    try:
+    with _removed_on_failure(tmp, out):
         os.replace(tmp, out)
-    except BaseException as exc:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        if isinstance(exc, OSError):
-            raise AgmcError(f"cannot write ({exc.strerror or exc})", out) from exc
-        raise
     return out
 
 
