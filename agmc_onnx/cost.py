@@ -18,6 +18,7 @@ import onnx
 from agmc_onnx.groups import ChannelLayout
 from agmc_onnx.inputs import InputShapes, as_input_shapes
 from agmc_onnx.model import ModelGraph
+from agmc_onnx.protos import FLOAT_TYPES
 from agmc_onnx.shapes import at_batch, static_shapes
 
 
@@ -99,9 +100,6 @@ def count_macs(proto: onnx.ModelProto, input_shapes: InputShapes | Mapping[str, 
     sizes = as_input_shapes(proto, input_shapes)
     shapes = static_shapes(proto, at_batch(sizes.dims, 1))  # weights' dims included (Constant nodes too)
     return int(sum(node_macs_static(n, {}, shapes) for n in proto.graph.node))
-
-
-FLOAT_TYPES = (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE, onnx.TensorProto.BFLOAT16)
 
 
 def _elems(t: onnx.TensorProto) -> int:

@@ -17,7 +17,7 @@ import onnx
 from onnx import numpy_helper
 
 from agmc_onnx.errors import InputError
-from agmc_onnx.protos import Dim, attr, dims
+from agmc_onnx.protos import FLOAT_TYPES, Dim, attr, dims
 from agmc_onnx.protos import opset as default_opset
 
 MIN_OPSET = 7
@@ -26,8 +26,6 @@ MAX_BYTES = 2**31 - 1  # protobuf's limit: a model (with its external data) at o
 # ops whose initializer operands are weights: NaN or inf there breaks every score
 WEIGHT_OPS = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul", "BatchNormalization", "InstanceNormalization",
                         "LayerNormalization", "GroupNormalization", "PRelu"})  # fmt: skip
-_FLOAT_TYPES = frozenset({onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE, onnx.TensorProto.FLOAT16,
-                          onnx.TensorProto.BFLOAT16})  # fmt: skip
 
 
 def read_model_file(path: str | os.PathLike[str], check_weights: bool = True) -> onnx.ModelProto:
@@ -102,7 +100,7 @@ def _non_finite(proto: onnx.ModelProto) -> str | None:
             readers.setdefault(name, f"{node.op_type} {node.name or f'#{i}'!r}")
     weights = {name for node in proto.graph.node if node.op_type in WEIGHT_OPS for name in node.input}
     for t in proto.graph.initializer:
-        if t.data_type not in _FLOAT_TYPES:
+        if t.data_type not in FLOAT_TYPES:
             continue
         arr = numpy_helper.to_array(t)
         nan = int(np.isnan(arr).sum())
@@ -162,9 +160,14 @@ def _conv(node: onnx.NodeProto, ins: list[list[Dim] | None]) -> str | None:
     if _known(x[1]) and _known(w[1]) and w[1] * group != x[1]:
         return (f"weight {node.input[1]} is {_fmt(w)} ({w[1]} input channels x group {group}) but its input "
                 f"{node.input[0]!r} has {x[1]} channels")
+    return _bias(node, ins, w[0])
+
+
+def _bias(node: onnx.NodeProto, ins: list[list[Dim] | None], channels: Dim | None) -> str | None:
+    """A Conv / ConvTranspose bias (input 2) that is not one vector of `channels` (unknown: not checked)."""
     b = ins[2] if len(ins) > 2 else None
-    if b and _known(w[0]) and (len(b) != 1 or (_known(b[0]) and b[0] != w[0])):
-        return f"bias {node.input[2]} has shape {_fmt(b)} for {w[0]} output channels"
+    if b and _known(channels) and (len(b) != 1 or (_known(b[0]) and b[0] != channels)):
+        return f"bias {node.input[2]} has shape {_fmt(b)} for {channels} output channels"
     return None
 
 
@@ -175,10 +178,7 @@ def _conv_transpose(node: onnx.NodeProto, ins: list[list[Dim] | None]) -> str | 
         return None
     if _known(x[1]) and _known(w[0]) and w[0] != x[1]:
         return f"weight {node.input[1]} is {_fmt(w)} ({w[0]} input channels) but its input {node.input[0]!r} has {x[1]} channels"
-    b = ins[2] if len(ins) > 2 else None
-    if b and _known(w[1]) and (len(b) != 1 or (_known(b[0]) and b[0] != w[1] * group)):
-        return f"bias {node.input[2]} has shape {_fmt(b)} for {w[1] * group} output channels"
-    return None
+    return _bias(node, ins, w[1] * group if _known(w[1]) else None)
 
 
 def _norm(node: onnx.NodeProto, ins: list[list[Dim] | None]) -> str | None:

@@ -99,6 +99,9 @@ def constants_to_initializers(graph: onnx.GraphProto) -> None:
     graph.node.extend(keep)
 
 
+# the float element types: weights, and what counts as a parameter
+FLOAT_TYPES = frozenset({onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE,
+                         onnx.TensorProto.BFLOAT16})  # fmt: skip
 FOLDABLE = ("Unsqueeze", "Squeeze", "Concat", "Cast", "Reshape", "Gather", "Slice", "Add", "Sub", "Mul", "Div",
             "Identity", "ConstantOfShape", "Range", "Neg", "Floor", "Ceil")
 

@@ -20,7 +20,7 @@ import onnx
 from onnx import numpy_helper
 
 from agmc_onnx.inputs import InputDim, with_input_dims
-from agmc_onnx.protos import FOLDABLE, Dim, constants_to_initializers, dims, fold_small_constants
+from agmc_onnx.protos import FLOAT_TYPES, FOLDABLE, Dim, constants_to_initializers, dims, fold_small_constants
 
 log = logging.getLogger(__name__)
 
@@ -139,16 +139,13 @@ def _weightless(proto: onnx.ModelProto) -> onnx.ModelProto:
     out.CopyFrom(proto)
     keep = []
     for t in out.graph.initializer:
-        if t.data_type in _FLOATS and int(np.prod(t.dims)) > 64:
+        if t.data_type in FLOAT_TYPES and int(np.prod(t.dims)) > 64:
             out.graph.input.append(onnx.helper.make_tensor_value_info(t.name, t.data_type, list(t.dims)))
         else:
             keep.append(t)
     del out.graph.initializer[:]
     out.graph.initializer.extend(keep)
     return out
-
-
-_FLOATS = (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE, onnx.TensorProto.BFLOAT16)
 
 
 def _fold_shape_nodes(graph: onnx.GraphProto, shapes: Shapes) -> int:

@@ -47,6 +47,9 @@ OP_TYPES: tuple[str, ...] = (
     "Einsum", "LayerNormalization", "Softmax", "Transpose",
 )  # fmt: skip
 NUM_NODE_FEATURES = len(OP_TYPES) + 1 + 21
+NUMERIC = len(OP_TYPES) + 1  # where the numeric columns of `node_features` start
+# numeric columns that depend on widths (rl.states.StepGraphStates recomputes them for a partly pruned graph)
+C_IN, C_OUT, MACS_SHARE, MACS_LOG, PARAMS_SHARE, PARAMS_LOG = 0, 1, 8, 9, 10, 11
 
 
 @dataclass
@@ -66,7 +69,7 @@ def node_features(d: dict[str, Any], n: int, total_macs: int, total_params: int,
     row = [0.0] * NUM_NODE_FEATURES
     row[OP_TYPES.index(d["op"]) if d["op"] in OP_TYPES else len(OP_TYPES)] = 1.0
     macs, params, cin, kernel, group = d["macs"], d["params"], d["c_in"], d["kernel"], d["groups"]
-    j = len(OP_TYPES) + 1
+    j = NUMERIC
     row[j : j + 17] = [
         math.log2(cin + 1) / 12, math.log2(d["c_out"] + 1) / 12, kernel[0] / 7, kernel[1] / 7,
         d["stride"] / 4, math.log2(group + 1) / 12, float(group > 1 and group == cin),

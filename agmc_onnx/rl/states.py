@@ -9,7 +9,7 @@ import torch
 from torch import Tensor, nn
 
 from agmc_onnx.encoder import GraphEncoder, graph_data, graph_view
-from agmc_onnx.encoder.features import OP_TYPES
+from agmc_onnx.encoder import features as cols
 from agmc_onnx.protos import attr
 from agmc_onnx.rl.env import _prunable
 
@@ -105,7 +105,6 @@ class StepGraphStates(GraphStates):
         self.register_buffer("in_idx", torch.tensor(in_idx, dtype=torch.long))
         self.total_macs = float(max(1, sum(d["macs"] for d in attrs)))
         self.total_params = float(max(1, sum(d["params"] for d in attrs)))
-        self.col = len(OP_TYPES) + 1  # where node_features' numeric columns start
 
     def node_features(self, prefix: Tensor) -> Tensor:
         """[B, nodes, F]: the graph's node features with widths scaled by `prefix` ([B, steps] keep ratios; 1 for
@@ -115,12 +114,12 @@ class StepGraphStates(GraphStates):
         cin, cout = self.raw[:, 0] * r_in, self.raw[:, 1] * r_out
         macs, params = self.raw[:, 2] * r_in * r_out, self.raw[:, 3] * r_in * r_out
         x = self.data.x.unsqueeze(0).repeat(prefix.size(0), 1, 1)
-        j = self.col
-        cols = [torch.log2(cin + 1) / 12, torch.log2(cout + 1) / 12]
-        x[..., j : j + 2] = torch.stack(cols, -1).to(x.dtype)
         tm, tp = self.total_macs, self.total_params
-        cols = [macs / tm, torch.log1p(macs) / math.log1p(tm), params / tp, torch.log1p(params) / math.log1p(tp)]
-        x[..., j + 8 : j + 12] = torch.stack(cols, -1).to(x.dtype)
+        scaled = {cols.C_IN: torch.log2(cin + 1) / 12, cols.C_OUT: torch.log2(cout + 1) / 12,
+                  cols.MACS_SHARE: macs / tm, cols.MACS_LOG: torch.log1p(macs) / math.log1p(tm),
+                  cols.PARAMS_SHARE: params / tp, cols.PARAMS_LOG: torch.log1p(params) / math.log1p(tp)}  # fmt: skip
+        for k, v in scaled.items():  # the same scaling as encoder.features.node_features
+            x[..., cols.NUMERIC + k] = v.to(x.dtype)
         return x
 
     def rows(self, steps: Tensor, prefix: Tensor) -> Tensor:

@@ -8,17 +8,7 @@ from typing import Any
 
 import pytest
 
-from tests.rl.recording import CASES, RECORDING, fixture_data, fixture_net, run_case, summary
-
-
-@pytest.fixture(scope="module")
-def net(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return fixture_net(tmp_path_factory.mktemp("batched"))
-
-
-@pytest.fixture(scope="module")
-def data(net: Path) -> Any:
-    return fixture_data(net)
+from tests.rl.recording import CASES, RECORDING, run_case, summary
 
 
 @pytest.mark.parametrize("name", list(CASES))

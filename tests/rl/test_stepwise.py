@@ -5,19 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import pytest
 import torch
 from click.testing import CliRunner
 
 from agmc_onnx.api import analyze
 from agmc_onnx.cli import main
+from agmc_onnx.encoder import features as cols
 from agmc_onnx.rl.states import GraphStates, StepGraphStates
-from tests.rl.recording import fixture_data, fixture_net, run_case, summary
-
-
-@pytest.fixture(scope="module")
-def net(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return fixture_net(tmp_path_factory.mktemp("stepwise"))
+from tests.rl.recording import run_case, summary
 
 
 def test_nothing_cut_reads_the_one_shot_table(net: Path) -> None:
@@ -52,16 +47,15 @@ def test_rows_see_what_was_cut_and_batch_like_single_copies(net: Path) -> None:
     x = src.node_features(prefixes)
     produces = src.out_idx == 0
     assert produces.any()
-    j = src.col + 1  # channels out
+    j = cols.NUMERIC + cols.C_OUT
     assert torch.all(x[1, produces, j] < x[0, produces, j]) and torch.all(x[2, produces, j] < x[1, produces, j])
     untouched = (src.out_idx != 0) & (src.in_idx != 0)
     assert torch.equal(x[1, untouched], x[0, untouched])
 
 
-def test_a_stepwise_search_runs_learns_and_repeats(net: Path, tmp_path: Path) -> None:
+def test_a_stepwise_search_runs_learns_and_repeats(net: Path, data: Any, tmp_path: Path) -> None:
     """agmc with per-step re-encoding: the DDPG agent learns from re-encoded minibatches, same seed -> same run,
     and the plan meets the target."""
-    data = fixture_data(net)
     case: dict[str, Any] = {"strategy": "agmc", "seed": 3, "episodes": 8, "warmup": 3, "decoder": "stepwise",
                             "options": {"batch": 8, "critic_warmup": 5}}  # fmt: skip
     first = run_case(net, data, tmp_path / "a", case)

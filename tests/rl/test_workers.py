@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from tests.rl.recording import CASES, RECORDING, fixture_data, fixture_net, run_case, summary
+from tests.rl.recording import CASES, RECORDING, run_case, summary
 
 ray = pytest.importorskip("ray")
 
@@ -28,16 +28,6 @@ def ray_instance() -> Iterator[None]:
     ray.init(address="local", num_cpus=6, include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR)
     yield
     ray.shutdown()
-
-
-@pytest.fixture(scope="module")
-def net(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return fixture_net(tmp_path_factory.mktemp("workers"))
-
-
-@pytest.fixture(scope="module")
-def data(net: Path) -> Any:
-    return fixture_data(net)
 
 
 @pytest.fixture(scope="module")
