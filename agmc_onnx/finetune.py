@@ -212,10 +212,12 @@ def _schedule(step: int, total: int, warmup: int) -> float:
 
 
 class _Bar:
-    """A rich progress bar, one task per epoch (silent when disabled)."""
+    """A rich progress bar, one task per epoch (silent when disabled); to a log (not a terminal), one plain line
+    per finished epoch instead of a live bar."""
 
     def __init__(self, enabled: bool) -> None:
         self.progress = None
+        self.plain = False
         if enabled:
             from rich.console import Console
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -228,15 +230,21 @@ class _Bar:
                 TimeElapsedColumn(),
                 console=Console(stderr=True),
             )
+            self.plain = not self.progress.console.is_terminal
 
     def __enter__(self) -> _Bar:
-        if self.progress:
+        if self.progress and not self.plain:
             self.progress.__enter__()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        if self.progress:
+        if self.progress and not self.plain:
             self.progress.__exit__(*exc)
+
+    def line(self, text: str) -> None:
+        """A finished epoch's line, to a log only (a terminal has the bar)."""
+        if self.progress and self.plain:
+            self.progress.console.print(text, highlight=False, soft_wrap=True)
 
     def epoch(self, epoch: int, epochs: int, steps: int) -> Any:
         """Start the bar of one epoch."""
@@ -374,6 +382,7 @@ def finetune(
             history.append(stats)
             what = "fidelity" if held_ref is not None else "held-out"
             bar.update(task, f"loss {stats.loss:.4f}  {what} {100 * score:.2f}%", advance=0)
+            bar.line(f"epoch {epoch}/{cfg.epochs}: loss {stats.loss:.4f}  {what} {100 * score:.2f}%  {stats.seconds:.0f} s")
             if on_epoch:
                 on_epoch(stats)
             if score > best:

@@ -169,15 +169,16 @@ def test_finetune_command_writes_model_report_and_gates(tmp_path: Path, data: tu
     damaged_model(model)
     out, rep = tmp_path / "ft.onnx", tmp_path / "r.json"
     args = ["finetune", str(model), "--data", str(npz), "--epochs", "1", "--batch-size", "32", "--lr", "0.05",
-            "--held-out", "256", "-o", str(out), "--report", str(rep), "--device", "cpu", "--no-progress",
+            "--held-out", "256", "-o", str(out), "--report", str(rep), "--device", "cpu",
             "--bench-repeats", "2"]  # fmt: skip
     ok = CliRunner().invoke(main, args)
     assert ok.exit_code == 0, ok.output
+    assert "epoch 1/1: loss " in ok.stderr  # not a terminal: a plain line per epoch instead of a live bar
     doc = json.loads(rep.read_text())
     assert doc["kind"] == "finetune" and doc["models"]["finetuned"]["path"] == str(out)
     assert doc["models"]["finetuned"]["accuracy"] > doc["models"]["pruned"]["accuracy"]
     assert rep.with_suffix(".md").exists() and onnx.load(str(out)).graph.node
-    failed = CliRunner().invoke(main, [*args, "--min-accuracy", "99.99"])
+    failed = CliRunner().invoke(main, [*args, "--no-progress", "--min-accuracy", "99.99"])
     assert failed.exit_code == 1
     lines = [ln for ln in failed.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1 and lines[0].startswith("agmc-onnx: error: gate failed: min-accuracy")

@@ -135,5 +135,7 @@ def test_cli_prune_with_search_options(net: Path, tmp_path: Path) -> None:
     report = json.loads(rep.read_text())
     assert report["strategy"] == "agmc" and report["search"]["bn_recalibrated"] is False
     assert (tmp_path / "p.onnx.search" / "search.pt").exists()
+    # not a terminal (a CI log): plain progress lines instead of a live bar, the last one at the last episode
+    assert "agmc: episode 2/2  reward" in res.output
     bad = CliRunner().invoke(main, ["prune", str(net), "--target-flops", "0.5", "--strategy", "amc", "-o", str(tmp_path / "q.onnx")])
     assert bad.exit_code == 2 and "--data" in bad.output

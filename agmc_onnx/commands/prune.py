@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import time
 from typing import Any
 
 import click
@@ -166,17 +167,23 @@ class ProgressBar:
         self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                                  TextColumn("{task.fields[info]}"), TimeElapsedColumn(), transient=False)  # fmt: skip
         self.task = self.progress.add_task(label, total=max(1, episodes), info="")
+        # A log (CI, a file) gets no live bar: one plain line every tenth of the episodes instead.
+        self.plain = not self.progress.console.is_terminal
+        self.label, self.episodes, self.every = label, max(1, episodes), max(1, episodes // 10)
+        self.started = time.perf_counter()
         self.workers = workers
         self.scoring: dict[int, list[float]] = {}  # worker -> [candidates, seconds]
         self.seen = 0
         self.wall = 0.0  # the episodes' own seconds (worker start-up excluded)
 
     def __enter__(self) -> ProgressBar:
-        self.progress.start()
+        if not self.plain:
+            self.progress.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.progress.stop()
+        if not self.plain:
+            self.progress.stop()
 
     def __call__(self, e: Any) -> None:
         """Advance to episode e (an agmc_onnx.rl.search.Episode)."""
@@ -187,6 +194,10 @@ class ProgressBar:
             n_s[0] += 1
             n_s[1] += e.score_seconds
         self.progress.update(self.task, completed=e.episode + 1, info=self.info(e))
+        done = e.episode + 1
+        if self.plain and (done % self.every == 0 or done == self.episodes):
+            click.echo(f"{self.label}: episode {done}/{self.episodes}  {self.info(e)}  "
+                       f"{time.perf_counter() - self.started:.0f} s", err=True)  # fmt: skip
 
     def info(self, e: Any) -> str:
         """Reward, best, MACs, episodes per second, and the workers' mean scoring seconds per candidate."""
