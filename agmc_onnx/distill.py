@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from agmc_onnx.fidelity import KINDS, output_kind
+from agmc_onnx.fidelity import KINDS, channel_variance, output_kind
 
 
 def hinton_loss(student: Tensor, teacher: Tensor, temperature: float) -> Tensor:
@@ -48,11 +48,7 @@ class DistillLoss:
             kind = (kinds or {}).get(name) or output_kind(out)
             if kind not in KINDS:
                 raise ValueError(f"output {name!r}: kind must be one of {KINDS}, got {kind!r}")
-            var = None
-            if kind == "dense":
-                flat = out.detach().float().reshape(len(out), out.shape[1] if out.dim() > 1 else 1, -1)
-                var = flat.transpose(0, 1).reshape(flat.shape[1], -1).var(1, unbiased=False)
-                var = var.clamp_min(max(float(var.mean()) * 1e-6, 1e-12))
+            var = channel_variance(out.detach()) if kind == "dense" else None
             self.outputs.append(OutputLoss(name, kind, float((weights or {}).get(name, 1.0)), var))
         self.total_weight = sum(o.weight for o in self.outputs) or 1.0
 

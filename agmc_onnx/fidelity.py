@@ -147,12 +147,14 @@ class Tally:
 
 
 def channel_variance(reference: Tensor) -> Tensor:
-    """Variance of the original's output per channel (axis 1, over examples and positions), floored so a constant
-    channel does not divide by zero."""
+    """Variance of the original's output per channel (axis 1, over examples and positions), floored at 1e-6 of
+    the MEDIAN channel's so a constant channel does not divide by zero. Not of the mean: in a YOLO output
+    [N, 4 + classes, anchors] four box channels in pixels have variances ~1e7 times the class scores', and a
+    floor from their mean erased every class channel from the score."""
     r = reference.double()
     r = r.reshape(len(r), r.shape[1] if r.dim() > 1 else 1, -1)
     v = r.transpose(0, 1).reshape(r.shape[1], -1).var(1, unbiased=False)
-    return v.clamp_min(max(float(v.mean()) * 1e-6, _EPS)).float()
+    return v.clamp_min(max(float(v.median()) * 1e-6, _EPS)).float()
 
 
 def terms_of(kind: str, out: Tensor, ref: Tensor, variance: Tensor | None = None) -> dict[str, Tensor]:

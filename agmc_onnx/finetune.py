@@ -286,10 +286,11 @@ def finetune(
     torch model scores on `test` (or `held_out`): accuracy within 0.1 points, or without labels fidelity
     within 0.001; otherwise an AgmcError is raised.
     """
-    from converters import to_onnx, to_torch
+    from converters import check_other_size, declared_axes, to_onnx, to_torch
 
     cfg = config or FinetuneConfig()
-    fixed = fixed_batch(model if isinstance(model, onnx.ModelProto) else onnx.load(str(model), load_external_data=False))
+    source = model if isinstance(model, onnx.ModelProto) else onnx.load(str(model), load_external_data=False)
+    fixed = fixed_batch(source)
     if fixed:  # a static export takes one example at a time
         cfg = replace(cfg, batch_size=fixed, eval_batch_size=fixed)
     labelled = train.y is not None and held_out.y is not None
@@ -390,12 +391,14 @@ def finetune(
                 best_state = copy.deepcopy(student.state_dict())
     student.load_state_dict(best_state)
     student.eval()
-    if fixed:  # traced at the fixed batch, and declared so: its reshapes hold that batch
-        proto = to_onnx(student, sample_inputs=tuple(t[:fixed] for t in xs_all))
+    # traced on real examples (at the fixed batch when the file fixes one: its reshapes hold it), declaring the
+    # axes the file declared symbolic (a detector's height and width too), then run at another size
+    samples = tuple(t[: fixed or 2] for t in xs_all)
+    proto = to_onnx(student, sample_inputs=samples, dynamic_axes=declared_axes(source))
+    if fixed:
         for value in [*proto.graph.input, *proto.graph.output]:
             value.type.tensor_type.shape.dim[0].dim_value = fixed
-    else:
-        proto = to_onnx(student)
+    check_other_size(proto, student, samples)
     check = test if test is not None else held_out
     acc_torch = acc_onnx = fid_torch = fid_onnx = None
     if labelled and check.y is not None:

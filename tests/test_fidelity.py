@@ -88,3 +88,19 @@ def test_output_kind() -> None:
     assert output_kind(torch.softmax(randn(5, 10), 1)) == "probs"
     v = randn(5, 16)
     assert output_kind(v / v.norm(dim=1, keepdim=True)) == "embedding"
+
+
+def test_small_channels_count_beside_large_ones() -> None:
+    """A YOLO-like output [N, 4 + 80, anchors]: box channels in pixels (variance ~1e4) beside class scores of
+    variance ~1e-8. A candidate with the boxes right and the class scores of other images scores low (each
+    channel counts the same); a channel constant in the original is floored, not divided by zero."""
+    boxes = 300 * torch.rand(64, 4, 100, generator=G)
+    scores = 1e-4 * torch.rand(64, 80, 100, generator=G)
+    ref = torch.cat([boxes, scores], 1)
+    wrong = torch.cat([boxes, scores[torch.randperm(64, generator=G)]], 1)
+    f = Fidelity([ref])
+    assert f.score([ref.clone()]) == pytest.approx(1.0, abs=1e-6)
+    assert f.score([wrong]) < 0.1
+    ref[:, 5] = 0.0  # a dead channel
+    near = ref + 1e-9 * torch.randn(ref.shape, generator=G)
+    assert Fidelity([ref]).score([near]) > 0.99

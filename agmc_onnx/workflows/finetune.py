@@ -100,7 +100,7 @@ def run_finetune(
             augment=augment, flip=flip, distill_alpha=distill_alpha, device=device, seed=seed,
         )  # fmt: skip
         # the teacher as loaded (normalised): exporters' weight-sharing Identity nodes do not convert to torch
-        teacher_proto = load_model(teacher).proto if teacher is not None else None
+        teacher_proto = load_model(teacher, input_shapes=ctx.input_shapes).proto if teacher is not None else None
         result = finetune(ctx.model.source, train, held, cfg, teacher=teacher_proto, test=test, progress=progress,
                           output_kinds=output_kinds, output_weights=output_weights)  # fmt: skip
         proto = ctx.describe(result.proto)

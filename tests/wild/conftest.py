@@ -91,7 +91,8 @@ SEG_SIZES = ((1, 3, 96, 96), (1, 3, 128, 160))
 SPECS: dict[str, Spec] = {
     **HANDWRITTEN,
     "ultra_yolov8n": Spec(batch=1), "ultra_yolo11n": Spec(batch=1),
-    "ultra_yolov8n_dyn": Spec(sizes=YOLO_SIZES), "ultra_yolo11n_dyn": Spec(sizes=YOLO_SIZES),
+    "ultra_yolov8n_dyn": Spec(sizes=YOLO_SIZES), "ultra_yolov8n_cal_dyn": Spec(sizes=YOLO_SIZES),
+    "ultra_yolo11n_dyn": Spec(sizes=YOLO_SIZES),
     # trained PaddleOCR nets on random inputs: probabilities (floor 1); rec's float error grows over its
     # depth smoothly (1e-6 at layer 20, 1.4e-4 at the output), no step anywhere
     "paddle_det": Spec(given=(1, 3, 320, 320), sizes=((1, 3, 320, 320), (1, 3, 416, 608)), floor=1.0),
