@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -164,6 +164,24 @@ def resolve_preprocess(model: ModelGraph | PathLike, sidecar: PathLike | None = 
     return Preprocess.for_model(model, sidecar, **flags)
 
 
+def sized_by_input_shape(pre: Preprocess | None, graph: ModelGraph, notes: list[str]) -> Preprocess | None:
+    """Images go to the size `--input-shape` gives a dynamic-size image input (over an exporter's `imgsz`, a
+    sidecar's or a recorded size): the run analyses, searches and trains at one size, the one the user asked."""
+    shapes = graph.input_shapes
+    if pre is None or shapes is None or shapes.source != "--input-shape":
+        return pre
+    name = next(iter(shapes.dims), None)
+    dims = shapes.dims.get(name) if name is not None else None
+    if name not in shapes.dynamic or dims is None or len(dims) != 4:
+        return pre
+    size = (int(dims[1]), int(dims[2])) if pre.layout == "NHWC" else (int(dims[2]), int(dims[3]))
+    if pre.size != size:
+        was = "their own size" if pre.size is None else f"{pre.size[0]}x{pre.size[1]}"
+        notes.append(f"images go to {size[0]}x{size[1]} ({pre.resize}), the --input-shape of {name!r}, not {was}")
+        pre = replace(pre, size=size)
+    return pre
+
+
 def build_context(
     model: PathLike | ModelGraph,
     data: PathLike | None = None,
@@ -192,6 +210,7 @@ def build_context(
         ctx.preprocess = preprocess or resolve_preprocess(graph, sidecar, **(flags or {})) if given else own_preprocess(graph)
         return ctx
     ctx.preprocess = preprocess or resolve_preprocess(graph, sidecar, **(flags or {})) if given else data_preprocess(graph)
+    ctx.preprocess = sized_by_input_shape(ctx.preprocess, graph, ctx.notes)
     if ctx.preprocess is not None and ctx.preprocess.source == ULTRALYTICS_SOURCE:
         ctx.notes.append(f"preprocessing from the model's Ultralytics metadata: {ctx.preprocess.describe()}; "
                          "--resize / --scale / --mean / --std / --channel-order or a sidecar override it")
