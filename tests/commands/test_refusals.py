@@ -22,7 +22,6 @@ from tests.commands.refusal_kit import (
     custom_op,
     dynamic_spatial,
     huge_external,
-    images,
     int64_input,
     invoke,
     mismatched_weights,
@@ -305,19 +304,6 @@ def _empty_dir(d: Path) -> str:
     return "empty"
 
 
-def _mixed_sizes(d: Path) -> str:
-    """An ImageFolder ('mixed/train/<class>/*.png', same for test) whose images are 8x8 and 12x12."""
-    from PIL import Image
-
-    for split in ("train", "test"):
-        for c in range(4):
-            folder = d / "mixed" / split / f"c{c}"
-            folder.mkdir(parents=True)
-            for i, size in enumerate((8, 12) * 3):
-                Image.fromarray(images(1, size=size, seed=i)[0]).save(folder / f"{i}.png")
-    return "mixed"
-
-
 LABELS = ("label", "class")
 DATA: dict[str, Case] = {
     "prune/--data-missing": Case(prune("--data", "nope", base=SEARCH), ("nope",), ("not exist", "not found", "no such")),
@@ -340,10 +326,6 @@ DATA: dict[str, Case] = {
         lambda d: ["prune", model(d), *SEARCH, "--data", data(d, "c2.npz", channels=2)], ("c2.npz",), ("channel", "c in", "must be")),
     "prune/data-not-an-npz": Case(lambda d: ["prune", model(d), *SEARCH, "--data", write(d, "x.npz", "hello")],
                                   ("x.npz",), ("npz", "readable")),
-    "prune/images-of-mixed-sizes": Case(
-        lambda d: ["prune", model(d, proto=dynamic_spatial()), *SEARCH, "--data", _mixed_sizes(d),
-                   "--input-shape", "input:1,3,8,8"], ("mixed",),
-        ("size",)),
     "finetune/--distill-corrupt": Case(lambda d: [*finetune()(d), "--distill", write(d, "t.onnx", b"garbage")],
                                        ("t.onnx",), UNREADABLE),
     "finetune/--original-corrupt": Case(lambda d: [*finetune()(d), "--original", write(d, "o.onnx", b"garbage")],

@@ -31,8 +31,9 @@ def _folder(tmp_path: Path) -> Path:
     folder = tmp_path / "frames"
     folder.mkdir()
     rng = np.random.default_rng(0)
-    for i in range(6):
-        Image.fromarray(rng.integers(0, 256, (48, 40, 3), dtype=np.uint8)).save(folder / f"f{i}.png")
+    for i in range(6):  # of two sizes: a size to bring them to is needed, and --input-shape gives one
+        h, w = (48, 40) if i % 2 else (30, 50)
+        Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(folder / f"f{i}.png")
     return folder
 
 
