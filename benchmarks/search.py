@@ -410,6 +410,27 @@ def plot(models: list[dict[str, Any]], out: Path) -> None:
     plt.close(fig)
 
 
+def merge_runs(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Several runs' search.json as one: rows concatenated (a repeated model/strategy/seed is refused), each
+    model's curves and rewards united, the commands joined in order, walls summed."""
+    rows: list[dict[str, Any]] = []
+    models: dict[str, dict[str, Any]] = {}
+    seen: set[tuple[str, str, int]] = set()
+    for run in runs:
+        for r in run["rows"]:
+            key = (r["model"], r["strategy"], r["seed"])
+            if key in seen:
+                raise SystemExit(f"--merge: {key} is in two runs")
+            seen.add(key)
+            rows.append(r)
+        for m in run["models"]:
+            into = models.setdefault(m["model"], {**m, "curves": {}, "rewards": {}})
+            into["curves"].update(m.get("curves", {}))
+            into["rewards"].update(m.get("rewards", {}))
+    return {"command": " ; ".join(r["command"] for r in runs), "wall": sum(r.get("wall", 0.0) for r in runs),
+            "rows": rows, "models": list(models.values())}  # fmt: skip
+
+
 def main(argv: list[str] | None = None) -> int:
     """Command line."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -433,7 +454,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=None, help="directory for search.md, search.json, search.png")
     p.add_argument("--render", type=Path, default=None, metavar="JSON",
                    help="only re-write search.md (and search.png) beside an earlier run's search.json")
+    p.add_argument("--merge", type=Path, nargs="+", default=None, metavar="JSON",
+                   help="with --out: one report from several runs' search.json (other seeds or strategies of the "
+                        "same models; their commands are listed)")
     args = p.parse_args(argv)
+    if args.merge:
+        if not args.out:
+            p.error("--merge needs --out")
+        merged = merge_runs([json.loads(f.read_text()) for f in args.merge])
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "search.json").write_text(json.dumps(merged, indent=1))
+        args.render = args.out / "search.json"
     if args.render:
         saved = json.loads(args.render.read_text())
         text = markdown(saved["rows"], saved["models"], saved["command"], saved.get("wall", float("nan")))
