@@ -57,8 +57,8 @@ class SearchDefaults:
     def note(self) -> str:
         """One line for the output: what runs, and why when scaled down."""
         why = " (no GPU: scaled down for the CPU; --episodes / --reward-images to change)" if self.scaled else ""
-        return (f"search on {self.device}: {self.episodes} episodes, {self.reward_images} reward images, "
-                f"{self.calib_images} BN calibration images{why}")  # fmt: skip
+        return (f"search on {self.device}: {self.episodes} episodes, up to {self.reward_images} reward images (at "
+                f"most half the train split), {self.calib_images} BN calibration images{why}")  # fmt: skip
 
 
 def search_defaults(device: str | None = None, episodes: int | None = None, reward_images: int | None = None,
