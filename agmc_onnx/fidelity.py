@@ -89,6 +89,20 @@ class Fidelity:
         self.variances = [channel_variance(r) if s.kind == "dense" else None
                           for s, r in zip(self.specs, self.references, strict=True)]  # fmt: skip
 
+    def insensitive(self, threshold: float = 1e-3) -> dict[str, float]:
+        """Outputs that barely change with the input: their spread over the examples (std over axis 0, mean
+        over elements) relative to their whole spread, where below `threshold`. Fidelity cannot rank
+        candidates on such an output (a random-weight net whose activations vanish scores every plan 1.0)."""
+        out: dict[str, float] = {}
+        for spec, ref in zip(self.specs, self.references, strict=True):
+            if len(ref) < 2:
+                continue
+            r = ref.double()
+            ratio = float(r.std(0, unbiased=False).mean() / r.std(unbiased=False).clamp_min(_EPS))
+            if ratio < threshold:
+                out[spec.name] = ratio
+        return out
+
     def describe(self) -> list[dict[str, Any]]:
         """Each graph output's form and weight, as reports give them."""
         return [{"name": o.name, "kind": o.kind, "weight": o.weight} for o in self.specs]

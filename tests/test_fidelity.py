@@ -104,3 +104,14 @@ def test_small_channels_count_beside_large_ones() -> None:
     ref[:, 5] = 0.0  # a dead channel
     near = ref + 1e-9 * torch.randn(ref.shape, generator=G)
     assert Fidelity([ref]).score([near]) > 0.99
+
+
+def test_outputs_that_do_not_depend_on_the_input_are_named() -> None:
+    """A random net whose activations vanished: the same output for every input (up to 1e-7) is named with its
+    spread; outputs that follow the input are not."""
+    anchors = torch.arange(100.0).repeat(64, 4, 1)  # varies over positions, not over examples
+    flat = anchors + 1e-7 * randn(64, 4, 100)
+    live = 4 * randn(64, 10)
+    got = Fidelity([flat, live], ["boxes", "logits"]).insensitive()
+    assert list(got) == ["boxes"] and got["boxes"] < 1e-6
+    assert Fidelity([randn(64, 4, 100)]).insensitive() == {}

@@ -175,6 +175,14 @@ def search_prune(
     original_reward = evaluate_onnx(analysis.model.proto, sd.reward) if labelled else None
     warning = None if original_reward is None else low_accuracy_warning(
         original_reward, "labelled reward split", ctx.preprocess if ctx else None, ctx.path if ctx else None)
+    if reward == "fidelity" and strategy in SEARCH_STRATEGIES:
+        flat = reference_fidelity(analysis.model.proto, sd.reward, output_kinds, output_weights).insensitive()
+        if flat:
+            many = len(flat) > 1
+            said = (f"the original's output{'s' if many else ''} {', '.join(flat)} barely change{'' if many else 's'} with the "
+                    f"input (spread over the inputs {min(flat.values()):.1e} of the whole): the fidelity reward "
+                    "cannot tell plans apart; random weights, or inputs the model does not respond to?")
+            warning = f"{warning}; {said}" if warning else said
     if warning and warn is not None:
         warn(warning)
     searching = strategy in SEARCH_STRATEGIES

@@ -163,3 +163,34 @@ def test_two_inputs_by_name(tmp_path: Path) -> None:
     models = rep["models"]
     assert 0 < models["pruned"]["fidelity"] < models["finetuned"]["fidelity"] < 1
     assert count_macs(onnx.load(str(tmp_path / "two.pruned.onnx"))) <= 0.7 * models["original"]["macs"] * 1.01
+
+
+class _Deaf(torch.nn.Module):
+    """Conv-BN-ReLU then a 1x1 conv with zero weights: a constant output whatever the input."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = torch.nn.Sequential(torch.nn.Conv2d(1, 8, 3, padding=1), torch.nn.BatchNorm2d(8), torch.nn.ReLU())
+        self.head = torch.nn.Conv2d(8, 4, 1)
+        torch.nn.init.zeros_(self.head.weight)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.body(x))
+
+
+def test_an_output_deaf_to_its_input_is_warned_about(tmp_path: Path) -> None:
+    """Fidelity cannot rank plans of a model whose output ignores its input (a random net, wrong inputs): the
+    run says so and the report keeps the warning."""
+    model = tmp_path / "deaf.onnx"
+    torch.onnx.export(_Deaf().eval(), torch.zeros(1, 1, 28, 28), str(model), dynamo=False, opset_version=13,
+                      input_names=["x"], output_names=["y"], dynamic_axes={"x": {0: "b"}, "y": {0: "b"}},
+                      do_constant_folding=False)  # fmt: skip
+    x_train, x_test = _images(300, 60)
+    np.savez(tmp_path / "images.npz", x_train=x_train, x_test=x_test)
+    res = CliRunner().invoke(main, ["prune", str(model), "--data", str(tmp_path / "images.npz"), "--target-flops",
+                                    "0.5", "--episodes", "2", "--reward-images", "64", "--no-bench",
+                                    "-o", str(tmp_path / "out.onnx")])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    assert "output y barely changes with the input" in res.output
+    rep = json.loads((tmp_path / "out.report.json").read_text())
+    assert any("barely changes with the input" in w for w in rep["warnings"])
