@@ -8,6 +8,8 @@ accuracy- vs fidelity-rewarded agmc searches after equal recovery, and seconds p
     python benchmarks/label_free.py speed  --model fixtures/models/resnet20.onnx --plans 20 --out OUT
     python benchmarks/label_free.py search --model fixtures/models/resnet20.onnx --episodes 100 --seeds 0 1 \
         --epochs 2 --out OUT
+    python benchmarks/label_free.py recipe --model fixtures/models/resnet56.onnx --episodes 100 --seeds 0 \
+        --epochs 2 [--variants '{"T1": {"temperature": 1}}'] --out OUT
 
 Each writes OUT/<what>_<model><tag>.json (benchmarks/label_free/ holds the committed ones; label_free.md the
 tables). `forms`: the plans an accuracy-rewarded agmc search of --episodes visits (or --plans random plans at
@@ -20,7 +22,8 @@ all plans and over the better half. --dense-outputs adds a feature map and an em
 accuracy and the fidelity rewards. `search`: agmc rewarded by accuracy and by fidelity (same episodes and
 seed), then the same recovery for both (--epochs of label-free distillation, and of labelled fine-tuning),
 TEST accuracy before and after, seconds per episode. `speed`: seconds per scored candidate with either reward,
-the same plans scored alternately. Data: the shipped Fashion-MNIST subset. One scoring
+the same plans scored alternately. `recipe`: one fidelity-rewarded agmc plan per seed,
+recovered by each distillation recipe (temperature, colour jitter; labelled fine-tuning beside them). Data: the shipped Fashion-MNIST subset. One scoring
 thread (the machine's 2 cores are shared).
 """
 
@@ -237,17 +240,58 @@ def cmd_noise(args: argparse.Namespace) -> dict[str, Any]:
             "subsets": args.subsets, "plans": list(plans), "scores": scores, "summary": summary}  # fmt: skip
 
 
-def recover(proto: Any, ctx: Any, epochs: int, labels: bool, seed: int) -> float:
-    """TEST accuracy after `epochs` of fine-tuning: labelled cross-entropy, or distillation without labels."""
+def recover(proto: Any, ctx: Any, epochs: int, labels: bool, seed: int, teacher: bool | None = None,
+            **recipe: float) -> float:  # fmt: skip
+    """TEST accuracy after `epochs` of fine-tuning: labelled cross-entropy (with distillation when `teacher`), or
+    distillation without labels; `recipe` overrides FinetuneConfig's defaults (temperature, color)."""
     from agmc_onnx.evaluate import evaluate_onnx
     from agmc_onnx.finetune import FinetuneConfig, finetune
 
     train, held = ctx.finetune_data()
     if not labels:
         train, held = train.without_labels(), held.without_labels()
-    cfg = FinetuneConfig(epochs=epochs, seed=seed)
-    res = finetune(proto, train, held, cfg, teacher=None if labels else str(ctx.path), test=ctx.test, progress=False)
+    teach = not labels if teacher is None else teacher
+    cfg = FinetuneConfig(epochs=epochs, seed=seed, **recipe)
+    res = finetune(proto, train, held, cfg, teacher=str(ctx.path) if teach else None, test=ctx.test, progress=False)
     return evaluate_onnx(res.proto, ctx.test)
+
+
+RECIPES = {  # name: recover() keywords; "T4 + colour" was the default before this benchmark
+    "distilled T4 + colour 0.1": {"temperature": 4.0, "color": 0.1},
+    "distilled T4": {"temperature": 4.0},
+    "distilled T2": {"temperature": 2.0},
+    "distilled T1": {"temperature": 1.0},
+    "labelled": {"labels": True},
+}
+
+
+def cmd_recipe(args: argparse.Namespace) -> dict[str, Any]:
+    """One fidelity-rewarded agmc plan per seed, recovered by each recipe for --epochs: TEST accuracy."""
+    from agmc_onnx.evaluate import evaluate_onnx
+    from agmc_onnx.finetune import FinetuneConfig
+    from agmc_onnx.workflows.context import build_context
+    from agmc_onnx.workflows.search import search_prune
+
+    variants = json.loads(args.variants) if args.variants else RECIPES
+    rows = []
+    for seed in args.seeds:
+        ctx = build_context(args.model, DATA, seed=seed)
+        res = search_prune(args.model, args.target, "agmc", data=ctx, episodes=args.episodes, seed=seed,
+                           reward="fidelity", threads=1, device="cpu")  # fmt: skip
+        pruned = evaluate_onnx(res.prune.proto, ctx.test)
+        for name, kw in variants.items():
+            t0 = time.perf_counter()
+            kw = dict(kw)
+            labels = bool(kw.pop("labels", False))
+            acc = recover(res.prune.proto, ctx, args.epochs, labels, seed, **kw)
+            row = {"seed": seed, "recipe": name, "settings": kw, "labels": labels, "test_pruned": pruned,
+                   f"test_after_{args.epochs}ep": acc, "seconds": time.perf_counter() - t0}  # fmt: skip
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+    defaults = FinetuneConfig()
+    return {"kind": "recipe", "model": args.model, "target": args.target, "episodes": args.episodes,
+            "seeds": args.seeds, "epochs": args.epochs, "rows": rows,
+            "defaults": {"temperature": defaults.temperature, "color": defaults.color}}  # fmt: skip
 
 
 def cmd_search(args: argparse.Namespace) -> dict[str, Any]:
@@ -276,8 +320,11 @@ def cmd_search(args: argparse.Namespace) -> dict[str, Any]:
                     row[key] = recover(res.prune.proto, ctx, args.epochs, labels, seed)
             rows.append(row)
             print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()}), flush=True)
+    from agmc_onnx.finetune import FinetuneConfig
+
+    recipe = {"temperature": FinetuneConfig().temperature, "color": FinetuneConfig().color}
     return {"kind": "search", "model": args.model, "target": args.target, "episodes": args.episodes,
-            "seeds": args.seeds, "epochs": args.epochs, "rows": rows}  # fmt: skip
+            "seeds": args.seeds, "epochs": args.epochs, "rows": rows, "recipe": recipe}  # fmt: skip
 
 
 def cmd_speed(args: argparse.Namespace) -> dict[str, Any]:
@@ -306,7 +353,7 @@ def cmd_speed(args: argparse.Namespace) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     """Command line."""
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("what", choices=["forms", "noise", "search", "speed"])
+    p.add_argument("what", choices=["forms", "noise", "search", "speed", "recipe"])
     p.add_argument("--model", default=str(ROOT / "fixtures" / "models" / "resnet20.onnx"))
     p.add_argument("--target", type=float, default=0.5)
     p.add_argument("--plans", type=int, default=40)
@@ -323,9 +370,12 @@ def main(argv: list[str] | None = None) -> int:
                    help="forms: the model with two feature maps as extra outputs (fixtures/multi_output.py)")
     p.add_argument("--out", type=Path, default=Path("/tmp/label_free"))
     p.add_argument("--tag", default="", help="suffix of the JSON file's name")
+    p.add_argument("--variants", default="", help="recipe: JSON {name: {temperature, color, labels}} (default: "
+                   "T4 + colour 0.1, T4, T2, T1, labelled)")
     args = p.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
-    result = {"forms": cmd_forms, "noise": cmd_noise, "search": cmd_search, "speed": cmd_speed}[args.what](args)
+    commands = {"forms": cmd_forms, "noise": cmd_noise, "search": cmd_search, "speed": cmd_speed, "recipe": cmd_recipe}
+    result = commands[args.what](args)
     name = f"{args.what}_{Path(args.model).stem}{args.tag}.json"
     (args.out / name).write_text(json.dumps(result, indent=1))
     print(json.dumps(result.get("summary", {}), indent=1))

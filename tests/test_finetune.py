@@ -141,6 +141,10 @@ def test_bad_config_is_input_error() -> None:
         FinetuneConfig(epochs=-1)
     with pytest.raises(InputError):
         FinetuneConfig(optimizer="rmsprop")
+    with pytest.raises(InputError):
+        FinetuneConfig(temperature=0.0)
+    with pytest.raises(InputError):
+        FinetuneConfig(color=-0.1)
 
 
 def test_torch_accuracy_matches_labels() -> None:

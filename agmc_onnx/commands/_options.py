@@ -116,6 +116,26 @@ def gates_from(kwargs: dict[str, Any]) -> Gates:
     return Gates(**{name: kwargs.pop(name, None) for name in GATE_OPTIONS})
 
 
+def distill_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Add the distillation recipe options shared by `prune --finetune-epochs` and `finetune`."""
+    options = [
+        click.option("--temperature", type=click.FloatRange(min=0, min_open=True), default=None,
+                     help="Distillation softmax temperature for class-score outputs (default 1: Hinton's 4 "
+                          "recovered less in short fine-tuning, benchmarks/label_free.md)."),
+        click.option("--color-jitter", type=click.FloatRange(min=0), default=None,
+                     help="Image augmentation: random contrast x(1 +- C) and brightness +- C std (default 0: off)."),
+    ]  # fmt: skip
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def distill_from(kwargs: dict[str, Any]) -> dict[str, float]:
+    """The distillation recipe flags that were given (pops them), as FinetuneConfig keywords."""
+    given = {"temperature": kwargs.pop("temperature", None), "color": kwargs.pop("color_jitter", None)}
+    return {k: v for k, v in given.items() if v is not None}
+
+
 def prune_run_options(func: Callable[..., Any]) -> Callable[..., Any]:
     """Add the fine-tune, latency and gate options of `prune`."""
     options = [
@@ -124,7 +144,7 @@ def prune_run_options(func: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--distill", is_flag=True,
                      help="Distil from the original model while fine-tuning (always, alone, when the data has no labels)."),
         click.option("--augment/--no-augment", default=True, show_default=True,
-                     help="Fine-tuning augmentations for image inputs: crop + flip (+ colour jitter without labels)."),
+                     help="Fine-tuning augmentations for image inputs: crop + flip (+ --color-jitter)."),
         click.option("--bench/--no-bench", "do_bench", default=True, show_default=True,
                      help="Measure original vs pruned latency in ONNX Runtime (interleaved)."),
         click.option("--bench-batch", type=BATCHES, default="1", show_default=True,
@@ -148,7 +168,7 @@ def prune_run_options(func: Callable[..., Any]) -> Callable[..., Any]:
     ]  # fmt: skip
     for option in reversed(options):
         func = option(func)
-    return input_shape_option(preprocess_options(gate_options(func)))
+    return distill_options(input_shape_option(preprocess_options(gate_options(func))))
 
 
 def render_run(report: dict[str, Any]) -> None:

@@ -9,6 +9,8 @@ import click
 
 from agmc_onnx.commands._options import (
     BATCHES,
+    distill_from,
+    distill_options,
     gate_options,
     gates_from,
     input_shape_option,
@@ -74,7 +76,7 @@ def _default_output(model: str) -> Path:
     help="Training examples held out to pick the best epoch (default: a fifth, at most 5000).",
 )
 @click.option("--augment/--no-augment", default=True, show_default=True,
-              help="Image inputs: random crop + flip (+ colour jitter without labels); off for non-images.")
+              help="Image inputs: random crop + flip (+ --color-jitter); off for non-images.")
 @click.option(
     "--flip/--no-flip", default=True, show_default=True, help="Horizontal flips in the augmentation."
 )
@@ -88,6 +90,7 @@ def _default_output(model: str) -> Path:
 @click.option("--bench-repeats", type=click.IntRange(min=1), default=30, show_default=True)
 @click.option("--provider", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="ORT intra-op threads.")
+@distill_options
 @input_shape_option
 @preprocess_options
 @gate_options
@@ -100,6 +103,7 @@ def finetune_cmd(model: str, data_dir: str, **kw: Any) -> None:
     preprocess = preprocess_from(kw)
     batches = kw.pop("bench_batch")
     kw["input_shapes"] = input_shapes_from(kw)
+    kw["recipe"] = distill_from(kw)
     output = Path(kw.pop("output") or _default_output(model))
     request = validate_finetune(  # every flag, path and input, before torch is imported
         model, data_dir, output=output, report_path=kw["report_path"], distill=kw["distill"],

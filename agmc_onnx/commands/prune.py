@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from agmc_onnx.commands._options import (
+    distill_from,
     gates_from,
     input_shapes_from,
     preprocess_from,
@@ -94,7 +95,7 @@ def prune_cmd(model: str, target_flops: str | None, strategy: str | None, plan_p
         latency_batch=kw.pop("latency_batch"), latency_cache=kw.pop("latency_cache"),
         latency_rounds=kw.pop("latency_rounds"), preprocess=preprocess_from(kw), sidecar=kw.pop("sidecar"),
         gates=gates_from(kw), workers=workers, ray_address=ray_address, reward=reward, augment=kw.pop("augment"),
-        input_shapes=input_shapes_from(kw),
+        recipe=distill_from(kw), input_shapes=input_shapes_from(kw),
     )  # fmt: skip
     request = validate_prune(model, opts)  # every flag, path and input, before torch is imported
     from agmc_onnx.api import run_prune, search_defaults

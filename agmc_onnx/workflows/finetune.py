@@ -44,6 +44,7 @@ def run_finetune(
     augment: bool = True,
     flip: bool = True,
     distill_alpha: float = 0.5,
+    recipe: dict[str, float] | None = None,
     device: str | None = None,
     seed: int = 0,
     progress: bool = True,
@@ -70,7 +71,8 @@ def run_finetune(
     distilled from the original (`distill`, else `original`); the report gives every model's fidelity to
     that original on the test split (held out from the data when it has none), before and after. Everything
     is checked first (`validate_finetune`, or the `request` it returned); the files are committed at the
-    end, or none when the run fails."""
+    end, or none when the run fails. `recipe` overrides FinetuneConfig's distillation settings (temperature,
+    color)."""
     req = request or validate_finetune(
         model, data_dir, output=output, report_path=report_path, distill=distill, original=original,
         held_out=held_out, do_bench=do_bench, provider=provider, threads=threads, gates=gates,
@@ -97,7 +99,7 @@ def run_finetune(
             warn(low)
         cfg = FinetuneConfig(
             epochs=epochs, batch_size=batch_size, optimizer=optimizer, lr=lr, weight_decay=weight_decay,
-            augment=augment, flip=flip, distill_alpha=distill_alpha, device=device, seed=seed,
+            augment=augment, flip=flip, distill_alpha=distill_alpha, device=device, seed=seed, **(recipe or {}),
         )  # fmt: skip
         # the teacher as loaded (normalised): exporters' weight-sharing Identity nodes do not convert to torch
         teacher_proto = load_model(teacher, input_shapes=ctx.input_shapes).proto if teacher is not None else None

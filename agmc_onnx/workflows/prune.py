@@ -71,7 +71,7 @@ def _finetune(ctx: RunContext, proto: onnx.ModelProto, opts: PruneOptions, progr
     from agmc_onnx.finetune import FinetuneConfig, finetune
 
     train, held = ctx.finetune_data()
-    cfg = FinetuneConfig(epochs=opts.finetune_epochs, seed=opts.seed, augment=opts.augment)
+    cfg = FinetuneConfig(epochs=opts.finetune_epochs, seed=opts.seed, augment=opts.augment, **opts.recipe)
     # the original as loaded (normalised): exporters' weight-sharing Identity nodes do not convert to torch
     teacher = ctx.model.proto if opts.distill or not ctx.labelled else None
     res = finetune(proto, train, held, cfg, teacher=teacher, test=ctx.test, progress=progress,

@@ -81,8 +81,22 @@ def test_finetune_command_without_labels(withheld: dict) -> None:
     assert models["original"]["fidelity"] == 1.0 and models["pruned"]["accuracy"] is None
     assert models["finetuned"]["fidelity"] > models["pruned"]["fidelity"]
     assert "fidelity" in res.output and rep["gates"]["passed"]
+    assert rep["finetune"]["config"]["temperature"] == 1.0 and rep["finetune"]["config"]["color"] == 0.0
     missing = CliRunner().invoke(main, args)
     assert missing.exit_code == 2 and "--distill" in missing.output
+
+
+def test_distillation_recipe_flags(withheld: dict) -> None:
+    """--temperature and --color-jitter reach the fine-tuning of `prune` (recorded in its report); a
+    temperature that is not positive is refused before any work."""
+    tmp = withheld["tmp"]
+    assert withheld["uniform"]["finetune"]["config"]["temperature"] == 1.0  # the default
+    rep = _prune(RESNET20, tmp / "images.npz", tmp / "hot.onnx", "--strategy", "uniform", "--temperature", "4",
+                 "--color-jitter", "0.1")  # fmt: skip
+    assert rep["finetune"]["config"]["temperature"] == 4.0 and rep["finetune"]["config"]["color"] == 0.1
+    bad = CliRunner().invoke(main, ["prune", str(RESNET20), "--data", str(tmp / "images.npz"), *COMMON,
+                                    "--temperature", "0", "-o", str(tmp / "cold.onnx")])  # fmt: skip
+    assert bad.exit_code == 2 and "--temperature" in bad.output and not (tmp / "cold.onnx").exists()
 
 
 def test_gates_and_reward_without_labels(withheld: dict) -> None:
