@@ -22,7 +22,7 @@ from fixtures.multi_output import with_dense_outputs
 
 ROOT = Path(__file__).resolve().parents[2]
 RESNET20 = ROOT / "fixtures" / "models" / "resnet20.onnx"
-COMMON = ["--target-flops", "0.5", "--reward-images", "128", "--finetune-epochs", "1", "--no-bench", "--threads", "1"]
+COMMON = ["--target-flops", "0.5", "--reward-images", "128", "--finetune-epochs", "2", "--no-bench", "--threads", "1"]
 
 
 def _images(n_train: int, n_test: int) -> tuple[np.ndarray, np.ndarray]:
@@ -42,7 +42,7 @@ def _prune(model: Path, data: Path, out: Path, *extra: str) -> dict:
 @pytest.fixture(scope="module")
 def withheld(tmp_path_factory: pytest.TempPathFactory) -> dict:
     """ResNet-20 pruned with default flags on images only (agmc, 8 episodes), and the uniform plan, each
-    recovered by one epoch of distillation."""
+    recovered by two epochs of distillation."""
     tmp = tmp_path_factory.mktemp("labelfree")
     x_train, x_test = _images(1000, 200)
     np.savez(tmp / "images.npz", x_train=x_train, x_test=x_test)  # labels withheld
