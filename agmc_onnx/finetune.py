@@ -7,6 +7,7 @@ graph output by its kind (agmc_onnx.distill), the best epoch picked by fidelity 
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import time
@@ -26,6 +27,7 @@ from agmc_onnx.data import fixed_batch
 from agmc_onnx.distill import DistillLoss, augment, hinton_loss, is_image_batch
 from agmc_onnx.errors import AgmcError, InputError
 from agmc_onnx.evaluate import all_outputs, as_inputs, evaluate_onnx, fidelity_onnx, first
+from agmc_onnx.feature_distill import FeatureDistill
 from agmc_onnx.fidelity import Fidelity
 
 # The exported model's test accuracy must match the torch model's within this many points.
@@ -65,6 +67,8 @@ class FinetuneConfig:
     #                     points of distilled accuracy on Fashion-MNIST ResNet-56, benchmarks/label_free.md)
     bn_recalibrate: bool = True  # after each epoch, BN statistics re-estimated on clean training inputs
     distill_alpha: float = 0.5  # weight of the distillation loss when a teacher is given
+    feature_points: int = 0  # also match this many intermediate stage ends (agmc_onnx.feature_distill); 0: off
+    feature_weight: float = 1.0  # weight of that hint loss beside the output loss
     temperature: float = 1.0  # distillation softmax temperature: T=1 recovered 2.75 points more than Hinton's
     #                           T=4 in 2 epochs on ResNet-56 (benchmarks/label_free.md, "distillation recipe")
     device: str | None = None  # None: cuda when torch sees one, else cpu
@@ -85,6 +89,9 @@ class FinetuneConfig:
             raise InputError(f"distillation weight must be in [0, 1], got {self.distill_alpha}")
         if not self.temperature > 0:
             raise InputError(f"distillation temperature must be positive, got {self.temperature}")
+        if self.feature_points < 0 or self.feature_weight < 0:
+            raise InputError(f"feature distillation needs >= 0 places and weight, got {self.feature_points}, "
+                             f"{self.feature_weight}")  # fmt: skip
         if self.color < 0:
             raise InputError(f"colour jitter must be >= 0, got {self.color}")
 
@@ -128,6 +135,7 @@ class FinetuneResult:
     selected_by: str = "accuracy"  # what best_held_out measures: "accuracy" or "fidelity" (no labels)
     test_fidelity_torch: float | None = None  # vs the teacher, when one was given
     test_fidelity_onnx: float | None = None
+    feature_points: list[str] = field(default_factory=list)  # the stage ends matched (feature distillation)
 
     def summary(self) -> dict[str, Any]:
         """A JSON-ready summary (no model)."""
@@ -327,6 +335,10 @@ def finetune(
     steps = n // bs  # drop the ragged last batch: BN in train mode dislikes batches of one
     total = steps * cfg.epochs
     opt = _optimizer(student, cfg)
+    hints: FeatureDistill | None = None
+    if cfg.feature_points and teacher_module is not None:
+        hints = FeatureDistill(student, teacher_module, [t[:64] for t in xs_all], cfg.feature_points)
+        opt.add_param_group({"params": list(hints.parameters()), "weight_decay": 0.0})
     base_lrs = [g["lr"] for g in opt.param_groups]
     warmup = int(cfg.warmup_epochs * steps)
     use_aug = cfg.augment and is_image_batch(xs_all[0][:1])
@@ -358,12 +370,15 @@ def finetune(
                 xs = [t[idx] for t in xs_all]
                 if use_aug:
                     xs[0] = augment(xs[0], gen, flip=cfg.flip, color=cfg.color)
-                outs = all_outputs(student(*xs))
                 kd = None
-                if distill is not None and teacher_module is not None and (y_all is None or cfg.distill_alpha > 0):
-                    with torch.no_grad():
-                        targets = all_outputs(teacher_module(*xs))
-                    kd = distill(outs, targets)
+                with hints.recording() if hints is not None else contextlib.nullcontext():
+                    outs = all_outputs(student(*xs))
+                    if distill is not None and teacher_module is not None and (y_all is None or cfg.distill_alpha > 0):
+                        with torch.no_grad():
+                            targets = all_outputs(teacher_module(*xs))
+                        kd = distill(outs, targets)
+                        if hints is not None:
+                            kd = kd + cfg.feature_weight * hints.loss()
                 if y_all is None:
                     assert kd is not None  # no labels: a teacher was required above
                     loss = kd
@@ -393,6 +408,8 @@ def finetune(
             if score > best:
                 best, best_epoch = score, epoch
                 best_state = copy.deepcopy(student.state_dict())
+    if hints is not None:
+        hints.close()
     student.load_state_dict(best_state)
     student.eval()
     # traced on real examples (at the fixed batch when the file fixes one: its reshapes hold it), declaring the
@@ -435,4 +452,5 @@ def finetune(
         selected_by="fidelity" if held_ref is not None else "accuracy",
         test_fidelity_torch=fid_torch if on_test else None,
         test_fidelity_onnx=fid_onnx if on_test else None,
+        feature_points=list(hints.points) if hints is not None else [],
     )

@@ -124,15 +124,19 @@ def distill_options(func: Callable[..., Any]) -> Callable[..., Any]:
                           "recovered less in short fine-tuning, benchmarks/label_free.md)."),
         click.option("--color-jitter", type=click.FloatRange(min=0), default=None,
                      help="Image augmentation: random contrast x(1 +- C) and brightness +- C std (default 0: off)."),
+        click.option("--distill-features", type=click.IntRange(min=0), default=None,
+                     help="Also distil N intermediate feature maps (the deepest stage ends both models name "
+                          "alike, through a learned 1x1 projection); default 0: outputs only."),
     ]  # fmt: skip
     for option in reversed(options):
         func = option(func)
     return func
 
 
-def distill_from(kwargs: dict[str, Any]) -> dict[str, float]:
+def distill_from(kwargs: dict[str, Any]) -> dict[str, Any]:
     """The distillation recipe flags that were given (pops them), as FinetuneConfig keywords."""
-    given = {"temperature": kwargs.pop("temperature", None), "color": kwargs.pop("color_jitter", None)}
+    given = {"temperature": kwargs.pop("temperature", None), "color": kwargs.pop("color_jitter", None),
+             "feature_points": kwargs.pop("distill_features", None)}
     return {k: v for k, v in given.items() if v is not None}
 
 

@@ -109,7 +109,7 @@ def finetune_cmd(model: str, data_dir: str, **kw: Any) -> None:
         model, data_dir, output=output, report_path=kw["report_path"], distill=kw["distill"],
         original=kw["original"], held_out=kw["held_out"], do_bench=kw["do_bench"], provider=kw["provider"],
         threads=kw["threads"], gates=gates, preprocess=preprocess, sidecar=kw["sidecar"], seed=kw["seed"],
-        input_shapes=kw["input_shapes"],
+        input_shapes=kw["input_shapes"], feature_points=kw["recipe"].get("feature_points", 0),
     )  # fmt: skip
     from agmc_onnx.api import run_finetune
 

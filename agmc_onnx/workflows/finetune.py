@@ -44,7 +44,7 @@ def run_finetune(
     augment: bool = True,
     flip: bool = True,
     distill_alpha: float = 0.5,
-    recipe: dict[str, float] | None = None,
+    recipe: dict[str, Any] | None = None,
     device: str | None = None,
     seed: int = 0,
     progress: bool = True,
@@ -72,11 +72,12 @@ def run_finetune(
     that original on the test split (held out from the data when it has none), before and after. Everything
     is checked first (`validate_finetune`, or the `request` it returned); the files are committed at the
     end, or none when the run fails. `recipe` overrides FinetuneConfig's distillation settings (temperature,
-    color)."""
+    color, feature_points)."""
     req = request or validate_finetune(
         model, data_dir, output=output, report_path=report_path, distill=distill, original=original,
         held_out=held_out, do_bench=do_bench, provider=provider, threads=threads, gates=gates,
         preprocess=preprocess, sidecar=sidecar, seed=seed, input_shapes=input_shapes,
+        feature_points=(recipe or {}).get("feature_points", 0),
     )  # fmt: skip
     from agmc_onnx import bench, report
 

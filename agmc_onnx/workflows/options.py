@@ -53,7 +53,7 @@ class PruneOptions:
     ray_address: str | None = None  # a Ray cluster to join (None: a private Ray on this machine)
     reward: str | None = None  # "accuracy" | "fidelity"; None: accuracy with labels, fidelity without
     augment: bool = True  # fine-tuning augmentations (image inputs only)
-    recipe: dict[str, float] = field(default_factory=dict)  # FinetuneConfig's temperature / color, when given
+    recipe: dict[str, Any] = field(default_factory=dict)  # FinetuneConfig's temperature / color / feature_points
     output_kinds: dict[str, str] | None = None  # fidelity / distillation form per graph output (default inferred)
     output_weights: dict[str, float] | None = None  # weight per graph output (default equal)
     input_shapes: dict[str, tuple[int, ...]] | None = None  # --input-shape: the size a dynamic file is analysed at

@@ -73,7 +73,7 @@ def _finetune(ctx: RunContext, proto: onnx.ModelProto, opts: PruneOptions, progr
     train, held = ctx.finetune_data()
     cfg = FinetuneConfig(epochs=opts.finetune_epochs, seed=opts.seed, augment=opts.augment, **opts.recipe)
     # the original as loaded (normalised): exporters' weight-sharing Identity nodes do not convert to torch
-    teacher = ctx.model.proto if opts.distill or not ctx.labelled else None
+    teacher = ctx.model.proto if opts.distill or not ctx.labelled or opts.recipe.get("feature_points") else None
     res = finetune(proto, train, held, cfg, teacher=teacher, test=ctx.test, progress=progress,
                    output_kinds=opts.output_kinds, output_weights=opts.output_weights)  # fmt: skip
     mode = "cross-entropy" + (" + distillation" if teacher is not None else "") if ctx.labelled else "distillation (no labels)"

@@ -152,7 +152,8 @@ def validate_finetune(model: PathLike, data: PathLike, *, output: PathLike, repo
                       distill: PathLike | None = None, original: PathLike | None = None, held_out: int | None = None,
                       do_bench: bool = True, provider: str = "cpu", threads: int | None = None,
                       gates: Gates | None = None, preprocess: dict[str, Any] | None = None,
-                      sidecar: PathLike | None = None, seed: int = 0, input_shapes: Any = None) -> FinetuneRequest:  # fmt: skip
+                      sidecar: PathLike | None = None, seed: int = 0, input_shapes: Any = None,
+                      feature_points: int = 0) -> FinetuneRequest:  # fmt: skip
     """`finetune`: gate contradictions, paths, the model and its teacher/baseline, the data (test split and
     labels), --held-out against the training examples, runtime."""
     gates = gates or Gates()
@@ -180,6 +181,8 @@ def validate_finetune(model: PathLike, data: PathLike, *, output: PathLike, repo
     if not ctx.labelled and baseline is None:
         raise InputError("the data has no labels: fine-tuning distils from the original model; give it with "
                          "--distill ORIGINAL.onnx", data)  # fmt: skip
+    if feature_points and (distill if ctx.labelled else baseline) is None:
+        raise InputError("--distill-features matches the original's feature maps: give it with --distill ORIGINAL.onnx")
     n = len(ctx.train or ())
     if held_out is not None and not 0 < held_out < n:
         raise InputError(f"--held-out {held_out} is out of range: it must be below the {n} training examples "
@@ -210,6 +213,8 @@ def _prune_rules(opts: PruneOptions, strategy: str, bench: bool) -> None:
          "--max-latency-ms needs the latency measurement, which --no-bench turns off"),
         (opts.distill and not opts.finetune_epochs,
          "--distill distils while fine-tuning: it needs --finetune-epochs N (and --data)"),
+        (opts.recipe.get("feature_points") and not opts.finetune_epochs,
+         "--distill-features distils while fine-tuning: it needs --finetune-epochs N (and --data)"),
         (strategy in SEARCH_STRATEGIES and not data, f"--strategy {strategy} scores candidates on data: give --data DIR"),
         (opts.decoder == "stepwise" and opts.agent != "ddpg",
          "--decoder stepwise (per-step re-encoding) works with --agent ddpg only"),

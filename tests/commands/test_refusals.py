@@ -223,6 +223,9 @@ FLAGS: dict[str, Case] = {
     "finetune/--epochs=-1": _flag(finetune, "--epochs", "-1"),
     "finetune/--batch-size=0": _flag(finetune, "--batch-size", "0"),
     "finetune/--distill-alpha=2": _flag(finetune, "--distill-alpha", "2"),
+    "finetune/--temperature=0": _flag(finetune, "--temperature", "0"),
+    "finetune/--distill-features=-1": _flag(finetune, "--distill-features", "-1"),
+    "prune/--color-jitter=-1": _flag(prune, "--color-jitter", "-1"),
     "finetune/--min-accuracy=-5": _flag(finetune, "--min-accuracy", "-5"),
     "bench/--batch=0": _flag(bench, "--batch", "0"),
     "bench/--batch=abc": _flag(bench, "--batch", "abc"),
@@ -244,6 +247,11 @@ CONTRADICTIONS: dict[str, Case] = {
                                               ("--no-bench", "bench", "measure")),
     "prune/--distill-without-finetune": Case(prune("--distill", with_data=True, base=["--strategy", "uniform", *UNIFORM]),
                                              ("--distill",), ("--finetune-epochs", "fine-tun")),
+    "prune/--distill-features-without-finetune": Case(
+        prune("--distill-features", "2", with_data=True, base=["--strategy", "uniform", *UNIFORM]),
+        ("--distill-features",), ("--finetune-epochs", "fine-tun")),
+    "finetune/--distill-features-without-teacher": Case(finetune("--distill-features", "2"), ("--distill-features",),
+                                                        ("--distill", "original")),
     "prune/--policy-with-uniform": Case(
         lambda d: ["prune", model(d), *UNIFORM, "--strategy", "uniform", "--policy", torch_file(d, "p.pt", {"kind": "agmc"})],
         ("--policy",), ("search", "--strategy", "uniform"),
