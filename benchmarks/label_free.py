@@ -261,6 +261,7 @@ RECIPES = {  # name: recover() keywords; "T4 + colour" was the default before th
     "distilled T4": {"temperature": 4.0},
     "distilled T2": {"temperature": 2.0},
     "distilled T1": {"temperature": 1.0},
+    "distilled T1 + 3 feature maps": {"temperature": 1.0, "feature_points": 3},
     "labelled": {"labels": True},
 }
 
@@ -371,7 +372,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=Path("/tmp/label_free"))
     p.add_argument("--tag", default="", help="suffix of the JSON file's name")
     p.add_argument("--variants", default="", help="recipe: JSON {name: {temperature, color, labels}} (default: "
-                   "T4 + colour 0.1, T4, T2, T1, labelled)")
+                   "T4 + colour 0.1, T4, T2, T1, T1 + 3 feature maps, labelled)")
     args = p.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     commands = {"forms": cmd_forms, "noise": cmd_noise, "search": cmd_search, "speed": cmd_speed, "recipe": cmd_recipe}

@@ -87,13 +87,14 @@ def test_finetune_command_without_labels(withheld: dict) -> None:
 
 
 def test_distillation_recipe_flags(withheld: dict) -> None:
-    """--temperature and --color-jitter reach the fine-tuning of `prune` (recorded in its report); a
+    """--temperature, --color-jitter and --distill-features reach the fine-tuning of `prune` (recorded in its report); a
     temperature that is not positive is refused before any work."""
     tmp = withheld["tmp"]
     assert withheld["uniform"]["finetune"]["config"]["temperature"] == 1.0  # the default
     rep = _prune(RESNET20, tmp / "images.npz", tmp / "hot.onnx", "--strategy", "uniform", "--temperature", "4",
-                 "--color-jitter", "0.1")  # fmt: skip
+                 "--color-jitter", "0.1", "--distill-features", "2")  # fmt: skip
     assert rep["finetune"]["config"]["temperature"] == 4.0 and rep["finetune"]["config"]["color"] == 0.1
+    assert len(rep["finetune"]["feature_points"]) == 2 and rep["finetune"]["config"]["feature_points"] == 2
     bad = CliRunner().invoke(main, ["prune", str(RESNET20), "--data", str(tmp / "images.npz"), *COMMON,
                                     "--temperature", "0", "-o", str(tmp / "cold.onnx")])  # fmt: skip
     assert bad.exit_code == 2 and "--temperature" in bad.output and not (tmp / "cold.onnx").exists()
