@@ -338,7 +338,11 @@ def finetune(
     hints: FeatureDistill | None = None
     if cfg.feature_points and teacher_module is not None:
         hints = FeatureDistill(student, teacher_module, [t[:64] for t in xs_all], cfg.feature_points)
-        opt.add_param_group({"params": list(hints.parameters()), "weight_decay": 0.0})
+        if hints.points:
+            opt.add_param_group({"params": list(hints.parameters()), "weight_decay": 0.0})
+        else:  # no 4-D map both models name alike (not an image model): outputs only, as the report shows
+            hints.close()
+            hints = None
     base_lrs = [g["lr"] for g in opt.param_groups]
     warmup = int(cfg.warmup_epochs * steps)
     use_aug = cfg.augment and is_image_batch(xs_all[0][:1])

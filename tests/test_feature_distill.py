@@ -51,6 +51,8 @@ def test_stage_ends_are_one_per_size_and_named_in_both(pair: tuple, images: np.n
         sizes.append(tuple(seen[0].shape[2:]))
     assert sizes == sorted(set(sizes), reverse=True) and min(min(s) for s in sizes) > 1  # stages, deepest last
     assert stage_ends(student, teacher, x, 1) == points[-1:] and stage_ends(student, teacher, x, 0) == []
+    stranger = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3))  # no place named alike: nothing to match
+    assert stage_ends(student, stranger, x, 3) == []
 
 
 def test_a_student_equal_to_its_teacher_costs_nothing(pair: tuple, images: np.ndarray) -> None:
