@@ -127,6 +127,9 @@ def distill_options(func: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--distill-features", type=click.IntRange(min=0), default=None,
                      help="Also distil N intermediate feature maps (the deepest stage ends both models name "
                           "alike, through a learned 1x1 projection); default 0: outputs only."),
+        click.option("--feature-weight", type=click.FloatRange(min=0), default=None,
+                     help="Weight of --distill-features' loss beside the outputs' (default 1; 0.1 where 1 hurt, "
+                          "benchmarks/label_free.md)."),
     ]  # fmt: skip
     for option in reversed(options):
         func = option(func)
@@ -136,7 +139,8 @@ def distill_options(func: Callable[..., Any]) -> Callable[..., Any]:
 def distill_from(kwargs: dict[str, Any]) -> dict[str, Any]:
     """The distillation recipe flags that were given (pops them), as FinetuneConfig keywords."""
     given = {"temperature": kwargs.pop("temperature", None), "color": kwargs.pop("color_jitter", None),
-             "feature_points": kwargs.pop("distill_features", None)}
+             "feature_points": kwargs.pop("distill_features", None),
+             "feature_weight": kwargs.pop("feature_weight", None)}
     return {k: v for k, v in given.items() if v is not None}
 
 

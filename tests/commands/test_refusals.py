@@ -226,6 +226,7 @@ FLAGS: dict[str, Case] = {
     "finetune/--temperature=0": _flag(finetune, "--temperature", "0"),
     "finetune/--distill-features=-1": _flag(finetune, "--distill-features", "-1"),
     "prune/--color-jitter=-1": _flag(prune, "--color-jitter", "-1"),
+    "prune/--feature-weight=-1": _flag(prune, "--feature-weight", "-1"),
     "finetune/--min-accuracy=-5": _flag(finetune, "--min-accuracy", "-5"),
     "bench/--batch=0": _flag(bench, "--batch", "0"),
     "bench/--batch=abc": _flag(bench, "--batch", "abc"),

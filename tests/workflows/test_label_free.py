@@ -92,9 +92,10 @@ def test_distillation_recipe_flags(withheld: dict) -> None:
     tmp = withheld["tmp"]
     assert withheld["uniform"]["finetune"]["config"]["temperature"] == 1.0  # the default
     rep = _prune(RESNET20, tmp / "images.npz", tmp / "hot.onnx", "--strategy", "uniform", "--temperature", "4",
-                 "--color-jitter", "0.1", "--distill-features", "2")  # fmt: skip
+                 "--color-jitter", "0.1", "--distill-features", "2", "--feature-weight", "0.5")  # fmt: skip
     assert rep["finetune"]["config"]["temperature"] == 4.0 and rep["finetune"]["config"]["color"] == 0.1
     assert len(rep["finetune"]["feature_points"]) == 2 and rep["finetune"]["config"]["feature_points"] == 2
+    assert rep["finetune"]["config"]["feature_weight"] == 0.5
     bad = CliRunner().invoke(main, ["prune", str(RESNET20), "--data", str(tmp / "images.npz"), *COMMON,
                                     "--temperature", "0", "-o", str(tmp / "cold.onnx")])  # fmt: skip
     assert bad.exit_code == 2 and "--temperature" in bad.output and not (tmp / "cold.onnx").exists()
