@@ -7,6 +7,7 @@ from typing import Any
 
 import click
 
+from agmc_onnx.errors import InputError
 from agmc_onnx.report import Gates
 
 GATE_OPTIONS = ("min_accuracy", "max_accuracy_drop", "min_speedup", "max_latency_ms", "min_fidelity")
@@ -137,10 +138,13 @@ def distill_options(func: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def distill_from(kwargs: dict[str, Any]) -> dict[str, Any]:
-    """The distillation recipe flags that were given (pops them), as FinetuneConfig keywords."""
+    """The distillation recipe flags that were given (pops them), as FinetuneConfig keywords; a feature weight
+    without feature maps to weigh is refused."""
     given = {"temperature": kwargs.pop("temperature", None), "color": kwargs.pop("color_jitter", None),
              "feature_points": kwargs.pop("distill_features", None),
              "feature_weight": kwargs.pop("feature_weight", None)}
+    if given["feature_weight"] is not None and not given["feature_points"]:
+        raise InputError("--feature-weight weighs the feature-map loss: give --distill-features N too")
     return {k: v for k, v in given.items() if v is not None}
 
 

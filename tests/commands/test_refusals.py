@@ -251,6 +251,8 @@ CONTRADICTIONS: dict[str, Case] = {
     "prune/--distill-features-without-finetune": Case(
         prune("--distill-features", "2", with_data=True, base=["--strategy", "uniform", *UNIFORM]),
         ("--distill-features",), ("--finetune-epochs", "fine-tun")),
+    "prune/--feature-weight-without-features": Case(prune("--feature-weight", "0.1"), ("--feature-weight",),
+                                                     ("--distill-features",)),
     "finetune/--distill-features-without-teacher": Case(finetune("--distill-features", "2"), ("--distill-features",),
                                                         ("--distill", "original")),
     "prune/--policy-with-uniform": Case(
