@@ -39,12 +39,22 @@ def _record(module: nn.Module, names: Sequence[str], inputs: Sequence[Tensor]) -
     return seen
 
 
+def _recorded_alike(student: nn.Module, teacher: nn.Module,
+                    inputs: Sequence[Tensor]) -> tuple[dict[str, Tensor], dict[str, Tensor]]:  # fmt: skip
+    """(student's, teacher's) outputs of every child both models name alike, on `inputs`."""
+    common = [n for n, _ in teacher.named_children() if n in dict(student.named_children())]
+    return _record(student, common, inputs), _record(teacher, common, inputs)
+
+
 def stage_ends(student: nn.Module, teacher: nn.Module, inputs: Sequence[Tensor], count: int) -> list[str]:
     """The deepest `count` stage ends both models name alike: 4-D float maps of equal spatial size (above 1x1:
     pooled vectors are the outputs' business), the student's channels no more than the teacher's, the last
     such map of each spatial size."""
-    common = [n for n, _ in teacher.named_children() if n in dict(student.named_children())]
-    t_out, s_out = _record(teacher, common, inputs), _record(student, common, inputs)
+    return _ends(*_recorded_alike(student, teacher, inputs), count)
+
+
+def _ends(s_out: dict[str, Tensor], t_out: dict[str, Tensor], count: int) -> list[str]:
+    """stage_ends on recorded outputs."""
     last: dict[tuple[int, ...], str] = {}
     for name, t in t_out.items():  # execution order: a later map of the same size replaces an earlier one
         s = s_out.get(name)
@@ -76,12 +86,13 @@ class FeatureDistill:
     """Hooks on the student's and teacher's stage ends, one projection per place, and the hint loss."""
 
     def __init__(self, student: nn.Module, teacher: nn.Module, sample: Sequence[Tensor], count: int) -> None:
-        self.points = stage_ends(student, teacher, sample, count)
-        t_out, s_out = _record(teacher, self.points, sample), _record(student, self.points, sample)
+        s_out, t_out = _recorded_alike(student, teacher, sample)  # one forward each
+        self.points = _ends(s_out, t_out, count)
         device = sample[0].device
         self.projections = nn.ModuleList([_fit(s_out[n].cpu(), t_out[n].cpu()) for n in self.points]).to(device)
         # floored at 1% of the median channel's: a ReLU map's dead channels must not dominate the mean
         self.variance = [(v := channel_variance(t_out[n])).clamp_min(0.01 * float(v.median())) for n in self.points]
+        self.active = False  # hooks store activations only inside recording()
         self._seen: dict[str, dict[str, Tensor]] = {"student": {}, "teacher": {}}
         self._handles = []
         for who, module in (("student", student), ("teacher", teacher)):
@@ -90,7 +101,6 @@ class FeatureDistill:
                 store = self._seen[who]
                 self._handles.append(children[n].register_forward_hook(
                     lambda _m, _i, out, n=n, store=store: store.__setitem__(n, out) if self.active else None))  # fmt: skip
-        self.active = False
 
     def parameters(self) -> Iterator[nn.Parameter]:
         """The projections' parameters (trained beside the student, dropped at export)."""

@@ -323,7 +323,8 @@ def cmd_search(args: argparse.Namespace) -> dict[str, Any]:
             print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()}), flush=True)
     from agmc_onnx.finetune import FinetuneConfig
 
-    recipe = {"temperature": FinetuneConfig().temperature, "color": FinetuneConfig().color}
+    defaults = FinetuneConfig()
+    recipe = {"temperature": defaults.temperature, "color": defaults.color}
     return {"kind": "search", "model": args.model, "target": args.target, "episodes": args.episodes,
             "seeds": args.seeds, "epochs": args.epochs, "rows": rows, "recipe": recipe}  # fmt: skip
 

@@ -33,6 +33,13 @@ class BatchList(click.ParamType):
 BATCHES = BatchList()
 
 
+def _stacked(func: Callable[..., Any], options: list[Callable[..., Any]]) -> Callable[..., Any]:
+    """`func` decorated with `options`, the first listed shown first in --help."""
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
 def gate_options(func: Callable[..., Any]) -> Callable[..., Any]:
     """Add --min-accuracy, --max-accuracy-drop, --min-speedup and --max-latency-ms to a command."""
     options = [
@@ -48,9 +55,7 @@ def gate_options(func: Callable[..., Any]) -> Callable[..., Any]:
                      help="Gate: the result's fidelity to the original's outputs at least this many percent "
                           "(e.g. 97; works without labels)."),
     ]  # fmt: skip
-    for option in reversed(options):
-        func = option(func)
-    return func
+    return _stacked(func, options)
 
 
 PREPROCESS_OPTIONS = ("scale", "mean", "std", "layout", "resize", "channel_order")
@@ -102,9 +107,7 @@ def preprocess_options(func: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--sidecar", type=click.Path(exists=True, dir_okay=False), default=None,
                      help="Preprocessing sidecar (JSON/YAML) to use instead of MODEL.preprocess.json."),
     ]  # fmt: skip
-    for option in reversed(options):
-        func = option(func)
-    return func
+    return _stacked(func, options)
 
 
 def preprocess_from(kwargs: dict[str, Any]) -> dict[str, Any]:
@@ -132,9 +135,7 @@ def distill_options(func: Callable[..., Any]) -> Callable[..., Any]:
                      help="Weight of --distill-features' loss beside the outputs' (default 1; 0.1 where 1 hurt, "
                           "benchmarks/label_free.md)."),
     ]  # fmt: skip
-    for option in reversed(options):
-        func = option(func)
-    return func
+    return _stacked(func, options)
 
 
 def distill_from(kwargs: dict[str, Any]) -> dict[str, Any]:
@@ -178,9 +179,7 @@ def prune_run_options(func: Callable[..., Any]) -> Callable[..., Any]:
                      help="Under a latency budget: measure the result against the original and, while it misses "
                           "the budget, shrink it to a corrected limit, at most N times (0: trust the prediction)."),
     ]  # fmt: skip
-    for option in reversed(options):
-        func = option(func)
-    return distill_options(input_shape_option(preprocess_options(gate_options(func))))
+    return distill_options(input_shape_option(preprocess_options(gate_options(_stacked(func, options)))))
 
 
 def render_run(report: dict[str, Any]) -> None:

@@ -72,7 +72,7 @@ def run_finetune(
     that original on the test split (held out from the data when it has none), before and after. Everything
     is checked first (`validate_finetune`, or the `request` it returned); the files are committed at the
     end, or none when the run fails. `recipe` overrides FinetuneConfig's distillation settings (temperature,
-    color, feature_points)."""
+    color, feature_points, feature_weight)."""
     req = request or validate_finetune(
         model, data_dir, output=output, report_path=report_path, distill=distill, original=original,
         held_out=held_out, do_bench=do_bench, provider=provider, threads=threads, gates=gates,
