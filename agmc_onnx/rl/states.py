@@ -131,9 +131,6 @@ class StepGraphStates(GraphStates):
         return torch.cat([graph, pick], dim=-1)
 
 
-DECODERS = {"groups": GraphStates, "lstm": LSTMGraphStates, "stepwise": StepGraphStates}
-
-
 AMC_FEATURES = 9
 
 
@@ -169,6 +166,27 @@ class HandStates(nn.Module):
     def forward(self) -> Tensor:
         """[steps, dim]: the fixed table."""
         return self.table
+
+
+class HybridStates(GraphStates):
+    """The GNN's state beside AMC's hand-made row of the same group: [graph, group embedding, hand features].
+
+    Asks whether the embedding adds to AMC's features rather than replaces them (issue 19: AMC's state led on
+    the held-out ResNet-32)."""
+
+    decoder = "hybrid"
+
+    def __init__(self, analysis: Any, encoder: GraphEncoder | None = None, standardize: bool = True) -> None:
+        super().__init__(analysis, encoder, standardize)
+        self.hand = HandStates(analysis)
+        self.dim += self.hand.dim
+
+    def forward(self) -> Tensor:
+        """[steps, dim]: GraphStates' rows with the hand table appended."""
+        return torch.cat([super().forward(), self.hand()], dim=1)
+
+
+DECODERS = {"groups": GraphStates, "lstm": LSTMGraphStates, "stepwise": StepGraphStates, "hybrid": HybridStates}
 
 
 def source_optimizer(source: nn.Module, lr_encoder: float | None, lr_actor: float) -> tuple[list[nn.Parameter], torch.optim.Adam | None]:
