@@ -418,6 +418,15 @@ def plot(models: list[dict[str, Any]], out: Path) -> None:
     plt.close(fig)
 
 
+def read_run(path: Path) -> dict[str, Any]:
+    """A run's search.json, or the log of a run stopped before it wrote one: the rows it printed (one JSON line per
+    finished run; no curves, so no window means or episode counts for them)."""
+    if path.suffix != ".log":
+        return json.loads(path.read_text())
+    rows = [json.loads(ln) for ln in path.read_text().splitlines() if ln.startswith('{"model"')]
+    return {"command": f"(rows printed to {path.name} by a run stopped before it wrote search.json)", "rows": rows, "models": []}
+
+
 def merge_runs(runs: list[dict[str, Any]]) -> dict[str, Any]:
     """Several runs' search.json as one: rows concatenated (a repeated model/strategy/seed is refused), each
     model's curves and rewards united, the commands joined in order, walls summed."""
@@ -435,6 +444,9 @@ def merge_runs(runs: list[dict[str, Any]]) -> dict[str, Any]:
             into = models.setdefault(m["model"], {**m, "curves": {}, "rewards": {}})
             into["curves"].update(m.get("curves", {}))
             into["rewards"].update(m.get("rewards", {}))
+    missing = sorted({r["model"] for r in rows} - set(models))
+    if missing:
+        raise SystemExit(f"--merge: no search.json among the inputs describes {', '.join(missing)}")
     return {"command": " ; ".join(r["command"] for r in runs), "wall": sum(r.get("wall", 0.0) for r in runs),
             "rows": rows, "models": list(models.values())}  # fmt: skip
 
@@ -464,12 +476,12 @@ def main(argv: list[str] | None = None) -> int:
                    help="only re-write search.md (and search.png) beside an earlier run's search.json")
     p.add_argument("--merge", type=Path, nargs="+", default=None, metavar="JSON",
                    help="with --out: one report from several runs' search.json (other seeds or strategies of the "
-                        "same models; their commands are listed)")
+                        "same models; their commands are listed); a .log of a stopped run adds the rows it printed")
     args = p.parse_args(argv)
     if args.merge:
         if not args.out:
             p.error("--merge needs --out")
-        merged = merge_runs([json.loads(f.read_text()) for f in args.merge])
+        merged = merge_runs([read_run(f) for f in args.merge])
         args.out.mkdir(parents=True, exist_ok=True)
         (args.out / "search.json").write_text(json.dumps(merged, indent=1))
         args.render = args.out / "search.json"
