@@ -378,7 +378,8 @@ def window_means(m: dict[str, Any], width: int = 50) -> list[str]:
         return []
     longest = max(len(r) for r in rewards.values())
     starts = list(range(0, longest, width))
-    out = [f"Mean reward of the episodes in each {width}-episode window (percent, mean over seeds):", "",
+    out = [f"Mean reward of the episodes in each {width}-episode window (percent, mean over the seeds whose episodes "
+           "were saved, how many in brackets):", "",
            "| strategy | " + " | ".join(f"{a}-{min(a + width, longest) - 1}" for a in starts) + " |",
            "|---|" + "---|" * len(starts)]  # fmt: skip
     for strategy in dict.fromkeys(k.split("/")[0] for k in rewards):
@@ -387,7 +388,7 @@ def window_means(m: dict[str, Any], width: int = 50) -> list[str]:
         for a in starts:
             parts = [r[a:a + width] for r in runs if len(r) > a]
             cells.append(f"{100 * np.mean([p.mean() for p in parts]):.1f}" if parts else "-")
-        out.append(f"| {strategy} | " + " | ".join(cells) + " |")
+        out.append(f"| {strategy} ({len(runs)}) | " + " | ".join(cells) + " |")
     return out + [""]
 
 
