@@ -421,7 +421,7 @@ def plot(models: list[dict[str, Any]], out: Path) -> None:
 
 def read_run(path: Path) -> dict[str, Any]:
     """A run's search.json, or the log of a run stopped before it wrote one: the rows it printed (one JSON line per
-    finished run; no curves, so no window means or episode counts for them)."""
+    finished run; no curves, so they add nothing to the window means or the "fewer episodes" line)."""
     if path.suffix != ".log":
         return json.loads(path.read_text())
     rows = [json.loads(ln) for ln in path.read_text().splitlines() if ln.startswith('{"model"')]
