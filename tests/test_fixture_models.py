@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 from pathlib import Path
 
@@ -102,8 +103,6 @@ def test_held_out_models_are_the_listed_ones() -> None:
 def test_held_out_model_with_its_sidecar(name: str, test_subset) -> None:
     """Checker passes; the sidecar's normalisation is the one trained with; with it, accuracy on the shipped
     2,000 test images is within 2 points (3 std of a 2,000-image estimate) of the full-test figure recorded."""
-    import json
-
     import onnxruntime as ort
 
     path = HELD_OUT_DIR / f"{name}.onnx"
@@ -114,9 +113,8 @@ def test_held_out_model_with_its_sidecar(name: str, test_subset) -> None:
     mean, std = sidecar["mean"][0], sidecar["std"][0]
     assert record["model"] == name and f"(pixel/255 - {mean}) / {std}" in record["recipe"]["input"]
     assert test_subset.x.max() <= 1.0  # the loader already scaled by 1/255
-    x = ((test_subset.x - mean) / std).astype(np.float32)
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    preds = np.concatenate([sess.run(None, {sess.get_inputs()[0].name: x[i:i + 250]})[0].argmax(1)
-                            for i in range(0, len(x), 250)])
+    preds = np.concatenate([sess.run(["logits"], {"input": ((x - mean) / std).astype(np.float32)})[0].argmax(1)
+                            for x, _ in batches(test_subset, 500)])
     acc = float((preds == test_subset.y).mean())
     assert abs(acc - record["test_accuracy"]) <= 0.02, f"{name}: {acc:.4f} vs recorded {record['test_accuracy']}"
