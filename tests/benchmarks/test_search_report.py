@@ -1,0 +1,58 @@
+"""benchmarks/search_report.py: merging runs (stopped ones included) and the report's header, without a search."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+from search_report import markdown, merge_runs, read_run  # noqa: E402
+
+
+def _row(model: str, strategy: str, seed: int, test: float) -> dict[str, Any]:
+    return {"model": model, "strategy": strategy, "seed": seed, "skipped": False, "episodes": 3, "macs_ratio": 0.5,
+            "reward_bn": test, "reward_raw": test, "written_reward": test, "written_test": test, "seconds": 1.0,
+            "s_per_episode": 0.3, "episodes_to_99pct": 1}  # fmt: skip
+
+
+def _run(rows: list[dict[str, Any]], machine: str, partial: bool = False) -> dict[str, Any]:
+    facts = {"model": "resnet32.onnx", "original_reward": 0.9, "original_test": 0.9, "device": "cpu",
+             "evaluator_mode": "torch", "threads": 1, "reward_images": 1000, "calib_images": 256,
+             "curves": {f"{r['strategy']}/{r['seed']}": [0.5, r["written_test"]] for r in rows},
+             "rewards": {f"{r['strategy']}/{r['seed']}": [0.5, r["written_test"]] for r in rows}}  # fmt: skip
+    run = {"command": f"run on {machine}", "machine": machine, "wall": 10.0, "rows": rows, "models": [facts]}
+    return {**run, "partial": True} if partial else run
+
+
+def test_merge_keeps_a_stopped_runs_curves_and_says_it_stopped() -> None:
+    done = _run([_row("resnet32.onnx", "amc", 0, 0.8)], "cpu A")
+    stopped = _run([_row("resnet32.onnx", "agmc", 0, 0.82)], "cpu B", partial=True)
+    merged = merge_runs([done, stopped])
+    assert [r["strategy"] for r in merged["rows"]] == ["amc", "agmc"]
+    assert set(merged["models"][0]["curves"]) == {"amc/0", "agmc/0"}
+    assert merged["command"] == "run on cpu A ; run on cpu B (stopped before its end: the runs it finished)"
+    assert merged["machine"] == "cpu A / cpu B" and merged["wall"] == 20.0
+
+
+def test_merge_refuses_a_run_counted_twice() -> None:
+    run = _run([_row("resnet32.onnx", "amc", 0, 0.8)], "cpu")
+    with pytest.raises(SystemExit, match="in two runs"):
+        merge_runs([run, run])
+
+
+def test_a_log_gives_its_printed_rows_only(tmp_path: Path) -> None:
+    log = tmp_path / "stopped.log"
+    log.write_text("loading\n" + json.dumps(_row("resnet32.onnx", "random", 1, 0.7)) + "\nTraceback ...\n")
+    run = read_run(log)
+    assert [r["seed"] for r in run["rows"]] == [1] and run["models"] == []
+
+
+def test_the_report_names_the_machine_it_ran_on_not_the_one_rendering_it() -> None:
+    rows = [_row("resnet32.onnx", s, 0, t) for s, t in (("agmc", 0.82), ("amc", 0.8), ("random", 0.7))]
+    text = markdown(rows, _run(rows, "x")["models"], "cmd", 12.0, "torch 9, riscv, no GPU")
+    assert "torch 9, riscv, no GPU; wall 12 s" in text
+    assert "## Held-out models" in text and "agmc >= amc + 1 test points: mean gap +2.00" in text
