@@ -33,7 +33,6 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing
-import os
 import platform
 import shlex
 import sys
@@ -68,11 +67,22 @@ def _torchvision_stub() -> None:
 _torchvision_stub()
 
 import torch  # noqa: E402
-from search_report import RULES, SEARCHES, TORCH_PRUNING, VARIANTS, markdown, merge_runs, plot, read_run  # noqa: E402
+from search_report import (  # noqa: E402
+    RULES,
+    SEARCHES,
+    TORCH_PRUNING,
+    VARIANTS,
+    described_command,
+    markdown,
+    merge_runs,
+    plot,
+    read_run,
+)
 
 from agmc_onnx.api import analyze, load_search_data, search_defaults  # noqa: E402
 from agmc_onnx.bn import recalibrated_onnx  # noqa: E402
 from agmc_onnx.evaluate import Evaluator, evaluate_onnx  # noqa: E402
+from agmc_onnx.io import write_bytes  # noqa: E402
 from agmc_onnx.plan import ImportanceCache, plan_from_counts  # noqa: E402
 from agmc_onnx.rl.runner import run_search  # noqa: E402
 from agmc_onnx.strategies import REGISTRY, Budget, StrategyContext  # noqa: E402
@@ -268,7 +278,7 @@ def main(argv: list[str] | None = None) -> int:
         args.render = args.out / "search.json"
     if args.render:
         saved = json.loads(args.render.read_text())
-        command = saved["command"] + (" (stopped before its end: the runs it finished)" if saved.get("partial") else "")
+        command = described_command(saved)
         machine = saved.get("machine", "machine not recorded (a search.json older than the field)")
         text = markdown(saved["rows"], saved["models"], command, saved.get("wall", float("nan")), machine)
         (args.render.parent / "search.md").write_text(text)
@@ -291,9 +301,7 @@ def main(argv: list[str] | None = None) -> int:
             args.out.mkdir(parents=True, exist_ok=True)
             saved = {"command": command, "machine": machine, "wall": time.perf_counter() - t0, "rows": all_rows,
                      "models": all_models}  # fmt: skip
-            tmp = args.out / "search.json.tmp"
-            tmp.write_text(json.dumps({**saved, "partial": True} if partial else saved, indent=1))
-            os.replace(tmp, args.out / "search.json")
+            write_bytes(json.dumps({**saved, "partial": True} if partial else saved, indent=1).encode(), args.out / "search.json")
 
     def checkpoint(r: list[dict[str, Any]], facts: dict[str, Any]) -> None:
         save(rows + r, models + [facts])

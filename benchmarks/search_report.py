@@ -216,6 +216,11 @@ def read_run(path: Path) -> dict[str, Any]:
     return {"command": f"(rows printed to {path.name} by a run stopped before it wrote search.json)", "rows": rows, "models": []}
 
 
+def described_command(run: dict[str, Any]) -> str:
+    """A run's command, saying so when it stopped before its end (its search.json still "partial")."""
+    return run["command"] + (" (stopped before its end: the runs it finished)" if run.get("partial") else "")
+
+
 def merge_runs(runs: list[dict[str, Any]]) -> dict[str, Any]:
     """Several runs' search.json as one: rows concatenated (a repeated model/strategy/seed is refused), each
     model's curves and rewards united, the commands joined in order, walls summed."""
@@ -236,8 +241,7 @@ def merge_runs(runs: list[dict[str, Any]]) -> dict[str, Any]:
     missing = sorted({r["model"] for r in rows} - set(models))
     if missing:
         raise SystemExit(f"--merge: no search.json among the inputs describes {', '.join(missing)}")
-    stopped = " (stopped before its end: the runs it finished)"
     machines = dict.fromkeys(r.get("machine", "machine not recorded") for r in runs)
-    return {"command": " ; ".join(r["command"] + (stopped if r.get("partial") else "") for r in runs),
+    return {"command": " ; ".join(described_command(r) for r in runs),
             "machine": " / ".join(machines), "wall": sum(r.get("wall", 0.0) for r in runs),
             "rows": rows, "models": list(models.values())}  # fmt: skip
