@@ -77,13 +77,31 @@ def held_out_targets(rows: list[dict[str, Any]], models: list[dict[str, Any]]) -
         ok = avg >= margin and wins >= need
         out.append(f"- agmc >= {other} + {margin:g} test points: mean gap {avg:+.2f} over {len(gaps)} model(s), "
                    f"met on {wins}: **{'met' if ok else 'NOT met'}**")
+    out += [paired_line(rows, names, "agmc", "amc", 1.0)]
     for variant in (v for v in VARIANTS if v in ran and VARIANTS[v][0] == "agmc"):
         gaps = [(mean(n, variant), mean(n, "amc")) for n in names]
         gaps = [v - o for v, o in gaps if v is not None and o is not None]
         if gaps:
             out.append(f"- variant {variant} vs amc: mean gap {float(np.mean(gaps)):+.2f} over {len(gaps)} model(s), "
                        f">= +1 on {sum(1 for g in gaps if g >= 1.0)} (a variant, not the default: for comparison)")
+            out.append("  " + paired_line(rows, names, variant, "amc", 1.0))
     return out + [""]
+
+
+def paired_line(rows: list[dict[str, Any]], names: list[str], a: str, b: str, margin: float) -> str:
+    """`a` minus `b` paired by (model, seed) (the same seed shares the warm-up plans), with a percentile
+    bootstrap 95% interval of the mean gap: whether the per-seed spread lets these runs tell the margin apart."""
+    test = {(r["model"], r["strategy"], r["seed"]): 100 * r["written_test"] for r in rows
+            if not r["skipped"] and r.get("written_test") is not None and r["model"] in names}  # fmt: skip
+    gaps = np.array([v - test[(m, b, s)] for (m, k, s), v in test.items() if k == a and (m, b, s) in test])
+    if len(gaps) < 2:
+        return f"- {a} - {b} paired by seed: fewer than 2 pairs"
+    means = np.random.default_rng(0).choice(gaps, (10_000, len(gaps))).mean(axis=1)
+    lo, hi = np.percentile(means, [2.5, 97.5])
+    where = "below" if hi < margin else "above" if lo > margin else "inside"
+    return (f"- {a} - {b} paired by (model, seed) over {len(gaps)} pairs: mean {gaps.mean():+.2f}, std "
+            f"{gaps.std(ddof=1):.2f}, 95% bootstrap interval [{lo:+.2f}, {hi:+.2f}] (+{margin:g} is {where} it); "
+            f"{a} ahead in {int((gaps > 0).sum())}, behind in {int((gaps < 0).sum())}")
 
 
 def model_tables(rows: list[dict[str, Any]], models: list[dict[str, Any]]) -> list[str]:

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
-from search_report import markdown, merge_runs, read_run  # noqa: E402
+from search_report import markdown, merge_runs, paired_line, read_run  # noqa: E402
 
 
 def _row(model: str, strategy: str, seed: int, test: float) -> dict[str, Any]:
@@ -56,3 +56,15 @@ def test_the_report_names_the_machine_it_ran_on_not_the_one_rendering_it() -> No
     text = markdown(rows, _run(rows, "x")["models"], "cmd", 12.0, "torch 9, riscv, no GPU")
     assert "torch 9, riscv, no GPU; wall 12 s" in text
     assert "## Held-out models" in text and "agmc >= amc + 1 test points: mean gap +2.00" in text
+
+
+def test_paired_gap_and_its_interval_over_model_seed_pairs() -> None:
+    pairs = {("resnet32.onnx", 0): (0.82, 0.80), ("resnet32.onnx", 1): (0.79, 0.80), ("wrn16_2.onnx", 0): (0.86, 0.83)}
+    rows = [_row(m, k, s, t) for (m, s), ts in pairs.items() for k, t in zip(("agmc", "amc"), ts, strict=True)]
+    rows.append(_row("wrn16_2.onnx", "agmc", 1, 0.99))  # no amc run for this seed: not a pair
+    line = paired_line(rows, ["resnet32.onnx", "wrn16_2.onnx"], "agmc", "amc", 1.0)
+    assert line.startswith("- agmc - amc paired by (model, seed) over 3 pairs: mean +1.33, std 2.08, ")
+    lo, hi = (float(x) for x in line.split("interval [")[1].split("]")[0].split(", "))
+    assert -1.0 <= lo < 1.33 < hi <= 3.0  # the bootstrap means lie between the smallest and largest gap
+    assert "(+1 is inside it); agmc ahead in 2, behind in 1" in line
+    assert paired_line(rows[:2], ["resnet32.onnx"], "agmc", "amc", 1.0).endswith("fewer than 2 pairs")
