@@ -77,6 +77,7 @@ from search_report import (  # noqa: E402
     merge_runs,
     plot,
     read_run,
+    renamed,
 )
 
 from agmc_onnx.api import analyze, load_search_data, search_defaults  # noqa: E402
@@ -268,11 +269,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--merge", type=Path, nargs="+", default=None, metavar="JSON",
                    help="with --out: one report from several runs' search.json (other seeds or strategies of the "
                         "same models; their commands are listed); a .log of a stopped run adds the rows it printed")
+    p.add_argument("--rename", nargs="+", default=[], metavar="OLD=NEW",
+                   help="with --merge: rename strategies in every input, all at once (after a default changed)")
     args = p.parse_args(argv)
+    names = dict(n.split("=", 1) for n in args.rename if "=" in n)
+    if len(names) != len(args.rename) or (names and not args.merge):
+        p.error("--rename takes OLD=NEW pairs, with --merge")
     if args.merge:
         if not args.out:
             p.error("--merge needs --out")
-        merged = merge_runs([read_run(f) for f in args.merge])
+        merged = merge_runs([renamed(read_run(f), names) for f in args.merge])
         args.out.mkdir(parents=True, exist_ok=True)
         (args.out / "search.json").write_text(json.dumps(merged, indent=1))
         args.render = args.out / "search.json"

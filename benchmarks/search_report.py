@@ -13,7 +13,8 @@ SEARCHES = ("agmc", "amc", "random")
 VARIANTS = {"agmc-lstm": ("agmc", {"decoder": "lstm"}), "agmc-ppo": ("agmc", {"agent": "ppo"}),
             "amc-ppo": ("amc", {"agent": "ppo"}),
             "agmc-stepwise": ("agmc", {"decoder": "stepwise"}), "agmc-hybrid": ("agmc", {"decoder": "hybrid"}),
-            "agmc-frozen": ("agmc", {"lr_encoder": 0.0})}  # extra searches, only when named
+            "agmc-frozen": ("agmc", {"lr_encoder": 0.0}),  # = agmc since issue 19 made the frozen GNN the default
+            "agmc-trained": ("agmc", {"encoder": "trained"})}  # extra searches, only when named
 RULES = ("uniform", "l1-global")
 # Torch-Pruning's L2 plans (benchmark-only dependency: pip install torch-pruning==1.6.1), mapped onto our groups
 TORCH_PRUNING = {"tp-global-l2": True, "tp-local-l2": False}
@@ -85,6 +86,7 @@ def held_out_targets(rows: list[dict[str, Any]], models: list[dict[str, Any]]) -
             out.append(f"- variant {variant} vs amc: mean gap {float(np.mean(gaps)):+.2f} over {len(gaps)} model(s), "
                        f">= +1 on {sum(1 for g in gaps if g >= 1.0)} (a variant, not the default: for comparison)")
             out.append("  " + paired_line(rows, names, variant, "amc", 1.0))
+            out.append("  " + paired_line(rows, names, "agmc", variant, 0.0))
     return out + [""]
 
 
@@ -237,6 +239,23 @@ def read_run(path: Path) -> dict[str, Any]:
 def described_command(run: dict[str, Any]) -> str:
     """A run's command, saying so when it stopped before its end (its search.json still "partial")."""
     return run["command"] + (" (stopped before its end: the runs it finished)" if run.get("partial") else "")
+
+
+def renamed(run: dict[str, Any], names: dict[str, str]) -> dict[str, Any]:
+    """`run` with its strategies renamed at once (old -> new, e.g. agmc -> agmc-trained and agmc-frozen -> agmc
+    when a default changes); rows, curves and rewards alike. The command says so."""
+    if not names:
+        return run
+
+    def key(k: str) -> str:
+        strategy, _, seed = k.partition("/")
+        return f"{names.get(strategy, strategy)}/{seed}"
+
+    said = ", ".join(f"{a} -> {b}" for a, b in names.items())
+    return {**run, "command": f"{run['command']} (strategies renamed: {said})",
+            "rows": [{**r, "strategy": names.get(r["strategy"], r["strategy"])} for r in run["rows"]],
+            "models": [{**m, **{part: {key(k): v for k, v in m.get(part, {}).items()} for part in ("curves", "rewards")}}
+                       for m in run["models"]]}  # fmt: skip
 
 
 def merge_runs(runs: list[dict[str, Any]]) -> dict[str, Any]:

@@ -7,6 +7,7 @@ import io
 import json
 import warnings
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -139,3 +140,66 @@ def test_cli_prune_with_search_options(net: Path, tmp_path: Path) -> None:
     assert "agmc: episode 2/2  reward" in res.output
     bad = CliRunner().invoke(main, ["prune", str(net), "--target-flops", "0.5", "--strategy", "amc", "-o", str(tmp_path / "q.onnx")])
     assert bad.exit_code == 2 and "--data" in bad.output
+
+
+@pytest.mark.parametrize("encoder", ["auto", "trained"])
+def test_agmc_gnn_stays_as_built_unless_trained_is_asked(encoder: str, net: Path, data: SearchData, tmp_path: Path) -> None:
+    """Issue 19: by default (auto, per-group decoder) the GNN keeps the weights the seed gave it and only the
+    agent learns; encoder="trained" moves it with the actor (the paper). The report says which."""
+    import torch
+
+    from agmc_onnx.rl.runner import build_agent
+
+    pol, opts = tmp_path / "policy.pt", {"batch": 8, "critic_warmup": 10}
+    run(net, data, "agmc", tmp_path, episodes=10, warmup=3, seed=3, encoder=encoder, save_policy=pol, options=opts)
+    saved = torch.load(pol, weights_only=False)["source"]
+    built = build_agent("agmc", analyze(net), 1, 3, {"encoder": encoder, **opts}).source.state_dict()
+    assert saved and set(saved) <= set(built)
+    assert all(torch.equal(saved[k], built[k]) for k in saved) == (encoder == "auto")
+    rep = json.loads((tmp_path / "report.json").read_text())
+    assert rep["search"]["encoder"] == ("frozen" if encoder == "auto" else "trained")
+
+
+def test_a_checkpoint_of_the_other_encoder_is_refused(net: Path, data: SearchData, tmp_path: Path) -> None:
+    from agmc_onnx.errors import InputError
+
+    run(net, data, "agmc", tmp_path, episodes=3, encoder="trained")
+    with pytest.raises(InputError, match="belongs to another search"):
+        run(net, data, "agmc", tmp_path, episodes=4, encoder="frozen", resume=True)
+    assert run(net, data, "agmc", tmp_path, episodes=4, encoder="trained", resume=True).search.curve[-1].episode == 3
+
+
+def test_the_default_encoder_is_the_benchmarks_agmc_frozen(net: Path, data: SearchData, tmp_path: Path) -> None:
+    """The default agmc search is the one benchmarks/search.py ran as `agmc-frozen` (lr_encoder 0): the same
+    curve and, bit for bit, the same learned actor and critic; the trained GNN's search ends elsewhere."""
+    import torch
+
+    def search(name: str, **kw: Any) -> tuple[list[float], dict[str, Any]]:
+        pol = tmp_path / f"{name}.pt"
+        res = run(net, data, "agmc", tmp_path / name, episodes=10, warmup=3, seed=1, save_policy=pol, **kw)
+        return [e.reward for e in res.search.curve], torch.load(pol, weights_only=False)
+
+    def same(a: dict[str, Any], b: dict[str, Any]) -> bool:
+        return all(torch.equal(a[part][k], b[part][k]) for part in ("source", "actor", "critic") for k in a[part])
+
+    opts = {"batch": 8, "critic_warmup": 10}
+    default, frozen = search("default", options=opts), search("frozen", encoder="trained", options={**opts, "lr_encoder": 0.0})
+    trained = search("trained", encoder="trained", options=opts)
+    assert default[0] == frozen[0] and same(default[1], frozen[1])
+    assert not same(default[1], trained[1])
+
+
+def test_a_checkpoint_from_before_the_encoder_choice_resumes_as_trained(net: Path, data: SearchData, tmp_path: Path) -> None:
+    import torch
+
+    from agmc_onnx.errors import InputError
+    from agmc_onnx.rl.search import CHECKPOINT
+
+    run(net, data, "agmc", tmp_path, episodes=3, encoder="trained")
+    path = tmp_path / "out.onnx.search" / CHECKPOINT
+    state = torch.load(path, weights_only=False)
+    del state["fingerprint"]["encoder"]  # what an older agmc-onnx wrote
+    torch.save(state, path)
+    with pytest.raises(InputError, match="belongs to another search"):
+        run(net, data, "agmc", tmp_path, episodes=4, resume=True)  # today's default: frozen
+    assert run(net, data, "agmc", tmp_path, episodes=4, encoder="trained", resume=True).search.curve[-1].episode == 3

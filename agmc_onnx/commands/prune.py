@@ -19,6 +19,7 @@ from agmc_onnx.commands._options import (
     render_run,
 )
 from agmc_onnx.report import enforce
+from agmc_onnx.rl import ENCODERS
 from agmc_onnx.strategies import REGISTRY, SEARCH_STRATEGIES
 
 
@@ -51,6 +52,9 @@ from agmc_onnx.strategies import REGISTRY, SEARCH_STRATEGIES
 @click.option("--decoder", type=click.Choice(["groups", "lstm", "stepwise"]), default="groups", show_default=True,
               help="agmc state per step: the group's GNN embedding, the paper's LSTM over the graph embedding, or "
                    "the graph re-encoded as pruned so far at every step (GNN-RL's state; DDPG only).")
+@click.option("--encoder", type=click.Choice(ENCODERS), default="auto", show_default=True,
+              help="agmc's GNN: left as the seed built it (only the agent learns) or trained with the actor (the "
+                   "paper). auto: frozen with --decoder groups (ahead on the held-out models), else trained.")
 @click.option("--policy", type=click.Path(dir_okay=False, exists=True), default=None,
               help="Start from a saved policy (--episodes 0: zero-shot).")
 @click.option("--save-policy", type=click.Path(dir_okay=False), default=None, help="Write the trained encoder + actor here.")
@@ -70,7 +74,7 @@ from agmc_onnx.strategies import REGISTRY, SEARCH_STRATEGIES
 @prune_run_options
 def prune_cmd(model: str, target_flops: str | None, strategy: str | None, plan_path: str | None, output: str | None,
               report: str | None, round_to: str, importance: str, seed: int, data: str | None, episodes: int,
-              agent: str, decoder: str, policy: str | None, save_policy: str | None, checkpoint: str | None, resume: bool,
+              agent: str, decoder: str, encoder: str, policy: str | None, save_policy: str | None, checkpoint: str | None, resume: bool,
               bn_recalibrate: bool, reward_images: int | None, workers: int, ray_address: str | None,
               reward: str | None, **kw: Any) -> None:
     """Prune MODEL's channels to --target-flops and/or --target-latency / --target-speedup (or as --plan says)."""
@@ -87,7 +91,7 @@ def prune_cmd(model: str, target_flops: str | None, strategy: str | None, plan_p
     opts = PruneOptions(
         target_flops=target, strategy=strategy, plan=plan_path, output=output, report=report, round_to=round_to,
         importance=importance, seed=seed, data=data, episodes=episodes, reward_images=reward_images, agent=agent,
-        decoder=decoder, policy=policy, save_policy=save_policy, checkpoint=checkpoint, resume=resume,
+        decoder=decoder, encoder=encoder, policy=policy, save_policy=save_policy, checkpoint=checkpoint, resume=resume,
         bn_recalibrate=bn_recalibrate, finetune_epochs=kw.pop("finetune_epochs"), distill=kw.pop("distill"),
         bench=kw.pop("do_bench"), bench_batches=kw.pop("bench_batch"),
         bench_repeats=kw.pop("bench_repeats"), provider=kw.pop("provider"), threads=kw.pop("threads"),

@@ -9,7 +9,8 @@ from importlib import import_module
 from typing import Any
 
 _WHERE = {"DDPG": "ddpg", "DDPGConfig": "ddpg", "ReplayBuffer": "ddpg", "PruningEnv": "env", "allowed_counts": "env"}
-__all__ = ["DDPG", "DDPGConfig", "PruningEnv", "ReplayBuffer", "allowed_counts"]
+__all__ = ["DDPG", "ENCODERS", "DDPGConfig", "PruningEnv", "ReplayBuffer", "allowed_counts"]
+ENCODERS = ("auto", "frozen", "trained")  # agmc's GNN: rl.runner.resolved_encoder (here: no torch, for the CLI)
 
 
 def __getattr__(name: str) -> Any:

@@ -13,6 +13,7 @@ from agmc_onnx.budget import latency_limit, macs_target
 from agmc_onnx.errors import InputError
 from agmc_onnx.io import write_bytes
 from agmc_onnx.plan import ImportanceCache, Plan, plan_from_counts
+from agmc_onnx.rl import ENCODERS
 from agmc_onnx.rl.ddpg import DDPG, DDPGConfig
 from agmc_onnx.rl.env import PruningEnv
 from agmc_onnx.rl.ppo import PPO, PPOConfig
@@ -25,6 +26,18 @@ DEFAULT_A_MIN = 0.2  # AMC's lower bound on the kept fraction of a layer
 
 
 AGENTS = {"ddpg": (DDPG, DDPGConfig), "ppo": (PPO, PPOConfig)}
+
+
+def resolved_encoder(options: Mapping[str, Any]) -> str:
+    """'frozen' (the GNN stays as the seed built it; only the agent learns) or 'trained' (with the actor, as
+    in the paper). 'auto': frozen for the per-group decoder, where the held-out table measured it ahead of
+    both the trained GNN and amc (issue 19), trained for the other decoders (frozen not measured there)."""
+    encoder = options.get("encoder", "auto")
+    if encoder not in ENCODERS:
+        raise InputError(f"unknown encoder {encoder!r} (available: {', '.join(ENCODERS)})")
+    if encoder == "auto":
+        return "frozen" if options.get("decoder", "groups") == "groups" else "trained"
+    return str(encoder)
 
 
 def build_agent(kind: str, analysis: Any, steps: int, seed: int, options: dict[str, Any]) -> DDPG | PPO:
@@ -42,6 +55,8 @@ def build_agent(kind: str, analysis: Any, steps: int, seed: int, options: dict[s
     source = DECODERS[decoder](analysis, standardize=bool(options.get("standardize", True))) if kind == "agmc" else HandStates(analysis)
     overrides = {k: options[k] for k in config_cls.__dataclass_fields__ if k in options}
     overrides.setdefault("a_min", options.get("a_min", DEFAULT_A_MIN))
+    if kind == "agmc" and resolved_encoder(options) == "frozen":
+        overrides.setdefault("lr_encoder", 0.0)  # an explicit lr_encoder (benchmark variants) wins
     return agent_cls(source, steps, config_cls(**overrides), seed=seed)
 
 
@@ -110,6 +125,7 @@ def run_search(ctx: Any, kind: str) -> tuple[Plan, SearchResult]:
     fingerprint = {"strategy": kind, "latency_limit_ms": limit_ms, "episodes_warmup": warmup, "round_to": ctx.round_to,
                    "importance": ctx.importance, "bn": getattr(ctx.evaluator, "bn_recalibrated", None),
                    "decoder": opts.get("decoder", "groups") if kind == "agmc" else None,
+                   "encoder": resolved_encoder(opts) if kind == "agmc" else None,
                    "agent": opts.get("agent", "ddpg") if agent is not None else None}
     search = Search(env, score, agent, episodes, None if warmup is None else int(warmup), ctx.seed,
                     opts.get("checkpoint"), fingerprint, opts.get("progress"), batch, score_many)

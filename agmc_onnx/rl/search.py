@@ -274,7 +274,9 @@ class Search:
             return 0
         path = self.checkpoint / CHECKPOINT
         state = read_checkpoint(path)
-        if state["fingerprint"] != self.fingerprint:
+        saved = dict(state["fingerprint"])  # one from before the encoder choice trained agmc's GNN
+        saved.setdefault("encoder", "trained" if saved.get("strategy") == "agmc" else None)
+        if saved != self.fingerprint:
             raise InputError("the checkpoint belongs to another search (model, target, seed, strategy or episodes "
                              "per batch, i.e. --workers, differ)", self.checkpoint)  # fmt: skip
         try:

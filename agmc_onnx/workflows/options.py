@@ -28,6 +28,7 @@ class PruneOptions:
     reward_images: int | None = None
     agent: str = "ddpg"
     decoder: str = "groups"
+    encoder: str = "auto"  # agmc's GNN: frozen as built or trained with the actor; auto: frozen for "groups"
     policy: PathLike | None = None
     save_policy: PathLike | None = None
     checkpoint: PathLike | None = None

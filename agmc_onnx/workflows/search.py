@@ -120,6 +120,7 @@ def search_prune(
     calib_images: int | None = None,
     agent: str = "ddpg",
     decoder: str = "groups",
+    encoder: str = "auto",
     warmup: int | None = None,
     progress: Callable[[Episode], None] | None = None,
     warn: Callable[[str], None] | None = None,
@@ -154,6 +155,7 @@ def search_prune(
 
     from agmc_onnx.io import check_output_path, write_json, write_model
     from agmc_onnx.report_search import plot_search, search_section
+    from agmc_onnx.rl.runner import resolved_encoder
     from agmc_onnx.strategies import SEARCH_STRATEGIES
 
     parallel = strategy in SEARCH_STRATEGIES and (workers > 1 or ray_address is not None)
@@ -205,7 +207,7 @@ def search_prune(
         checkpoint = Path(str(output) + ".search")
     opts: dict[str, Any] = dict(options or {})
     opts.update({
-        "episodes": d.episodes, "agent": agent, "decoder": decoder, "checkpoint": checkpoint, "resume": resume, "policy": policy,
+        "episodes": d.episodes, "agent": agent, "decoder": decoder, "encoder": encoder, "checkpoint": checkpoint, "resume": resume, "policy": policy,
         "save_policy": save_policy, "progress": progress, "on_result": lambda r: holder.setdefault("r", r),
     })  # fmt: skip
     if warmup is not None:
@@ -251,6 +253,7 @@ def search_prune(
                  "reward": reward, "agent": agent if strategy != "random" else None,
                  "outputs": evaluator.outputs if parallel else evaluator.fidelity and evaluator.fidelity.describe(),
                  "decoder": decoder if strategy == "agmc" else None,
+                 "encoder": resolved_encoder(opts) if strategy == "agmc" else None,
                  "workers": evaluator.summary() if parallel else in_process_workers(evaluator)}  # fmt: skip
         rep["search"] = search_section(search, strategy, **facts)
         png_path = png if png is not None else Path(report).with_suffix(".png") if report is not None else None

@@ -28,6 +28,7 @@ from agmc_onnx.model import load as load_model
 from agmc_onnx.modelfile import image_inputs, read_model_file
 from agmc_onnx.plan import parse_round_to
 from agmc_onnx.report import Gates, markdown_path
+from agmc_onnx.rl import ENCODERS
 from agmc_onnx.strategies import REGISTRY, SEARCH_STRATEGIES
 from agmc_onnx.workflows.audit import default_output
 from agmc_onnx.workflows.context import RunContext, build_context
@@ -216,6 +217,7 @@ def _prune_rules(opts: PruneOptions, strategy: str, bench: bool) -> None:
         (opts.recipe.get("feature_points") and not opts.finetune_epochs,
          "--distill-features distils while fine-tuning: it needs --finetune-epochs N (and --data)"),
         (strategy in SEARCH_STRATEGIES and not data, f"--strategy {strategy} scores candidates on data: give --data DIR"),
+        (opts.encoder not in ENCODERS, f"--encoder must be one of {', '.join(ENCODERS)}, not {opts.encoder!r}"),
         (opts.decoder == "stepwise" and opts.agent != "ddpg",
          "--decoder stepwise (per-step re-encoding) works with --agent ddpg only"),
         (opts.plan is not None and strategy != "plan",

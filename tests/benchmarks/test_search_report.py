@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
-from search_report import markdown, merge_runs, paired_line, read_run  # noqa: E402
+from search_report import markdown, merge_runs, paired_line, read_run, renamed  # noqa: E402
 
 
 def _row(model: str, strategy: str, seed: int, test: float) -> dict[str, Any]:
@@ -68,3 +68,13 @@ def test_paired_gap_and_its_interval_over_model_seed_pairs() -> None:
     assert -1.0 <= lo < 1.33 < hi <= 3.0  # the bootstrap means lie between the smallest and largest gap
     assert "(+1 is inside it); agmc ahead in 2, behind in 1" in line
     assert paired_line(rows[:2], ["resnet32.onnx"], "agmc", "amc", 1.0).endswith("fewer than 2 pairs")
+
+
+def test_rename_swaps_strategies_at_once_in_rows_curves_and_rewards() -> None:
+    run = _run([_row("resnet32.onnx", "agmc", 0, 0.78), _row("resnet32.onnx", "agmc-frozen", 0, 0.80)], "cpu")
+    out = renamed(run, {"agmc": "agmc-trained", "agmc-frozen": "agmc"})
+    assert [(r["strategy"], r["written_test"]) for r in out["rows"]] == [("agmc-trained", 0.78), ("agmc", 0.80)]
+    assert set(out["models"][0]["curves"]) == set(out["models"][0]["rewards"]) == {"agmc-trained/0", "agmc/0"}
+    assert out["models"][0]["curves"]["agmc/0"] == [0.5, 0.80]
+    assert out["command"].endswith("(strategies renamed: agmc -> agmc-trained, agmc-frozen -> agmc)")
+    assert run["rows"][0]["strategy"] == "agmc" and renamed(run, {}) is run  # the input is left as it was

@@ -4,7 +4,9 @@
 1ba57a9, before issue 18's changes); tests/rl/test_batched.py replays the same cases with today's code
 (K=1, one worker) and compares every episode bit for bit. The agmc-ppo entry was re-recorded from the
 one-at-a-time loop of the transformer branch (h-tfm2, before batching) when that branch merged: its encoder
-reads 8 more node features, so the GNN starts from other weights; the other cases did not change.
+reads 8 more node features, so the GNN starts from other weights; the other cases did not change. The agmc
+cases name `encoder="trained"`: the GNN trained with the actor, the only behaviour before issue 19 made the
+frozen GNN the default (the keyword did not exist when they were recorded).
 """
 
 from __future__ import annotations
@@ -24,10 +26,10 @@ DATA = Path(__file__).resolve().parents[2] / "fixtures" / "data"
 RECORDING = Path(__file__).with_name("k1_recording.json")
 # name -> search_prune keywords; ddpg learns from minibatches of 8 so that a short search learns at all
 CASES: dict[str, dict[str, Any]] = {
-    "agmc-ddpg": {"strategy": "agmc", "seed": 3, "episodes": 10, "warmup": 3,
+    "agmc-ddpg": {"strategy": "agmc", "encoder": "trained", "seed": 3, "episodes": 10, "warmup": 3,
                   "options": {"batch": 8, "critic_warmup": 10}},
     "amc-ddpg": {"strategy": "amc", "seed": 1, "episodes": 10, "warmup": 3, "options": {"batch": 8}},
-    "agmc-ppo": {"strategy": "agmc", "agent": "ppo", "seed": 2, "episodes": 10, "options": {"episodes_per_update": 3}},
+    "agmc-ppo": {"strategy": "agmc", "encoder": "trained", "agent": "ppo", "seed": 2, "episodes": 10, "options": {"episodes_per_update": 3}},
     "random": {"strategy": "random", "seed": 4, "episodes": 8},
 }  # fmt: skip
 

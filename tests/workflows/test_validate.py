@@ -94,3 +94,8 @@ def test_bench_request_reads_each_file_once(tmp_path: Path) -> None:
     assert req.labels == ["m.onnx", "m.onnx"] and len(req.protos) == 2
     assert np.array_equal(onnx.numpy_helper.to_array(req.protos[0].graph.initializer[0]),
                           onnx.numpy_helper.to_array(tiny_convnet().graph.initializer[0]))  # fmt: skip
+
+
+def test_an_unknown_encoder_is_refused_before_any_work(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="--encoder must be one of auto, frozen, trained, not 'warm'"):
+        validate_prune(str(_model(tmp_path)), PruneOptions(target_flops=0.5, encoder="warm"))
