@@ -280,7 +280,7 @@ def main(argv: list[str] | None = None) -> int:
             p.error("--merge needs --out")
         merged = merge_runs([renamed(read_run(f), names) for f in args.merge])
         args.out.mkdir(parents=True, exist_ok=True)
-        (args.out / "search.json").write_text(json.dumps(merged, indent=1))
+        write_bytes(json.dumps(merged, indent=1).encode(), args.out / "search.json")
         args.render = args.out / "search.json"
     if args.render:
         saved = json.loads(args.render.read_text())
